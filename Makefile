@@ -1,0 +1,51 @@
+# ctr: set-up, tests, lint, benchmarks. Run as root on Debian/Ubuntu.
+VENV    ?= /opt/ctr/venv
+PYTHON  ?= python3
+BINDIR  ?= /usr/local/bin
+# What ctr needs from the distribution. Installed only when missing.
+APT_PACKAGES = busybox-static libcap-dev iproute2 gcc python3-dev python3-venv \
+               util-linux cpio nftables
+# Peers for the side-by-side benchmarks.
+APT_BENCH    = crun runc
+
+.PHONY: install apt venv dev test unit lint bench clean
+
+install: apt venv
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES) $(EXTRA_APT); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+venv:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "ctr needs Python >= 3.11"; exit 1; }
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install -q --disable-pip-version-check $(PIP_EXTRA) .
+	@ln -sf $(VENV)/bin/ctr $(BINDIR)/ctr
+	@echo "ctr installed: $(BINDIR)/ctr -> $(VENV)/bin/ctr"
+
+dev:
+	@$(MAKE) --no-print-directory install PIP_EXTRA='.[dev]' EXTRA_APT='$(APT_BENCH)'
+
+# pytest from the venv (not `python -m pytest`, which would import the source
+# tree without its built C helper). The integration suite runs inside a network namespace of its own, which plays
+# "the host": bridges, addresses and nft rules never touch the machine's network.
+test: dev
+	unshare --net -- sh -c 'ip link set lo up && exec $(VENV)/bin/pytest -q -ra tests'
+
+unit: dev
+	$(VENV)/bin/pytest -q tests/unit
+
+lint: dev
+	$(VENV)/bin/ruff check ctr tests benchmarks images setup.py
+
+bench: dev
+	$(VENV)/bin/python benchmarks/start.py
+
+clean:
+	rm -rf build *.egg-info ctr/native/*.so

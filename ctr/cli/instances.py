@@ -1,0 +1,232 @@
+"""Instance verbs: run, create, start, stop, kill, rm, ls, inspect, logs, exec."""
+
+import json
+import sys
+
+import click
+
+from ctr.cli import progress
+from ctr.errors import CtrError, InvalidSpec
+
+pass_ctx = click.pass_obj
+
+# Options after IMAGE belong to the command: `ctr run busybox ls -l`.
+CMD_SETTINGS = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+
+
+def instance_options(f):
+    opts = [
+        click.option("--name", help="Name of the instance (generated when not given)."),
+        click.option("-e", "--env", "env", multiple=True, metavar="K=V",
+                     help="Set an environment variable (K alone: take it from ctr's)."),
+        click.option("--env-file", "env_files", multiple=True, metavar="FILE",
+                     help="Read K=V lines from a file."),
+        click.option("-w", "--workdir", help="Working directory inside the instance."),
+        click.option("-u", "--user", help="UID[:GID] or NAME[:GROUP] from the image."),
+        click.option("--hostname", help="Hostname (default: the first 12 hex of the id)."),
+        click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-terminal."),
+        click.option("-i", "--interactive", is_flag=True,
+                     help="Accepted for docker compatibility: stdin is always passed."),
+        click.option("--rm", "remove", is_flag=True, help="Remove the instance when it exits."),
+        click.argument("image"),
+        click.argument("command", nargs=-1, type=click.UNPROCESSED),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _command(command):
+    """`ctr run IMAGE -- CMD`: the separator is not part of the command."""
+    return command[1:] if command[:1] == ("--",) else command
+
+
+def _create(obj, image, command, interactive=False, **opts):
+    del interactive  # stdin is passed through in the foreground
+    if image.startswith("-"):
+        # Unknown options are kept for the command, so one before IMAGE lands here.
+        raise click.NoSuchOption(image)
+    command = _command(command)
+    return obj.instances.create(image=image, command=command, progress=progress, **opts)
+
+
+def _parse_signal(value):
+    import signal
+
+    name = value.upper()
+    if name.isdigit():
+        num = int(name)
+        if 0 < num < signal.NSIG:
+            return num
+    else:
+        name = name if name.startswith("SIG") else f"SIG{name}"
+        sig = getattr(signal.Signals, name, None) if name.isidentifier() else None
+        if isinstance(sig, signal.Signals):
+            return sig.value
+    raise InvalidSpec(f"invalid signal {value!r}")
+
+
+@click.command(context_settings=CMD_SETTINGS)
+@click.option("-d", "--detach", is_flag=True, help="Run in the background, print the name.")
+@instance_options
+@pass_ctx
+def run(obj, detach, **opts):
+    """Create and start an instance of IMAGE running COMMAND."""
+    instances = obj.instances
+    rec = _create(obj, **opts)
+    try:
+        if not detach:
+            return instances.run_attached(rec)
+        instances.start_detached(rec)
+        click.echo(rec.name)
+        return 0
+    except CtrError:
+        # `run` made the record; a run that never started leaves nothing behind.
+        if not rec.spec.remove:
+            instances.discard(rec)
+        raise
+
+
+@click.command(context_settings=CMD_SETTINGS)
+@instance_options
+@pass_ctx
+def create(obj, **opts):
+    """Create an instance of IMAGE without starting it; print its name."""
+    click.echo(_create(obj, **opts).name)
+
+
+@click.command()
+@click.option("-a", "--attach", is_flag=True, help="Attach: wait and return its exit status.")
+@click.argument("name")
+@pass_ctx
+def start(obj, attach, name):
+    """Start a created or stopped instance."""
+    instances = obj.instances
+    rec = instances.get(name)
+    if attach:
+        return instances.run_attached(rec)
+    instances.start_detached(rec)
+    click.echo(name)
+    return 0
+
+
+@click.command()
+@click.option("-t", "--time", "timeout", type=click.IntRange(min=0), default=10,
+              show_default=True, help="Seconds to wait after SIGTERM before SIGKILL.")
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def stop(obj, timeout, names):
+    """Stop instances: SIGTERM, then SIGKILL after the timeout."""
+    for name in names:
+        obj.instances.stop(name, timeout)
+        click.echo(name)
+
+
+@click.command()
+@click.option("-s", "--signal", "sig", default="KILL", show_default=True,
+              help="Signal name or number.")
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def kill(obj, sig, names):
+    """Send a signal to the instances' main process."""
+    signum = _parse_signal(sig)
+    for name in names:
+        obj.instances.kill(name, signum)
+        click.echo(name)
+
+
+@click.command()
+@click.option("-f", "--force", is_flag=True, help="Kill a running instance first.")
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def rm(obj, force, names):
+    """Remove instances and everything they hold."""
+    for name in names:
+        obj.instances.remove(name, force=force)
+        click.echo(name)
+
+
+def _status(spec, state):
+    status = state["status"]
+    if status == "stopped" and state.get("exit_code") is not None:
+        return f"stopped ({state['exit_code']})"
+    return status
+
+
+def _row(rec, spec, state):
+    return {
+        "name": rec.name,
+        "id": spec.id if spec else None,
+        "kind": spec.kind if spec else None,
+        "image": spec.image if spec else None,
+        "status": state["status"],
+        "exit_code": state.get("exit_code"),
+        "pid": state.get("pid") if state["status"] in ("running", "paused") else None,
+        "created": state.get("created"),
+        "command": list(spec.command) if spec else None,
+        "error": state.get("error"),
+    }
+
+
+@click.command(name="ls")
+@click.option("-a", "--all", "show_all", is_flag=True, help="Also instances that are not running.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_ctx
+def ls(obj, show_all, fmt):
+    """List instances (running ones unless -a)."""
+    rows = []
+    for rec, spec, state in obj.instances.list():
+        if show_all or state["status"] in ("running", "paused"):
+            rows.append((_row(rec, spec, state), spec, state))
+    if fmt == "json":
+        click.echo(json.dumps([r for r, _, _ in rows], indent=2))
+        return
+    table = [("NAME", "KIND", "IMAGE", "STATUS", "PID", "CREATED", "COMMAND")]
+    for row, spec, state in rows:
+        table.append((row["name"], row["kind"] or "-", row["image"] or "-",
+                      _status(spec, state), str(row["pid"] or "-"),
+                      (row["created"] or "-")[:19].replace("T", " "),
+                      " ".join(row["command"] or ["-"])[:40]))
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+@click.command()
+@click.argument("name")
+@pass_ctx
+def inspect(obj, name):
+    """Show an instance's spec, state and paths as JSON."""
+    click.echo(json.dumps(obj.instances.inspect(name), indent=2, sort_keys=True))
+
+
+@click.command()
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the instance stops.")
+@click.argument("name")
+@pass_ctx
+def logs(obj, follow, name):
+    """Print the output of a detached instance."""
+    out = sys.stdout.buffer
+    for chunk in obj.instances.logs(name, follow=follow):
+        out.write(chunk)
+        out.flush()
+
+
+@click.command(name="exec", context_settings=CMD_SETTINGS)
+@click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-terminal.")
+@click.option("-i", "--interactive", is_flag=True, help="Accepted for docker compatibility.")
+@click.option("-e", "--env", "env", multiple=True, metavar="K=V")
+@click.option("-w", "--workdir")
+@click.option("-u", "--user")
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_ctx
+def exec_(obj, tty, interactive, env, workdir, user, name, command):
+    """Run a command in a running instance; its exit status is ctr's."""
+    del interactive
+    return obj.instances.exec(name, _command(command), env=env, workdir=workdir, user=user, tty=tty)
+
+
+def register(group):
+    for cmd in (run, create, start, stop, kill, rm, ls, inspect, logs, exec_):
+        group.add_command(cmd)

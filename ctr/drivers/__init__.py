@@ -1,0 +1,1 @@
+"""Instance drivers: one per kind, chosen in ctr.instance.driver_for."""

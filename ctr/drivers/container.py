@@ -1,0 +1,192 @@
+"""The container driver: namespaces + cgroup + overlay root, with the C helper's clone.
+
+The driver does kernel work and nothing else: no state files, no printing.
+`start` returns a Process once the command has been exec'd (or raises the
+error the container's init reported); the caller owns waiting and recording.
+"""
+
+import os
+import signal
+
+from ctr import namespaces
+from ctr.cgroups import Cgroup
+from ctr.errors import EXIT_CTR, StartError
+from ctr.native import CLONE_NEWPID, clone, setns
+from ctr.store import proc_starttime
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2)
+
+
+class SignalForwarder:
+    """Forwards the signals ctr receives to the process it runs in the foreground.
+
+    Installed before the process exists, so that a signal arriving during the
+    start is not lost (nor kills ctr): it is queued and delivered once the
+    process is known.
+    """
+
+    def __init__(self, signals=FORWARDED):
+        self.pid = None
+        self.pending = []
+        for sig in signals:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, sig, _frame):
+        if self.pid is None:
+            self.pending.append(sig)
+        else:
+            self._send(sig)
+
+    def _send(self, sig):
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def attach(self, pid):
+        self.pid = pid
+        while self.pending:
+            self._send(self.pending.pop(0))
+
+
+class Process:
+    """A process ctr started and must reap: the container's init, or an exec."""
+
+    def __init__(self, pid, master=None, cgroup=None):
+        self.pid = pid
+        self.starttime = proc_starttime(pid)
+        self.master = master
+        self.cgroup = cgroup
+
+    def wait(self):
+        """Relay the terminal if there is one, reap, return the exit status
+        (128+N when killed by signal N)."""
+        if self.master is not None:
+            from ctr.tty import relay
+
+            try:
+                relay(self.master)
+            finally:
+                os.close(self.master)
+                self.master = None
+        _, status = os.waitpid(self.pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        return 128 - code if code < 0 else code
+
+
+def _fail(report, what):
+    msg = report.get("message", "unknown error")
+    return StartError(f"{what}: {msg}", report.get("code", EXIT_CTR), report.get("errno", 0))
+
+
+def _abort(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    os.waitpid(pid, 0)
+
+
+class ContainerDriver:
+    kind = "container"
+
+    def cgroup(self, spec, parent=None):
+        return Cgroup(parent, spec.id)
+
+    def start(self, rec, lower, *, stdio=(None, None, None), tty=False, pdeathsig=None,
+              cgroup_parent=None):
+        spec = rec.spec
+        cg = self.cgroup(spec, cgroup_parent).create()
+        master = slave = console = None
+        if tty:
+            from ctr.tty import open_pty
+
+            master, slave, console = open_pty()
+        go_r, go_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        try:
+            pid = clone(namespaces.CONTAINER_FLAGS)
+        except OSError as err:
+            for fd in (go_r, go_w, rep_r, rep_w, master, slave):
+                if fd is not None:
+                    os.close(fd)
+            cg.destroy()
+            raise StartError(f"clone: {err.strerror}", errno=err.errno) from err
+        if pid == 0:
+            os.close(go_w)
+            os.close(rep_r)
+            namespaces.container_init(
+                go_r, rep_w, spec=spec, lower=lower, rootfs=rec.rootfs, upper=rec.upper,
+                work=rec.work, stdio=stdio, tty_slave=slave, console=console,
+                pdeathsig=pdeathsig)
+        os.close(go_r)
+        os.close(rep_w)
+        if slave is not None:
+            os.close(slave)
+        try:
+            cg.add(pid)
+            os.write(go_w, b"G")
+            os.close(go_w)
+            go_w = None
+            report = namespaces.read_report(rep_r)
+        except BaseException:
+            _abort(pid)
+            if master is not None:
+                os.close(master)
+            cg.destroy()
+            raise
+        finally:
+            if go_w is not None:
+                os.close(go_w)
+            os.close(rep_r)
+        if report is not None:
+            _abort(pid)
+            if master is not None:
+                os.close(master)
+            cg.destroy()
+            raise _fail(report, f"starting {spec.name}")
+        return Process(pid, master, cg)
+
+    def exec(self, rec, state, *, command, env, workdir, user, tty=False,
+             stdio=(None, None, None)):
+        """Run a command inside a running container; returns its Process."""
+        spec = rec.spec
+        pid = state["pid"]
+        cg = Cgroup(state.get("cgroup_parent"), spec.id)
+        try:
+            pidns = os.open(f"/proc/{pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise StartError(f"{spec.name} is not running") from None
+        try:
+            setns(pidns, CLONE_NEWPID)  # applies to the children forked below
+        finally:
+            os.close(pidns)
+        master = slave = None
+        if tty:
+            from ctr.tty import open_pty
+
+            master, slave, _ = open_pty()
+        rep_r, rep_w = os.pipe()
+        child = os.fork()
+        if child == 0:
+            os.close(rep_r)
+            namespaces.join(pid, cgroup=cg, spec=spec, command=command, env=env,
+                            workdir=workdir, user=user, stdio=stdio, tty_slave=slave,
+                            report_fd=rep_w)
+        os.close(rep_w)
+        if slave is not None:
+            os.close(slave)
+        try:
+            report = namespaces.read_report(rep_r)
+        finally:
+            os.close(rep_r)
+        if report is not None:
+            os.waitpid(child, 0)
+            if master is not None:
+                os.close(master)
+            raise _fail(report, f"exec in {spec.name}")
+        return Process(child, master)
+
+    def signal(self, state, sig):
+        os.kill(state["pid"], sig)

@@ -1,0 +1,326 @@
+"""The instance model: lifecycle, state machine, dispatch to a driver.
+
+    created --start--> running --exit/stop/kill--> stopped --start--> running
+                                                   stopped --rm--> (removed)
+
+Whoever starts an instance reaps it and records how it ended: the CLI itself in
+the foreground (`run`, `start -a`), or the instance's monitor when detached.
+The per-instance lock is held only for transitions, never while running.
+"""
+
+import os
+import select
+import signal
+import time
+
+from ctr import store as st
+from ctr.errors import Conflict, CtrError, NotFound, StartError, StateError
+from ctr.rootfs.images import ImageStore
+from ctr.spec import build_spec, check_user, check_workdir, merge_env, parse_env
+from ctr.store import Store, alive, now
+
+DRIVERS = {"container": ("ctr.drivers.container", "ContainerDriver")}
+
+
+def driver_for(kind):
+    try:
+        module, cls = DRIVERS[kind]
+    except KeyError:
+        raise StateError(f"unknown instance kind {kind!r}") from None
+    import importlib
+
+    return getattr(importlib.import_module(module), cls)()
+
+
+def wait_exit(pid, starttime, timeout):
+    """Wait for a process that is not our child to exit. True if it did."""
+    if not alive(pid, starttime):
+        return True
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if not alive(pid, starttime):  # the pid was reused before we opened it
+            return True
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(max(0, timeout) * 1000))
+    finally:
+        os.close(fd)
+
+
+def _ended(code):
+    return "signalled" if code > 128 else "exited"
+
+
+class Instances:
+    def __init__(self, root=None):
+        self.store = Store(root)
+        self.images = ImageStore(self.store)
+
+    # -- create / start -----------------------------------------------------------
+
+    def create(self, *, image, progress=None, **options):
+        self.store.ensure()
+        img = self.images.ensure(image, progress=progress)
+        spec = build_spec(image=img, **options)
+        return self.store.create_record(spec)
+
+    def get(self, name):
+        return self.store.record(name)
+
+    def _start(self, rec, *, stdio=(None, None, None), pdeathsig=None):
+        """The locked transition to running. Returns the driver's Process."""
+        spec = rec.spec
+        driver = driver_for(spec.kind)
+        lower = self.images.rootfs(spec.image)
+        if not os.path.isdir(lower):
+            raise NotFound(f"the image {spec.image} of {spec.name} is gone")
+        with rec.lock():
+            state = rec.read_state()
+            if state["status"] in (st.RUNNING, st.PAUSED) and alive(
+                    state.get("pid"), state.get("starttime")):
+                raise Conflict(f"instance {spec.name} is already running")
+            try:
+                proc = driver.start(rec, lower, stdio=stdio, tty=spec.tty, pdeathsig=pdeathsig)
+            except StartError as err:
+                if state["status"] != st.CREATED:
+                    state["status"] = st.STOPPED
+                state.update(exit_code=err.exit_code, reason=f"start failed: {err}")
+                rec.write_state(state)
+                raise
+            state.update(status=st.RUNNING, pid=proc.pid, starttime=proc.starttime,
+                         started=now(), finished=None, exit_code=None, reason=None,
+                         reaper_pid=os.getpid(), cgroups=proc.cgroup.paths)
+            rec.write_state(state)
+        return proc
+
+    def _finish(self, rec, proc, code):
+        """Record how the instance ended and release what its run held."""
+        spec = rec.spec
+        try:
+            proc.cgroup.destroy()
+        except CtrError:
+            pass  # `rm` retries; never lose the exit status over it
+        try:
+            rec.update_state(status=st.STOPPED, exit_code=code, finished=now(),
+                             reason=_ended(code), pid=None)
+        except NotFound:
+            return  # removed meanwhile (rm -f)
+        if spec.remove:
+            self._remove(rec, spec)
+
+    def run_attached(self, rec):
+        """Start in the foreground: the caller's stdio, its exit status returned."""
+        from ctr.drivers.container import SignalForwarder
+
+        forwarder = SignalForwarder()
+        try:
+            proc = self._start(rec, pdeathsig=signal.SIGKILL)
+        except CtrError:
+            if rec.spec.remove:
+                self._remove(rec, rec.spec)
+            raise
+        forwarder.attach(proc.pid)
+        code = proc.wait()
+        self._finish(rec, proc, code)
+        return code
+
+    def start_detached(self, rec):
+        from ctr import monitor
+
+        state = rec.state()
+        if state["status"] in (st.RUNNING, st.PAUSED):
+            raise Conflict(f"instance {rec.name} is already running")
+        try:
+            return monitor.spawn(self, rec)
+        except CtrError:
+            if rec.spec.remove:
+                self._remove(rec, rec.spec)
+            raise
+
+    def discard(self, rec):
+        """Remove a record whose creation or first start failed."""
+        self._remove(rec, rec.spec)
+
+    # -- signals ------------------------------------------------------------------
+
+    def _running_state(self, rec):
+        state = rec.state()
+        if state["status"] not in (st.RUNNING, st.PAUSED):
+            raise Conflict(f"instance {rec.name} is not running")
+        return state
+
+    def kill(self, name, sig=signal.SIGKILL):
+        rec = self.get(name)
+        state = self._running_state(rec)
+        try:
+            driver_for(rec.spec.kind).signal(state, sig)
+        except ProcessLookupError:
+            pass
+        return state
+
+    def _await_stopped(self, rec, state, timeout):
+        if not wait_exit(state["pid"], state["starttime"], timeout):
+            return False
+        # The reaper records the exit status right after the exit; give it a moment,
+        # then reconcile (a reaper that died never will).
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            try:
+                if rec.read_state()["status"] == st.STOPPED:
+                    return True
+            except (StateError, NotFound):
+                return True
+            reaper = state.get("reaper_pid")
+            if not reaper or not os.path.exists(f"/proc/{reaper}"):
+                break
+            time.sleep(0.005)
+        rec.state()
+        return True
+
+    def stop(self, name, timeout=10):
+        """SIGTERM, then SIGKILL after `timeout` seconds. Stopping a stopped
+        instance is not an error."""
+        rec = self.get(name)
+        state = rec.state()
+        if state["status"] not in (st.RUNNING, st.PAUSED):
+            return state
+        driver = driver_for(rec.spec.kind)
+        try:
+            driver.signal(state, signal.SIGTERM)
+            if not self._await_stopped(rec, state, timeout):
+                driver.signal(state, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._await_stopped(rec, state, 30)
+        return rec.state()
+
+    # -- remove -------------------------------------------------------------------
+
+    def remove(self, name, force=False):
+        rec = self.get(name)
+        try:
+            state = rec.state()
+        except StateError:
+            state = None
+        try:
+            spec = rec.spec
+        except StateError:
+            spec = None
+        if state and state["status"] in (st.RUNNING, st.PAUSED):
+            if not force:
+                raise Conflict(f"instance {name} is running: stop it first or use rm -f")
+            try:
+                driver_for(spec.kind).signal(state, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._await_stopped(rec, state, 30)
+        self._remove(rec, spec, force=force,
+                     cgroup_parent=(state or {}).get("cgroup_parent"))
+
+    def _remove(self, rec, spec, force=True, cgroup_parent=None):
+        if spec is not None:
+            from ctr.cgroups import Cgroup
+
+            cg = Cgroup(cgroup_parent, spec.id)
+            pids = cg.pids()
+            if pids and not force:
+                raise Conflict(f"instance {rec.name} still has processes: use rm -f")
+            for pid in pids:  # a record that lost track of its processes
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            cg.destroy(timeout=5.0)
+        rec.remove()
+
+    # -- queries ------------------------------------------------------------------
+
+    def list(self):
+        """[(record, spec or None, state)]; a corrupt record is listed, not fatal."""
+        out = []
+        for rec in self.store.records():
+            try:
+                out.append((rec, rec.spec, rec.state()))
+            except StateError as err:
+                out.append((rec, None, {"status": st.CORRUPT, "error": str(err)}))
+            except NotFound:
+                continue  # removed while we listed
+        return out
+
+    def inspect(self, name):
+        rec = self.get(name)
+        spec, state = rec.spec, rec.state()
+        return {
+            "name": spec.name,
+            "id": spec.id,
+            "kind": spec.kind,
+            "image": spec.image,
+            "spec": spec.to_dict(),
+            "state": state,
+            "paths": {
+                "record": rec.dir,
+                "rootfs": rec.rootfs,
+                "upper": rec.upper,
+                "work": rec.work,
+                "log": rec.log_path,
+                "image": self.images.rootfs(spec.image),
+            },
+        }
+
+    def image_users(self, image):
+        return [rec.name for rec, spec, _ in self.list() if spec and spec.image == image]
+
+    # -- exec and logs ------------------------------------------------------------
+
+    def exec(self, name, command, *, env=(), workdir=None, user=None, tty=False):
+        rec = self.get(name)
+        spec = rec.spec
+        state = self._running_state(rec)
+        if not command:
+            raise CtrError("exec needs a command")
+        env = merge_env(spec.env, ["TERM=xterm"] if tty else [], parse_env(env))
+        workdir = check_workdir(workdir) or spec.workdir
+        user = check_user(user)
+        from ctr.drivers.container import SignalForwarder
+
+        forwarder = SignalForwarder()
+        proc = driver_for(spec.kind).exec(rec, state, command=list(command), env=env,
+                                          workdir=workdir, user=user, tty=tty)
+        forwarder.attach(proc.pid)
+        return proc.wait()
+
+    def logs(self, name, follow=False, poll=0.1):
+        """The output of a detached instance, as chunks of bytes."""
+        rec = self.get(name)
+        try:
+            f = open(rec.log_path, "rb")
+        except FileNotFoundError:
+            if not follow:
+                return
+            f = None
+        try:
+            while True:
+                if f is None and os.path.exists(rec.log_path):
+                    f = open(rec.log_path, "rb")
+                chunk = f.read(65536) if f else b""
+                if chunk:
+                    yield chunk
+                    continue
+                if not follow:
+                    return
+                try:
+                    running = rec.state()["status"] in (st.RUNNING, st.PAUSED)
+                except (NotFound, StateError):
+                    running = False
+                if not running:
+                    rest = f.read() if f else b""
+                    if rest:
+                        yield rest
+                    return
+                time.sleep(poll)
+        finally:
+            if f:
+                f.close()

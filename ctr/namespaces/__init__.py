@@ -1,0 +1,275 @@
+"""Namespaces: the flags a container gets, the container-side init sequence
+(`container_init`), and joining a running container's namespaces (`join`).
+
+Sync protocol between the parent (ctr) and the child (the container's init):
+
+  parent                              child (after clone, in new namespaces)
+  ------                              -----
+  clone(flags)  ---------------------> blocks reading the go pipe
+  moves the child into its cgroup
+  writes b"G" to the go pipe --------> unshare(CLONE_NEWCGROUP), mounts,
+                                       pivot_root, hostname, user, caps,
+                                       execve(command)
+  reads the report pipe (CLOEXEC):
+    EOF            <------------------ execve succeeded
+    JSON message   <------------------ a step failed: {"errno", "message", "code"}
+
+The child never prints: any failure, including a Python exception, becomes a
+report and the child exits 125 without running the command.
+"""
+
+import fcntl
+import json
+import os
+import signal
+import termios
+
+# Imported here, not where used: the child runs after pivot_root, where ctr's
+# own files are out of reach.
+import prctl
+
+from ctr.errors import EXIT_CANNOT_INVOKE, EXIT_CTR, EXIT_NOT_FOUND
+from ctr.native import (
+    CLONE_NEWCGROUP,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUTS,
+)
+
+CONTAINER_FLAGS = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET
+
+# The order matters for join(): user first (not used yet), mnt last so the
+# host's /proc stays reachable until then. pid applies to children only.
+JOIN_ORDER = (("cgroup", CLONE_NEWCGROUP), ("ipc", CLONE_NEWIPC), ("uts", CLONE_NEWUTS),
+              ("net", CLONE_NEWNET), ("pid", CLONE_NEWPID), ("mnt", CLONE_NEWNS))
+
+# docker's default capability set.
+DEFAULT_CAPS = (
+    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
+    "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
+)
+
+
+class InitFailure(Exception):
+    def __init__(self, message, errno=0, code=EXIT_CTR):
+        super().__init__(message)
+        self.errno = errno
+        self.code = code
+
+
+def reset_signals():
+    """What Python changed at start-up (SIGPIPE and SIGXFSZ ignored, handlers for
+    SIGINT) and ctr's own handlers must not leak into the command: ignored
+    dispositions survive execve."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE,
+                signal.SIGXFSZ, signal.SIGWINCH, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def report_failure(fd, err, step=None):
+    """Send (errno, message, exit code) to the parent. Used by the child only.
+    An InitFailure speaks for itself; anything else is prefixed with the step."""
+    prefix = f"{step}: " if step else ""
+    if isinstance(err, InitFailure):
+        msg = {"errno": err.errno, "message": str(err), "code": err.code}
+    elif isinstance(err, OSError):
+        where = f": {err.filename}" if err.filename else ""
+        msg = {"errno": err.errno or 0, "message": f"{prefix}{err.strerror}{where}",
+               "code": EXIT_CTR}
+    else:
+        msg = {"errno": 0, "message": f"{prefix}{type(err).__name__}: {err}", "code": EXIT_CTR}
+    try:
+        os.write(fd, json.dumps(msg).encode())
+    except OSError:
+        pass
+
+
+def read_report(fd):
+    """The parent's side: None when the command was exec'd, else the failure dict."""
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    if not chunks:
+        return None
+    try:
+        return json.loads(b"".join(chunks))
+    except ValueError:
+        return {"errno": 0, "message": "the container's init sent a garbled report",
+                "code": EXIT_CTR}
+
+
+# -- user and groups ------------------------------------------------------------------
+
+def _read_db(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return [line.rstrip("\n").split(":") for line in f if line.strip()
+                    and not line.startswith("#")]
+    except FileNotFoundError:
+        return []
+
+
+def resolve_user(user, root="/"):
+    """docker's -u: NAME, UID, NAME:GROUP or UID:GID, looked up in the container's
+    /etc/passwd and /etc/group. Returns (uid, gid, supplementary gids, home)."""
+    name, _, group = (user or "0").partition(":")
+    passwd = [e for e in _read_db(os.path.join(root, "etc/passwd")) if len(e) >= 7]
+    groups = [e for e in _read_db(os.path.join(root, "etc/group")) if len(e) >= 4]
+    entry = next((e for e in passwd if e[0] == name or (name.isdigit() and e[2] == name)), None)
+    if entry is None and not name.isdigit():
+        raise InitFailure(f"unable to find user {name}: no matching entries in /etc/passwd")
+    if entry:
+        uid, gid, home, login = int(entry[2]), int(entry[3]), entry[5], entry[0]
+    else:
+        uid, gid, home, login = int(name), 0, "/", None
+    if group:
+        g = next((e for e in groups if e[0] == group or (group.isdigit() and e[2] == group)),
+                 None)
+        if g is None and not group.isdigit():
+            raise InitFailure(f"unable to find group {group}: no matching entries in /etc/group")
+        gid = int(g[2]) if g else int(group)
+    extra = sorted({int(e[2]) for e in groups
+                    if login and login in e[3].split(",") and e[2].isdigit()} | {gid})
+    return uid, gid, extra, home or "/"
+
+
+def drop_privileges(uid, gid, groups, caps=DEFAULT_CAPS, pdeathsig=None):
+    """Bounding set, ids, capability sets, no_new_privs, in that order: the
+    bounding set needs CAP_SETPCAP, the ids need CAP_SETUID/SETGID."""
+    keep = [getattr(prctl, f"CAP_{c}") for c in caps]
+    prctl.capbset.limit(*keep)
+    os.setgroups(groups)
+    os.setgid(gid)
+    os.setuid(uid)  # from root to non-root clears permitted and effective
+    if uid == 0:
+        prctl.cap_effective.limit(*keep)  # effective must stay within permitted
+        prctl.cap_permitted.limit(*keep)
+    prctl.cap_inheritable.limit()
+    prctl.set_no_new_privs(1)
+    if pdeathsig:
+        # After setuid, which clears it.
+        prctl.set_pdeathsig(pdeathsig)
+
+
+def _env_home(env, home):
+    if any(e.startswith("HOME=") for e in env):
+        return env
+    return [*env, f"HOME={home}"]
+
+
+def _exec(command, env, workdir):
+    envd = dict(e.split("=", 1) for e in env)
+    try:
+        os.chdir(workdir)
+    except OSError as err:
+        raise InitFailure(f"cannot use working directory {workdir}: {err.strerror}",
+                          err.errno) from err
+    try:
+        os.execvpe(command[0], command, envd)
+    except FileNotFoundError as err:
+        raise InitFailure(
+            f"{command[0]}: executable file not found in $PATH" if "/" not in command[0]
+            else f"{command[0]}: no such file or directory", err.errno, EXIT_NOT_FOUND) from err
+    except (PermissionError, IsADirectoryError) as err:
+        raise InitFailure(f"{command[0]}: permission denied", err.errno,
+                          EXIT_CANNOT_INVOKE) from err
+    except OSError as err:
+        raise InitFailure(f"{command[0]}: cannot execute: {err.strerror}", err.errno,
+                          EXIT_CANNOT_INVOKE) from err
+
+
+def _prepare_workdir(workdir):
+    """docker creates a missing working directory; anything else in the way is an error."""
+    if os.path.isdir(workdir):
+        return
+    if os.path.lexists(workdir):
+        raise InitFailure(f"cannot use working directory {workdir}: not a directory")
+    try:
+        os.makedirs(workdir, 0o755)
+    except OSError as err:
+        raise InitFailure(f"cannot create working directory {workdir}: {err.strerror}",
+                          err.errno) from err
+
+
+def _stdio(tty_slave, stdio):
+    if tty_slave is not None:
+        os.setsid()
+        fcntl.ioctl(tty_slave, termios.TIOCSCTTY, 0)
+        fds = (tty_slave, tty_slave, tty_slave)
+    else:
+        fds = stdio
+    for target, fd in enumerate(fds):
+        if fd is not None and fd != target:
+            os.dup2(fd, target)
+
+
+def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
+                   stdio=(None, None, None), tty_slave=None, console=None, pdeathsig=None):
+    """The child's side of a container start. Never returns."""
+    from ctr import rootfs as rootfs_mod
+    from ctr.native import SYSCALLS, unshare
+    from ctr.net import loopback_up
+
+    step = "waiting for the parent"
+    try:
+        reset_signals()
+        if os.read(go_fd, 1) != b"G":
+            os._exit(EXIT_CTR)  # the parent gave up; it cleans up
+        os.close(go_fd)
+        step = "entering the cgroup namespace"
+        unshare(CLONE_NEWCGROUP)
+        step = "preparing the root filesystem"
+        rootfs_mod.prepare(SYSCALLS, lower=lower, upper=upper, work=work, root=rootfs,
+                           console=console)
+        step = "setting up the network"
+        loopback_up()
+        step = "setting the hostname"
+        SYSCALLS.sethostname(spec.hostname)
+        step = "pivot_root"
+        rootfs_mod.pivot(SYSCALLS, rootfs)
+        step = "setting up the process"
+        uid, gid, groups, home = resolve_user(spec.user)
+        _prepare_workdir(spec.workdir)
+        _stdio(tty_slave, stdio)
+        step = "dropping privileges"
+        drop_privileges(uid, gid, groups, pdeathsig=pdeathsig)
+        _exec(list(spec.command), _env_home(list(spec.env), home), spec.workdir)
+    except BaseException as err:  # noqa: BLE001 - every failure becomes a report
+        report_failure(report_fd, err, step)
+    os._exit(EXIT_CTR)
+
+
+def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_slave, report_fd,
+         pdeathsig=signal.SIGKILL):
+    """The forked child of `ctr exec`: join the cgroup and namespaces of the
+    container whose init is `pid` (the pid namespace was joined by the parent, so
+    this process already lives in it), then exec. Never returns."""
+    from ctr.native import setns
+
+    step = "joining the namespaces"
+    try:
+        reset_signals()
+        fds = []
+        for name, flag in JOIN_ORDER:
+            if name != "pid":
+                fds.append((os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC),
+                            flag))
+        cgroup.add(0)
+        for fd, flag in fds:
+            setns(fd, flag)
+            os.close(fd)
+        step = "setting up the process"
+        uid, gid, groups, home = resolve_user(user if user is not None else spec.user)
+        _stdio(tty_slave, stdio)
+        step = "dropping privileges"
+        drop_privileges(uid, gid, groups, pdeathsig=pdeathsig)
+        _exec(list(command), _env_home(list(env), home), workdir)
+    except BaseException as err:  # noqa: BLE001
+        report_failure(report_fd, err, step)
+    os._exit(EXIT_CTR)

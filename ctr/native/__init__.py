@@ -1,0 +1,77 @@
+"""The syscall seam.
+
+`SYSCALLS` is the real implementation; the container-side setup code takes a
+`Syscalls` object as a parameter, so unit tests can pass a recording fake and
+check what would be mounted without root (see tests/unit/test_rootfs.py).
+"""
+
+import os
+import socket
+
+from ctr.native import _native
+from ctr.native._native import (  # noqa: F401  (re-exported constants)
+    CLONE_NEWCGROUP,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUSER,
+    CLONE_NEWUTS,
+    MNT_DETACH,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    MS_STRICTATIME,
+)
+
+clone = _native.clone
+unshare = _native.unshare
+setns = _native.setns
+
+
+class Syscalls:
+    """The operations the container's init sequence performs on the kernel."""
+
+    def mount(self, source, target, fstype, flags=0, data=None):
+        _native.mount(source, target, fstype, flags, data)
+
+    def umount2(self, target, flags=0):
+        _native.umount2(target, flags)
+
+    def pivot_root(self, new_root, put_old):
+        _native.pivot_root(new_root, put_old)
+
+    def mknod(self, path, mode, device):
+        os.mknod(path, mode, device)
+
+    def symlink(self, target, path):
+        os.symlink(target, path)
+
+    def makedirs(self, path, mode=0o755):
+        os.makedirs(path, mode, exist_ok=True)
+
+    def touch(self, path):
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+
+    def exists(self, path):
+        return os.path.lexists(path)
+
+    def isdir(self, path):
+        return os.path.isdir(path)
+
+    def chdir(self, path):
+        os.chdir(path)
+
+    def chmod(self, path, mode):
+        os.chmod(path, mode)
+
+    def sethostname(self, name):
+        socket.sethostname(name)
+
+
+SYSCALLS = Syscalls()

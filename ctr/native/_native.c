@@ -1,0 +1,150 @@
+/*
+ * ctr._native: the few system calls a Python process cannot make safely or
+ * at all on Python 3.11.
+ *
+ *   clone(flags)        fork into new namespaces (pid, mount, uts, ipc, net).
+ *                       The child continues in Python, like os.fork(): the
+ *                       interpreter's fork hooks run around the raw syscall, so
+ *                       the child is as consistent as after os.fork().
+ *   unshare(flags)      e.g. the child's cgroup namespace, taken after the parent
+ *                       has moved it into its cgroup.
+ *   setns(fd, nstype)   join a namespace (ctr exec); a pid namespace applies to
+ *                       the children forked afterwards.
+ *   pivot_root(new, old)
+ *   mount(source, target, fstype, flags, data), umount2(target, flags)
+ *
+ * Every failure raises OSError(errno, strerror, path): the Python side sends
+ * it to the parent through the sync pipe as (errno, message).
+ */
+#define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE
+#include <Python.h>
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static PyObject *
+native_clone(PyObject *self, PyObject *args)
+{
+    unsigned long flags;
+    long pid;
+    int saved_errno;
+
+    if (!PyArg_ParseTuple(args, "k", &flags))
+        return NULL;
+    /* Only namespace flags: anything sharing memory or files with the parent
+     * would break the interpreter's assumptions. */
+    if (flags & ~(unsigned long)(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC |
+                                 CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUSER |
+                                 CLONE_NEWCGROUP)) {
+        PyErr_SetString(PyExc_ValueError, "clone: only namespace flags are allowed");
+        return NULL;
+    }
+    PyOS_BeforeFork();
+    /* x86_64 argument order: flags, stack, parent_tid, child_tid, tls.
+     * A NULL stack makes this a fork with namespace flags. */
+    pid = syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
+    saved_errno = errno;
+    if (pid == 0) {
+        PyOS_AfterFork_Child();
+    } else {
+        PyOS_AfterFork_Parent();
+    }
+    if (pid < 0) {
+        errno = saved_errno;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLong(pid);
+}
+
+static PyObject *
+native_unshare(PyObject *self, PyObject *args)
+{
+    int flags;
+    if (!PyArg_ParseTuple(args, "i", &flags))
+        return NULL;
+    if (unshare(flags) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+native_setns(PyObject *self, PyObject *args)
+{
+    int fd, nstype;
+    if (!PyArg_ParseTuple(args, "ii", &fd, &nstype))
+        return NULL;
+    if (setns(fd, nstype) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+native_pivot_root(PyObject *self, PyObject *args)
+{
+    const char *new_root, *put_old;
+    if (!PyArg_ParseTuple(args, "ss", &new_root, &put_old))
+        return NULL;
+    if (syscall(SYS_pivot_root, new_root, put_old) < 0)
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, new_root);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+native_mount(PyObject *self, PyObject *args)
+{
+    const char *source, *target, *fstype, *data;
+    unsigned long flags;
+    if (!PyArg_ParseTuple(args, "zszkz", &source, &target, &fstype, &flags, &data))
+        return NULL;
+    if (mount(source, target, fstype, flags, data) < 0)
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, target);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+native_umount2(PyObject *self, PyObject *args)
+{
+    const char *target;
+    int flags;
+    if (!PyArg_ParseTuple(args, "si", &target, &flags))
+        return NULL;
+    if (umount2(target, flags) < 0)
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, target);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef native_methods[] = {
+    {"clone", native_clone, METH_VARARGS, "clone(flags) -> pid (0 in the child)"},
+    {"unshare", native_unshare, METH_VARARGS, "unshare(flags)"},
+    {"setns", native_setns, METH_VARARGS, "setns(fd, nstype)"},
+    {"pivot_root", native_pivot_root, METH_VARARGS, "pivot_root(new_root, put_old)"},
+    {"mount", native_mount, METH_VARARGS, "mount(source, target, fstype, flags, data)"},
+    {"umount2", native_umount2, METH_VARARGS, "umount2(target, flags)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT, "ctr.native._native", NULL, -1, native_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    PyObject *m = PyModule_Create(&native_module);
+    if (m == NULL)
+        return NULL;
+#define CONST(name) PyModule_AddIntConstant(m, #name, name)
+    CONST(CLONE_NEWNS); CONST(CLONE_NEWUTS); CONST(CLONE_NEWIPC);
+    CONST(CLONE_NEWPID); CONST(CLONE_NEWNET); CONST(CLONE_NEWUSER);
+    CONST(CLONE_NEWCGROUP);
+    CONST(MS_RDONLY); CONST(MS_NOSUID); CONST(MS_NODEV); CONST(MS_NOEXEC);
+    CONST(MS_REMOUNT); CONST(MS_BIND); CONST(MS_REC); CONST(MS_PRIVATE);
+    CONST(MS_SLAVE); CONST(MS_STRICTATIME); CONST(MS_RELATIME);
+    CONST(MNT_DETACH);
+#undef CONST
+    return m;
+}

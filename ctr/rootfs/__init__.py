@@ -1,0 +1,133 @@
+"""The container's root filesystem, assembled inside its own mount namespace.
+
+Everything here runs in the container's init before pivot_root, so every mount
+lives and dies with the container's mount namespace: nothing can be left on the
+host, even after kill -9. `sc` is the syscall seam (ctr.native.Syscalls or a
+recording fake in unit tests).
+"""
+
+import os
+import stat
+
+from ctr.native import (
+    MNT_DETACH,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    MS_STRICTATIME,
+)
+
+# runc's defaults (libcontainer/specconv/example.go).
+MASKED_PATHS = (
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+# name, major, minor: the nodes every container gets (mode 0666).
+DEVICES = (
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+)
+DEV_LINKS = (
+    ("/proc/self/fd", "fd"),
+    ("/proc/self/fd/0", "stdin"),
+    ("/proc/self/fd/1", "stdout"),
+    ("/proc/self/fd/2", "stderr"),
+    ("pts/ptmx", "ptmx"),
+)
+
+
+def _join(root, path):
+    return root + path
+
+
+def mount_overlay(sc, lower, upper, work, target):
+    opts = f"lowerdir={lower},upperdir={upper},workdir={work}"
+    sc.mount("overlay", target, "overlay", 0, opts)
+
+
+def mount_dev(sc, root, console=None):
+    """A minimal /dev on tmpfs: device nodes, devpts, shm, mqueue, links, console."""
+    dev = _join(root, "/dev")
+    sc.makedirs(dev)
+    sc.mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
+    for name, major, minor in DEVICES:
+        path = f"{dev}/{name}"
+        sc.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+        sc.chmod(path, 0o666)  # mknod is subject to the umask
+    sc.makedirs(f"{dev}/pts")
+    sc.mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+             "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    sc.makedirs(f"{dev}/shm")
+    sc.mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+             "mode=1777,size=65536k")
+    sc.makedirs(f"{dev}/mqueue")
+    sc.mount("mqueue", f"{dev}/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for target, name in DEV_LINKS:
+        sc.symlink(target, f"{dev}/{name}")
+    # /dev/console is the container's terminal with -t; otherwise /dev/null, so a
+    # program that logs to the console neither fails nor reaches the host's console.
+    sc.touch(f"{dev}/console")
+    sc.mount(console or f"{dev}/null", f"{dev}/console", None, MS_BIND)
+
+
+def mask_paths(sc, root):
+    null = _join(root, "/dev/null")
+    for path in MASKED_PATHS:
+        target = _join(root, path)
+        if not sc.exists(target):
+            continue
+        if sc.isdir(target):
+            sc.mount("tmpfs", target, "tmpfs", MS_RDONLY, None)
+        else:
+            sc.mount(null, target, None, MS_BIND)
+    for path in READONLY_PATHS:
+        target = _join(root, path)
+        if not sc.exists(target):
+            continue
+        sc.mount(target, target, None, MS_BIND | MS_REC)
+        sc.mount(None, target, None,
+                 MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def prepare(sc, *, lower, upper, work, root, console=None):
+    """Build the container's tree at `root` (a folder on the host, seen from the
+    container's own mount namespace)."""
+    sc.mount(None, "/", None, MS_REC | MS_PRIVATE)
+    mount_overlay(sc, lower, upper, work, root)
+    proc = _join(root, "/proc")
+    sc.makedirs(proc)
+    sc.mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    sys_ = _join(root, "/sys")
+    sc.makedirs(sys_)
+    sc.mount("sysfs", sys_, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    mount_dev(sc, root, console)
+    mask_paths(sc, root)
+
+
+def pivot(sc, root):
+    """pivot_root into `root` and detach the old root, the way runc does it:
+    with new and old root the same folder, no put_old directory is needed."""
+    sc.chdir(root)
+    sc.pivot_root(".", ".")
+    sc.umount2(".", MNT_DETACH)
+    sc.chdir("/")

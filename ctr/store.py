@@ -1,0 +1,231 @@
+"""The state root: instance records, locks, atomic writes, listing, reconciling.
+
+Layout under the root (default /var/lib/ctr, --root or CTR_ROOT to override):
+
+    images/NAME/{image.json, rootfs/}
+    instances/NAME/{spec.json, state.json, lock, log, upper/, work/, rootfs/}
+
+A record is written atomically (temp file, fsync, rename, fsync of the folder),
+so a crash leaves either the old or the new file. A record whose process died
+without anyone noticing (kill -9 of ctr, of the monitor, a host crash) is
+reconciled to `stopped` the next time anyone reads it.
+"""
+
+import contextlib
+import datetime
+import errno
+import fcntl
+import json
+import os
+import shutil
+
+from ctr.errors import Conflict, NotFound, StateError
+
+DEFAULT_ROOT = "/var/lib/ctr"
+
+CREATED, RUNNING, PAUSED, STOPPED = "created", "running", "paused", "stopped"
+CORRUPT = "corrupt"
+
+
+def now():
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def atomic_write_json(path, data):
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, json.dumps(data, indent=2, sort_keys=True).encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def read_json(path, what):
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as err:
+        raise StateError(f"{what} is corrupt ({path}): {err}") from err
+    if not isinstance(data, dict):
+        raise StateError(f"{what} is corrupt ({path}): not a JSON object")
+    return data
+
+
+def proc_starttime(pid):
+    """The start time of a process in clock ticks since boot, or None if it is gone.
+
+    Together with the pid it names one process for good: a recycled pid has a
+    different start time.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name is in parentheses and may contain anything: split after it.
+    fields = stat[stat.rindex(b")") + 2:].split()
+    if fields[0] == b"Z":
+        return None
+    return int(fields[19])
+
+
+def alive(pid, starttime):
+    return bool(pid) and proc_starttime(pid) == starttime
+
+
+class Store:
+    def __init__(self, root=None):
+        self.root = os.path.abspath(root or os.environ.get("CTR_ROOT") or DEFAULT_ROOT)
+        self.instances_dir = os.path.join(self.root, "instances")
+        self.images_dir = os.path.join(self.root, "images")
+
+    def ensure(self):
+        """Create the state root if needed and check that it is writable."""
+        try:
+            os.makedirs(self.instances_dir, 0o711, exist_ok=True)
+            os.makedirs(self.images_dir, 0o711, exist_ok=True)
+            probe = os.path.join(self.instances_dir, f".probe.{os.getpid()}")
+            os.mkdir(probe)
+            os.rmdir(probe)
+        except OSError as err:
+            raise StateError(
+                f"state root {self.root} is not usable: {err.strerror or err}"
+            ) from err
+        return self
+
+    # -- instances -------------------------------------------------------------
+
+    def create_record(self, spec):
+        """Make the record of a new instance; the name must be free."""
+        self.ensure()
+        path = os.path.join(self.instances_dir, spec.name)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            raise Conflict(f"the name {spec.name!r} is already in use") from None
+        rec = Record(self, spec.name)
+        try:
+            for sub in ("upper", "work", "rootfs"):
+                os.mkdir(os.path.join(path, sub), 0o755)
+            atomic_write_json(rec.spec_path, spec.to_dict())
+            atomic_write_json(rec.state_path, {"status": CREATED, "created": now(),
+                                               "id": spec.id})
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        return rec
+
+    def record(self, name):
+        path = os.path.join(self.instances_dir, name)
+        if "/" in name or name.startswith(".") or not os.path.isdir(path):
+            raise NotFound(f"no such instance: {name}")
+        return Record(self, name)
+
+    def records(self):
+        try:
+            names = os.listdir(self.instances_dir)
+        except FileNotFoundError:
+            return []
+        return [Record(self, n) for n in sorted(names) if not n.startswith(".")]
+
+
+class Record:
+    """One instance on disk. Reads are lazy; writes go through `update_state`."""
+
+    def __init__(self, store, name):
+        self.store = store
+        self.name = name
+        self.dir = os.path.join(store.instances_dir, name)
+        self.spec_path = os.path.join(self.dir, "spec.json")
+        self.state_path = os.path.join(self.dir, "state.json")
+        self.lock_path = os.path.join(self.dir, "lock")
+        self.log_path = os.path.join(self.dir, "log")
+        self.upper = os.path.join(self.dir, "upper")
+        self.work = os.path.join(self.dir, "work")
+        self.rootfs = os.path.join(self.dir, "rootfs")
+        self._spec = None
+
+    @property
+    def spec(self):
+        if self._spec is None:
+            from ctr.spec import InstanceSpec
+
+            data = self._read(self.spec_path, "spec")
+            try:
+                self._spec = InstanceSpec.from_dict(data)
+            except (KeyError, TypeError, ValueError) as err:
+                raise StateError(f"the spec of {self.name} is corrupt: {err}") from err
+        return self._spec
+
+    def _read(self, path, what):
+        try:
+            return read_json(path, f"the {what} of {self.name}")
+        except FileNotFoundError:
+            raise StateError(f"the {what} of {self.name} is missing ({path})") from None
+
+    def read_state(self):
+        state = self._read(self.state_path, "state")
+        if not isinstance(state.get("status"), str):
+            raise StateError(f"the state of {self.name} is corrupt: no status")
+        return state
+
+    @contextlib.contextmanager
+    def lock(self):
+        """The per-instance lock, held only for state transitions, never while running."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            raise NotFound(f"no such instance: {self.name}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def update_state(self, **changes):
+        """Read-modify-write the state under the lock; returns the new state."""
+        with self.lock():
+            state = self.read_state()
+            state.update(changes)
+            self.write_state(state)
+        return state
+
+    def write_state(self, state):
+        try:
+            atomic_write_json(self.state_path, state)
+        except FileNotFoundError:
+            raise NotFound(f"no such instance: {self.name}") from None
+
+    def state(self):
+        """The state, reconciled with the kernel: a dead process is never `running`."""
+        state = self.read_state()
+        if state["status"] in (RUNNING, PAUSED) and not alive(
+                state.get("pid"), state.get("starttime")):
+            with self.lock():
+                state = self.read_state()
+                if state["status"] in (RUNNING, PAUSED) and not alive(
+                        state.get("pid"), state.get("starttime")):
+                    state.update(status=STOPPED, exit_code=None,
+                                 reason="lost: the instance died while nobody watched it",
+                                 finished=state.get("finished") or now())
+                    self.write_state(state)
+        return state
+
+    def remove(self):
+        try:
+            shutil.rmtree(self.dir)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            if err.errno != errno.ENOENT:
+                raise StateError(f"cannot remove {self.dir}: {err.strerror}") from err

@@ -1,0 +1,85 @@
+"""Helpers shared by the tests. Integration tests (tests/integration) run the real `ctr`
+binary as root against the real kernel; each test gets a state root of its own,
+and a check after every test fails it if it left a mount, a cgroup or a process.
+"""
+
+import os
+import subprocess
+
+CTR = os.environ.get("CTR_BIN") or (
+    "/opt/ctr/venv/bin/ctr" if os.path.exists("/opt/ctr/venv/bin/ctr") else "ctr")
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def cgroup_parents():
+    """Every /ctr parent folder ctr may create, one per hierarchy."""
+    return [os.path.join(CGROUP_ROOT, h, "ctr") for h in os.listdir(CGROUP_ROOT)
+            if os.path.isdir(os.path.join(CGROUP_ROOT, h, "ctr"))]
+
+
+def instance_cgroups():
+    found = []
+    for parent in cgroup_parents():
+        found += [os.path.join(parent, d) for d in os.listdir(parent)
+                  if os.path.isdir(os.path.join(parent, d))]
+    return found
+
+
+def mounts_under(path):
+    with open("/proc/self/mounts") as f:
+        return [line for line in f if path in line]
+
+
+def processes(pattern):
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if pattern in cmd:
+            out.append(f"{pid} {cmd}")
+    return out
+
+
+def leftovers(root):
+    left = mounts_under(root)
+    left += instance_cgroups()
+    left += processes("ctr-monitor")
+    left += processes(root)
+    return left
+
+
+class Ctr:
+    """Runs the real ctr binary against one state root."""
+
+    def __init__(self, root):
+        self.root = root
+
+    def env(self, **extra):
+        env = dict(os.environ, CTR_ROOT=self.root)
+        env.update(extra)
+        return env
+
+    def __call__(self, *args, input=None, timeout=60, env=None, check=False):
+        proc = subprocess.run([CTR, *args], input=input, capture_output=True, text=True,
+                              timeout=timeout, env=self.env(**(env or {})))
+        if check and proc.returncode != 0:
+            raise AssertionError(f"ctr {' '.join(args)} -> {proc.returncode}: {proc.stderr}")
+        return proc
+
+    def popen(self, *args, **kw):
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.PIPE)
+        return subprocess.Popen([CTR, *args], env=self.env(), text=True, **kw)
+
+    def path(self, *parts):
+        return os.path.join(self.root, *parts)
+
+    def state(self, name):
+        import json
+
+        return json.loads(self("inspect", name, check=True).stdout)["state"]

@@ -1,0 +1,68 @@
+"""The container's mount sequence, checked through a recording fake of the
+syscall seam: what would be mounted, where, with which flags, in which order."""
+
+from ctr import rootfs
+from ctr.native import MNT_DETACH, MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, Syscalls
+
+
+class Recorder(Syscalls):
+    def __init__(self, existing=(), dirs=()):
+        self.calls = []
+        self.existing = set(existing)
+        self.dirs = set(dirs)
+
+    def __getattribute__(self, name):
+        if name in ("mount", "umount2", "pivot_root", "mknod", "symlink", "makedirs", "touch",
+                    "chdir", "chmod", "sethostname"):
+            return lambda *a, **k: self.calls.append((name, *a))
+        return object.__getattribute__(self, name)
+
+    def exists(self, path):
+        return path in self.existing or path in self.dirs
+
+    def isdir(self, path):
+        return path in self.dirs
+
+    def mounts(self):
+        return [c[1:] for c in self.calls if c[0] == "mount"]
+
+
+def test_prepare_sequence():
+    r = "/r"
+    sc = Recorder(existing={"/r/proc/kcore", "/r/proc/sys"}, dirs={"/r/sys/firmware",
+                                                                     "/r/proc/sys"})
+    rootfs.prepare(sc, lower="/img", upper="/u", work="/w", root=r)
+    mounts = sc.mounts()
+    # first: nothing propagates back to the host
+    assert mounts[0] == (None, "/", None, MS_REC | MS_PRIVATE)
+    assert mounts[1] == ("overlay", r, "overlay", 0, "lowerdir=/img,upperdir=/u,workdir=/w")
+    targets = [m[1] for m in mounts]
+    assert targets.index("/r/proc") < targets.index("/r/proc/kcore")
+    assert ("/r/dev/null", "/r/proc/kcore", None, MS_BIND) in mounts  # masked file
+    assert ("tmpfs", "/r/sys/firmware", "tmpfs", MS_RDONLY, None) in mounts  # masked dir
+    sysfs = next(m for m in mounts if m[0] == "sysfs")
+    assert sysfs[3] & MS_RDONLY
+    ro = [m for m in mounts if m[1] == "/r/proc/sys"]
+    assert ro[0][3] == MS_BIND | MS_REC
+    assert ro[1][3] & (MS_BIND | MS_REMOUNT | MS_RDONLY) == MS_BIND | MS_REMOUNT | MS_RDONLY
+    # paths that do not exist are skipped, not created
+    assert not any(m[1] == "/r/proc/keys" for m in mounts)
+    nodes = sorted(c[1].rsplit("/", 1)[1] for c in sc.calls if c[0] == "mknod")
+    assert nodes == ["full", "null", "random", "tty", "urandom", "zero"]
+    links = {c[2].rsplit("/", 1)[1]: c[1] for c in sc.calls if c[0] == "symlink"}
+    assert links["ptmx"] == "pts/ptmx" and links["fd"] == "/proc/self/fd"
+    console = next(m for m in mounts if m[1] == "/r/dev/console")
+    assert console[0] == "/r/dev/null"  # no terminal: the console goes nowhere
+
+
+def test_console_is_the_terminal():
+    sc = Recorder()
+    rootfs.prepare(sc, lower="/l", upper="/u", work="/w", root="/r", console="/dev/pts/7")
+    assert ("/dev/pts/7", "/r/dev/console", None, MS_BIND) in sc.mounts()
+
+
+def test_pivot_detaches_the_old_root():
+    sc = Recorder()
+    rootfs.pivot(sc, "/r")
+    assert sc.calls == [("chdir", "/r"), ("pivot_root", ".", "."), ("umount2", ".", MNT_DETACH),
+                        ("chdir", "/")]

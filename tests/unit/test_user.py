@@ -1,0 +1,32 @@
+import pytest
+
+from ctr.namespaces import InitFailure, resolve_user
+
+
+@pytest.fixture
+def root(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33::/var/www:/bin/false\n")
+    (tmp_path / "etc" / "group").write_text("root:x:0:\nwww:x:33:\nstaff:x:50:www,bob\n")
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("user,expected", [
+    (None, (0, 0, [0], "/root")),
+    ("www", (33, 33, [33, 50], "/var/www")),
+    ("33", (33, 33, [33, 50], "/var/www")),
+    ("www:root", (33, 0, [0, 50], "/var/www")),
+    ("1000", (1000, 0, [0], "/")),
+    ("1000:1000", (1000, 1000, [1000], "/")),
+    ("www:staff", (33, 50, [50], "/var/www")),
+])
+def test_resolve(root, user, expected):
+    assert resolve_user(user, root) == expected
+
+
+@pytest.mark.parametrize("user,match", [("ghost", "unable to find user"),
+                                        ("root:ghosts", "unable to find group")])
+def test_unknown(root, user, match):
+    with pytest.raises(InitFailure, match=match):
+        resolve_user(user, root)
