@@ -6,7 +6,6 @@ Every user input is checked here, once; the layers below trust a spec.
 import dataclasses
 import os
 import re
-import secrets
 
 from ctr.errors import InvalidSpec
 
@@ -33,11 +32,12 @@ _NOUNS = (
 
 
 def generate_name():
-    return f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}_{secrets.token_hex(2)}"
+    a, b = os.urandom(2)
+    return f"{_ADJECTIVES[a % len(_ADJECTIVES)]}_{_NOUNS[b % len(_NOUNS)]}_{os.urandom(2).hex()}"
 
 
 def new_id():
-    return secrets.token_hex(32)
+    return os.urandom(32).hex()
 
 
 def check_name(name, what="name"):

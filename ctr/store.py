@@ -5,8 +5,8 @@ Layout under the root (default /var/lib/ctr, --root or CTR_ROOT to override):
     images/NAME/{image.json, rootfs/}
     instances/NAME/{spec.json, state.json, lock, log, upper/, work/, rootfs/}
 
-A record is written atomically (temp file, fsync, rename, fsync of the folder),
-so a crash leaves either the old or the new file. A record whose process died
+A record is written atomically (temp file, fsync, rename), so a crash leaves
+either the old or the new file. A record whose process died
 without anyone noticing (kill -9 of ctr, of the monitor, a host crash) is
 reconciled to `stopped` the next time anyone reads it.
 """
@@ -17,7 +17,6 @@ import errno
 import fcntl
 import json
 import os
-import shutil
 
 from ctr.errors import Conflict, NotFound, StateError
 
@@ -41,11 +40,6 @@ def atomic_write_json(path, data):
     finally:
         os.close(fd)
     os.rename(tmp, path)
-    dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def read_json(path, what):
@@ -121,6 +115,8 @@ class Store:
             atomic_write_json(rec.state_path, {"status": CREATED, "created": now(),
                                                "id": spec.id})
         except BaseException:
+            import shutil
+
             shutil.rmtree(path, ignore_errors=True)
             raise
         return rec
@@ -222,6 +218,8 @@ class Record:
         return state
 
     def remove(self):
+        import shutil
+
         try:
             shutil.rmtree(self.dir)
         except FileNotFoundError:

@@ -19,30 +19,35 @@ from ctr.errors import CtrError
 DEFAULT_PARENT = "/ctr"
 
 
-def hierarchies():
-    """[(mountpoint, controllers)] for every cgroup mount; controllers is
-    ("unified",) for cgroup2."""
-    found = []
-    seen = set()
-    with open("/proc/self/mountinfo") as f:
+def hierarchies(mountinfo="/proc/self/mountinfo"):
+    """[(mountpoint, controllers)] for every visible cgroup mount; controllers is
+    ("unified",) for cgroup2. A mountpoint covered by a later mount (a tmpfs over
+    /sys/fs/cgroup/unified, say) is not a cgroup any more: the last mount wins."""
+    top = {}
+    with open(mountinfo) as f:
         for line in f:
             left, _, right = line.partition(" - ")
             fstype, _source, options = right.split()[:3]
-            if fstype not in ("cgroup", "cgroup2"):
-                continue
-            mountpoint = left.split()[4]
-            if fstype == "cgroup2":
-                ctrls = ("unified",)
-            else:
-                ctrls = tuple(sorted(
-                    o for o in options.split(",")
-                    if o not in ("rw", "ro", "relatime", "noexec", "nosuid", "nodev",
-                                 "clone_children", "noprefix", "xattr")
-                    and not o.startswith("release_agent")))
-            if ctrls in seen:  # the same hierarchy mounted twice
-                continue
-            seen.add(ctrls)
-            found.append((mountpoint, ctrls))
+            top[left.split()[4]] = (fstype, options)
+    found = []
+    seen = set()
+    for mountpoint, (fstype, options) in top.items():
+        if fstype == "cgroup2":
+            ctrls = ("unified",)
+        elif fstype == "cgroup":
+            ctrls = tuple(sorted(
+                o for o in options.split(",")
+                if o not in ("rw", "ro", "relatime", "noexec", "nosuid", "nodev",
+                             "clone_children", "noprefix", "xattr")
+                and not o.startswith("release_agent")))
+        else:
+            continue
+        if ctrls in seen or any(c.startswith("name=") for c in ctrls):
+            # the same hierarchy twice, or a named one (name=systemd) that controls
+            # nothing and belongs to the host's init
+            continue
+        seen.add(ctrls)
+        found.append((mountpoint, ctrls))
     return found
 
 

@@ -6,7 +6,6 @@ check what would be mounted without root (see tests/unit/test_rootfs.py).
 """
 
 import os
-import socket
 
 from ctr.native import _native
 from ctr.native._native import (  # noqa: F401  (re-exported constants)
@@ -71,7 +70,7 @@ class Syscalls:
         os.chmod(path, mode)
 
     def sethostname(self, name):
-        socket.sethostname(name)
+        _native.sethostname(name)
 
 
 SYSCALLS = Syscalls()

@@ -5,13 +5,13 @@ and `images/NAME/image.json` (name, id, size, created, default command and env).
 Images come from a recipe in the repo's images/NAME/ (`build`) or from a rootfs
 tarball (`import`). Both are assembled in a temporary folder and renamed into
 place, so a failed build leaves nothing.
+
+Reading an image is on the start path of `ctr run`; building, importing and
+removing are not: their modules (hashlib, subprocess, tempfile, shutil, tarfile)
+are imported where they are used.
 """
 
-import hashlib
 import os
-import shutil
-import subprocess
-import tempfile
 
 from ctr.errors import Conflict, CtrError, InvalidSpec, NotFound
 from ctr.spec import check_name
@@ -33,6 +33,8 @@ def recipe_path(name):
 
 def tree_digest(root):
     """A content digest of a tree: paths, modes, owners, link targets and file bytes."""
+    import hashlib
+
     h = hashlib.sha256()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -114,6 +116,8 @@ class ImageStore:
         return self.get(name)
 
     def _staging(self):
+        import tempfile
+
         self.store.ensure()
         return tempfile.mkdtemp(prefix=".build-", dir=self.dir)
 
@@ -137,6 +141,9 @@ class ImageStore:
         return self.get(name)
 
     def build(self, name, progress=None):
+        import shutil
+        import subprocess
+
         check_name(name, "image name")
         recipe = recipe_path(name)
         if recipe is None:
@@ -159,6 +166,7 @@ class ImageStore:
             shutil.rmtree(staging, ignore_errors=True)
 
     def import_tar(self, path, name, progress=None):
+        import shutil
         import tarfile
 
         check_name(name, "image name")
@@ -182,6 +190,9 @@ class ImageStore:
             shutil.rmtree(staging, ignore_errors=True)
 
     def remove(self, name, used_by=()):
+        import shutil
+        import tempfile
+
         check_name(name, "image name")
         if not self.exists(name):
             raise NotFound(f"no such image: {name}")

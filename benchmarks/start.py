@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Start cost of `ctr run --rm busybox /bin/true`, side by side with its peers.
+
+In one run, alternating, on the same busybox root filesystem:
+  ctr     ctr run --rm busybox /bin/true
+  crun    crun run on an OCI bundle of that rootfs (namespaces as ctr's)
+  runc    runc run on the same bundle
+  floor   unshare -fpimun --mount-proc chroot ROOTFS /bin/true
+
+Reports medians, p90 and the ratios ctr/crun and ctr/runc. Run as root:
+
+    make bench                       # or: python3 benchmarks/start.py --runs 40
+    python3 benchmarks/start.py --format json
+
+The whole benchmark runs in a private mount namespace with a tmpfs over
+/sys/fs/cgroup/unified: crun refuses hybrid hosts whose cgroup2 mount lists a
+controller, and all three runtimes then use the same v1 hierarchies.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CTR = os.environ.get("CTR_BIN") or shutil.which("ctr", path="/opt/ctr/venv/bin") or "ctr"
+CGROUP_PARENT = "ctrbench-peers"
+
+
+def reexec_in_private_mount_ns():
+    if os.environ.get("CTR_BENCH_NS"):
+        return
+    env = dict(os.environ, CTR_BENCH_NS="1")
+    os.execvpe("unshare", ["unshare", "--mount", "--propagation", "private", sys.executable,
+                           os.path.abspath(__file__), *sys.argv[1:]], env)
+
+
+def hide_cgroup2():
+    with open("/proc/self/mountinfo") as f:
+        hybrid = any(" /sys/fs/cgroup/unified " in line and "cgroup2" in line for line in f)
+    if hybrid:
+        subprocess.run(["mount", "-t", "tmpfs", "none", "/sys/fs/cgroup/unified"], check=True)
+
+
+def progress(msg, end="\n"):
+    if sys.stderr.isatty():
+        print(f"\r\033[K{msg}", end=end, file=sys.stderr, flush=True)
+
+
+def make_bundle(work, rootfs):
+    bundle = os.path.join(work, "bundle")
+    os.makedirs(bundle)
+    subprocess.run(["runc", "spec", "--bundle", bundle], check=True)
+    with open(os.path.join(bundle, "config.json")) as f:
+        config = json.load(f)
+    config["root"] = {"path": rootfs, "readonly": True}
+    config["process"]["args"] = ["/bin/true"]
+    config["process"]["terminal"] = False
+    config["linux"]["cgroupsPath"] = f"/{CGROUP_PARENT}/bench"
+    # the same namespaces ctr uses (runc's default adds nothing else)
+    config["linux"]["namespaces"] = [{"type": t} for t in
+                                     ("pid", "mount", "ipc", "uts", "network", "cgroup")]
+    with open(os.path.join(bundle, "config.json"), "w") as f:
+        json.dump(config, f)
+    return bundle
+
+
+def timed(cmd, **kw):
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, **kw)
+    dt = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark command failed: {' '.join(cmd)}: {proc.stderr.decode()}")
+    return dt
+
+
+def cgroup_dirs(name):
+    # "unified" is our private tmpfs during the run: it vanishes with the namespace.
+    return {os.path.join("/sys/fs/cgroup", h, name) for h in os.listdir("/sys/fs/cgroup")
+            if h != "unified" and os.path.isdir(os.path.join("/sys/fs/cgroup", h, name))}
+
+
+def remove_cgroup_parents(keep):
+    """runc's parent, and ctr's /ctr where this benchmark made it: the host as found."""
+    for path in (cgroup_dirs(CGROUP_PARENT) | cgroup_dirs("ctr")) - keep:
+        if os.path.isdir(path):
+            for sub in os.listdir(path):
+                if os.path.isdir(os.path.join(path, sub)):
+                    os.rmdir(os.path.join(path, sub))
+            os.rmdir(path)
+
+
+def summarize(samples):
+    s = sorted(samples)
+    return {
+        "runs": len(s),
+        "median_ms": round(statistics.median(s) * 1000, 1),
+        "p90_ms": round(s[int(0.9 * (len(s) - 1))] * 1000, 1),
+        "min_ms": round(s[0] * 1000, 1),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--format", choices=["table", "json"], default="table")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("benchmarks/start.py: run as root")
+    reexec_in_private_mount_ns()
+    hide_cgroup2()
+
+    keep = cgroup_dirs("ctr")
+    work = tempfile.mkdtemp(prefix="ctr-bench-")
+    try:
+        root = os.path.join(work, "state")
+        env = dict(os.environ, CTR_ROOT=root)
+        subprocess.run([CTR, "image", "build", "busybox"], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        rootfs = os.path.join(root, "images", "busybox", "rootfs")
+        bundle = make_bundle(work, rootfs)
+        peers = {
+            "ctr": ([CTR, "run", "--rm", "busybox", "/bin/true"], {"env": env}),
+            "crun": (["crun", "run", "--bundle", bundle, "bench-crun"], {}),
+            "runc": (["runc", "run", "--bundle", bundle, "bench-runc"], {}),
+            "floor": (["unshare", "-fpimun", "--mount-proc", "chroot", rootfs, "/bin/true"], {}),
+        }
+        available = {k: v for k, v in peers.items() if shutil.which(v[0][0])}
+        samples = {k: [] for k in available}
+        total = (args.warmup + args.runs) * len(available)
+        done = 0
+        for i in range(args.warmup + args.runs):
+            for name, (cmd, kw) in available.items():  # alternating, in one run
+                dt = timed(cmd, **kw)
+                if i >= args.warmup:
+                    samples[name].append(dt)
+                done += 1
+                progress(f"start benchmark: {done}/{total}", end="")
+        progress("", end="")
+    finally:
+        remove_cgroup_parents(keep)
+        shutil.rmtree(work, ignore_errors=True)
+
+    result = {name: summarize(s) for name, s in samples.items()}
+    ratios = {}
+    for peer in ("crun", "runc", "floor"):
+        if peer in result and "ctr" in result:
+            ratios[f"ctr/{peer}"] = round(result["ctr"]["median_ms"] / result[peer]["median_ms"],
+                                          2)
+    out = {"benchmark": "start", "version": 1, "command": "/bin/true", "image": "busybox",
+           "results": result, "ratios": ratios}
+    if args.format == "json":
+        print(json.dumps(out, indent=2))
+        return
+    print(f"{'runtime':8} {'median':>9} {'p90':>9} {'min':>9}   (ms, {args.runs} runs each)")
+    for name, r in result.items():
+        print(f"{name:8} {r['median_ms']:9.1f} {r['p90_ms']:9.1f} {r['min_ms']:9.1f}")
+    print("  ".join(f"{k} = {v}x" for k, v in ratios.items()))
+
+
+if __name__ == "__main__":
+    main()
