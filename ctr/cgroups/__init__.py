@@ -98,7 +98,14 @@ class Cgroup:
     def create(self):
         try:
             for ctrls, path in self.dirs.items():
-                self._mkdir_chain(path, cpuset="cpuset" in ctrls)
+                for attempt in range(5):
+                    try:
+                        self._mkdir_chain(path, cpuset="cpuset" in ctrls)
+                        break
+                    except FileNotFoundError:
+                        # another ctr removed the empty parent meanwhile: again
+                        if attempt == 4:
+                            raise
         except OSError as err:
             self.destroy()
             raise CtrError(f"creating cgroup {err.filename}: {err.strerror}") from err
@@ -139,7 +146,8 @@ class Cgroup:
 
     def destroy(self, timeout=2.0):
         """Remove the folders. A folder whose last task is still exiting is busy
-        for a moment: retry until the timeout."""
+        for a moment: retry until the timeout. The default parent goes too when
+        this was its last instance, so the host is left as ctr found it."""
         deadline = time.monotonic() + timeout
         for path in self.dirs.values():
             while True:
@@ -152,3 +160,8 @@ class Cgroup:
                     if err.errno != errno.EBUSY or time.monotonic() > deadline:
                         raise CtrError(f"removing cgroup {path}: {err.strerror}") from err
                     time.sleep(0.005)
+            if self.parent == DEFAULT_PARENT:
+                try:
+                    os.rmdir(os.path.dirname(path))
+                except OSError:
+                    pass  # other instances still live there

@@ -3,7 +3,7 @@ import shutil
 import subprocess
 
 import pytest
-from helpers import Ctr, leftovers
+from helpers import Ctr, cgroup_parents, leftovers
 
 if os.geteuid() != 0:
     pytest.skip("integration tests need root (they run real containers)",
@@ -25,5 +25,6 @@ def ctr(tmp_path, busybox_image, cgroup_parents_before):
     for name in os.listdir(c.path("instances")) if os.path.isdir(c.path("instances")) else []:
         c("rm", "-f", name)
     left = leftovers(root)
+    left += sorted(set(cgroup_parents()) - cgroup_parents_before)
     shutil.rmtree(root, ignore_errors=True)
     assert not left, f"the test left things behind: {left}"

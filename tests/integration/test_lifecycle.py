@@ -5,8 +5,8 @@ import json
 import os
 import pty
 import signal
-import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from helpers import processes
 
@@ -233,4 +233,36 @@ def test_rm_f_kills_processes_that_escaped_init(ctr):
         [p for p in ctr.state("esc")["cgroups"] if "/pids/" in p][0], "cgroup.procs")
     ).read().split()) >= 2)
     ctr("rm", "-f", "esc", check=True)
-    assert not subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True).stdout
+    assert not processes("sleep 300")
+
+
+def test_parallel_runs_share_and_release_the_cgroup_parent(ctr):
+    # Each run creates /ctr if needed and removes it when it was the last one:
+    # concurrent runs must never fail on that race, and nothing may remain.
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(
+            lambda i: ctr("run", "--rm", "busybox", "sh", "-c", f"exit {i % 3}"), range(16)))
+    assert [r.returncode for r in results] == [i % 3 for i in range(16)], \
+        [r.stderr for r in results if r.stderr]
+
+
+def test_exec_with_a_tty(ctr):
+    ctr("run", "-d", "--name", "t", "busybox", "sleep", "30", check=True)
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ["CTR_ROOT"] = ctr.root
+        os.execvp(ctr_bin(), [ctr_bin(), "exec", "-t", "t", "sh", "-c",
+                              "test -t 0 && echo is-a-tty; echo $TERM; exit 4"])
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 4
+    assert b"is-a-tty" in out and b"xterm" in out
+    ctr("rm", "-f", "t", check=True)
