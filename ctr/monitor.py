@@ -46,11 +46,12 @@ def _monitor(instances, rec, report_w):
         os.write(report_w, json.dumps({"error": str(err), "code": err.exit_code}).encode())
         return
     finally:
-        os.close(log)
         os.close(null)
     os.write(report_w, json.dumps({"pid": proc.pid}).encode())
     os.close(report_w)
-    code = proc.wait()
+    # With -t the output comes through the pty: the monitor copies it to the log.
+    code = proc.wait(stdin=None, stdout=log)
+    os.close(log)
     instances._finish(rec, proc, code)
 
 

@@ -46,17 +46,20 @@ def relay(master, stdin=0, stdout=1):
     """Copy stdin -> master and master -> stdout until the container side closes.
 
     Returns when every process holding the slave has gone (read gives EIO).
+    stdin=None (a detached instance): only the output is copied, and the
+    terminal never sees an end of input.
     """
     copy_winsize(stdout, master)
     old = signal.signal(signal.SIGWINCH, lambda *_: copy_winsize(stdout, master))
     readers = [master]
     try:
-        os.fstat(stdin)
-        readers.append(stdin)
+        if stdin is not None:
+            os.fstat(stdin)
+            readers.append(stdin)
     except OSError:
         pass
     try:
-        with raw_mode(stdin):
+        with raw_mode(stdin) if stdin is not None else contextlib.nullcontext():
             while True:
                 ready, _, _ = select.select(readers, [], [])
                 if master in ready:

@@ -59,14 +59,14 @@ class Process:
         self.master = master
         self.cgroup = cgroup
 
-    def wait(self):
-        """Relay the terminal if there is one, reap, return the exit status
-        (128+N when killed by signal N)."""
+    def wait(self, stdin=0, stdout=1):
+        """Relay the terminal if there is one (to stdin/stdout), reap, return the
+        exit status (128+N when killed by signal N)."""
         if self.master is not None:
             from ctr.tty import relay
 
             try:
-                relay(self.master)
+                relay(self.master, stdin, stdout)
             finally:
                 os.close(self.master)
                 self.master = None

@@ -266,3 +266,13 @@ def test_exec_with_a_tty(ctr):
     assert os.waitstatus_to_exitcode(status) == 4
     assert b"is-a-tty" in out and b"xterm" in out
     ctr("rm", "-f", "t", check=True)
+
+
+def test_detached_with_a_tty_keeps_running_and_logs(ctr):
+    # docker's -dt: the terminal stays open (no end of input) and its output is logged
+    ctr("run", "-d", "-t", "--name", "dt", "busybox", "sh", "-c",
+        "test -t 1 && echo tty-ok; exec sleep 30", check=True)
+    assert wait_for(lambda: "tty-ok" in ctr("logs", "dt").stdout)
+    time.sleep(0.3)
+    assert ls(ctr)["dt"]["status"] == "running"
+    ctr("rm", "-f", "dt", check=True)
