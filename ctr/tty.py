@@ -10,14 +10,6 @@ import struct
 import termios
 
 
-def open_pty():
-    """(master, slave, slave path). The slave becomes the container's terminal."""
-    master, slave = os.openpty()
-    # Before the command starts, which may ask for the size at once.
-    copy_winsize(1 if os.isatty(1) else 0, master)
-    return master, slave, os.ttyname(slave)
-
-
 def copy_winsize(src_fd, dst_fd):
     try:
         size = fcntl.ioctl(src_fd, termios.TIOCGWINSZ, struct.pack("HHHH", 0, 0, 0, 0))

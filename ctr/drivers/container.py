@@ -80,6 +80,32 @@ def _fail(report, what):
     return StartError(f"{what}: {msg}", report.get("code", EXIT_CTR), report.get("errno", 0))
 
 
+def _pty_channel(tty):
+    """With -t, a socketpair over which the container sends the master of a pty
+    it opened in its own devpts."""
+    if not tty:
+        return None, None
+    import socket
+
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+
+def _receive_pty(sock):
+    """The master fd, or None if the child failed before sending it (its report says why)."""
+    if sock is None:
+        return None
+    import socket
+
+    _, fds, _, _ = socket.recv_fds(sock, 1, 1)
+    return fds[0] if fds else None
+
+
+def _close(*socks):
+    for s in socks:
+        if s is not None:
+            s.close()
+
+
 def _abort(pid):
     try:
         os.kill(pid, signal.SIGKILL)
@@ -98,19 +124,16 @@ class ContainerDriver:
               cgroup_parent=None):
         spec = rec.spec
         cg = self.cgroup(spec, cgroup_parent).create()
-        master = slave = console = None
-        if tty:
-            from ctr.tty import open_pty
-
-            master, slave, console = open_pty()
+        master = None
+        sock, child_sock = _pty_channel(tty)
         go_r, go_w = os.pipe()
         rep_r, rep_w = os.pipe()
         try:
             pid = clone(namespaces.CONTAINER_FLAGS)
         except OSError as err:
-            for fd in (go_r, go_w, rep_r, rep_w, master, slave):
-                if fd is not None:
-                    os.close(fd)
+            for fd in (go_r, go_w, rep_r, rep_w):
+                os.close(fd)
+            _close(sock, child_sock)
             cg.destroy()
             raise StartError(f"clone: {err.strerror}", errno=err.errno) from err
         if pid == 0:
@@ -118,17 +141,16 @@ class ContainerDriver:
             os.close(rep_r)
             namespaces.container_init(
                 go_r, rep_w, spec=spec, lower=lower, rootfs=rec.rootfs, upper=rec.upper,
-                work=rec.work, stdio=stdio, tty_slave=slave, console=console,
-                pdeathsig=pdeathsig)
+                work=rec.work, stdio=stdio, tty_sock=child_sock, pdeathsig=pdeathsig)
         os.close(go_r)
         os.close(rep_w)
-        if slave is not None:
-            os.close(slave)
+        _close(child_sock)
         try:
             cg.add(pid)
             os.write(go_w, b"G")
             os.close(go_w)
             go_w = None
+            master = _receive_pty(sock)
             report = namespaces.read_report(rep_r)
         except BaseException:
             _abort(pid)
@@ -140,6 +162,7 @@ class ContainerDriver:
             if go_w is not None:
                 os.close(go_w)
             os.close(rep_r)
+            _close(sock)
         if report is not None:
             _abort(pid)
             if master is not None:
@@ -162,25 +185,23 @@ class ContainerDriver:
             setns(pidns, CLONE_NEWPID)  # applies to the children forked below
         finally:
             os.close(pidns)
-        master = slave = None
-        if tty:
-            from ctr.tty import open_pty
-
-            master, slave, _ = open_pty()
+        sock, child_sock = _pty_channel(tty)
         rep_r, rep_w = os.pipe()
         child = os.fork()
         if child == 0:
             os.close(rep_r)
+            _close(sock)
             namespaces.join(pid, cgroup=cg, spec=spec, command=command, env=env,
-                            workdir=workdir, user=user, stdio=stdio, tty_slave=slave,
+                            workdir=workdir, user=user, stdio=stdio, tty_sock=child_sock,
                             report_fd=rep_w)
         os.close(rep_w)
-        if slave is not None:
-            os.close(slave)
+        _close(child_sock)
         try:
+            master = _receive_pty(sock)
             report = namespaces.read_report(rep_r)
         finally:
             os.close(rep_r)
+            _close(sock)
         if report is not None:
             os.waitpid(child, 0)
             if master is not None:

@@ -197,6 +197,22 @@ def _prepare_workdir(workdir):
                           err.errno) from err
 
 
+def hand_over_pty(sock, master, slave_path):
+    """Open the slave, size the pty like ctr's own terminal, and send the master
+    to the parent over `sock` (SCM_RIGHTS). Returns the slave fd."""
+    import socket
+
+    from ctr.tty import copy_winsize
+
+    slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY)
+    # Sized before the command starts, which may ask for the size at once.
+    copy_winsize(1 if os.isatty(1) else 0, master)
+    socket.send_fds(sock, [b"T"], [master])
+    os.close(master)
+    sock.close()
+    return slave
+
+
 def _stdio(tty_slave, stdio):
     if tty_slave is not None:
         os.setsid()
@@ -210,11 +226,16 @@ def _stdio(tty_slave, stdio):
 
 
 def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
-                   stdio=(None, None, None), tty_slave=None, console=None, pdeathsig=None):
+                   stdio=(None, None, None), tty_sock=None, pdeathsig=None):
     """The child's side of a container start. Never returns."""
     from ctr import rootfs as rootfs_mod
     from ctr.native import SYSCALLS, unshare
     from ctr.net import loopback_up
+
+    if tty_sock is not None:  # imported before pivot_root, while ctr's files are in reach
+        import socket  # noqa: F401
+
+        import ctr.tty  # noqa: F401
 
     step = "waiting for the parent"
     try:
@@ -225,8 +246,9 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         step = "entering the cgroup namespace"
         unshare(CLONE_NEWCGROUP)
         step = "preparing the root filesystem"
-        rootfs_mod.prepare(SYSCALLS, lower=lower, upper=upper, work=work, root=rootfs,
-                           console=console)
+        pty = rootfs_mod.prepare(SYSCALLS, lower=lower, upper=upper, work=work, root=rootfs,
+                                 tty=tty_sock is not None)
+        tty_slave = hand_over_pty(tty_sock, *pty) if pty else None
         step = "setting up the network"
         loopback_up()
         step = "setting the hostname"
@@ -245,13 +267,17 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
     os._exit(EXIT_CTR)
 
 
-def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_slave, report_fd,
+def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_sock, report_fd,
          pdeathsig=signal.SIGKILL):
     """The forked child of `ctr exec`: join the cgroup and namespaces of the
     container whose init is `pid` (the pid namespace was joined by the parent, so
     this process already lives in it), then exec. Never returns."""
-    from ctr.native import setns
+    import socket  # noqa: F401  (before setns(mnt): hand_over_pty needs it)
 
+    import ctr.tty  # noqa: F401
+    from ctr.native import _native, setns
+
+    open_pty = _native.open_pty
     step = "joining the namespaces"
     try:
         reset_signals()
@@ -264,6 +290,10 @@ def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_slave, re
         for fd, flag in fds:
             setns(fd, flag)
             os.close(fd)
+        tty_slave = None
+        if tty_sock is not None:  # a pty of the container's own devpts
+            master, number = open_pty("/dev/pts/ptmx")
+            tty_slave = hand_over_pty(tty_sock, master, f"/dev/pts/{number}")
         step = "setting up the process"
         uid, gid, groups, home = resolve_user(user if user is not None else spec.user)
         _stdio(tty_slave, stdio)

@@ -69,6 +69,9 @@ class Syscalls:
     def chmod(self, path, mode):
         os.chmod(path, mode)
 
+    def open_pty(self, ptmx):
+        return _native.open_pty(ptmx)
+
     def sethostname(self, name):
         _native.sethostname(name)
 

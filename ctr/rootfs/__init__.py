@@ -65,8 +65,12 @@ def mount_overlay(sc, lower, upper, work, target):
     sc.mount("overlay", target, "overlay", 0, opts)
 
 
-def mount_dev(sc, root, console=None):
-    """A minimal /dev on tmpfs: device nodes, devpts, shm, mqueue, links, console."""
+def mount_dev(sc, root, tty=False):
+    """A minimal /dev on tmpfs: device nodes, devpts, shm, mqueue, links, console.
+
+    With `tty`, a pty is opened in the container's own devpts (so `tty` inside
+    says /dev/pts/0) and becomes /dev/console; returns (master fd, slave path).
+    """
     dev = _join(root, "/dev")
     sc.makedirs(dev)
     sc.mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
@@ -86,8 +90,13 @@ def mount_dev(sc, root, console=None):
         sc.symlink(target, f"{dev}/{name}")
     # /dev/console is the container's terminal with -t; otherwise /dev/null, so a
     # program that logs to the console neither fails nor reaches the host's console.
+    pty = None
+    if tty:
+        master, number = sc.open_pty(f"{dev}/pts/ptmx")
+        pty = (master, f"{dev}/pts/{number}")
     sc.touch(f"{dev}/console")
-    sc.mount(console or f"{dev}/null", f"{dev}/console", None, MS_BIND)
+    sc.mount(pty[1] if pty else f"{dev}/null", f"{dev}/console", None, MS_BIND)
+    return pty
 
 
 def mask_paths(sc, root):
@@ -109,9 +118,9 @@ def mask_paths(sc, root):
                  MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
-def prepare(sc, *, lower, upper, work, root, console=None):
+def prepare(sc, *, lower, upper, work, root, tty=False):
     """Build the container's tree at `root` (a folder on the host, seen from the
-    container's own mount namespace)."""
+    container's own mount namespace). Returns mount_dev's pty, if any."""
     sc.mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount_overlay(sc, lower, upper, work, root)
     proc = _join(root, "/proc")
@@ -120,8 +129,9 @@ def prepare(sc, *, lower, upper, work, root, console=None):
     sys_ = _join(root, "/sys")
     sc.makedirs(sys_)
     sc.mount("sysfs", sys_, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    mount_dev(sc, root, console)
+    pty = mount_dev(sc, root, tty)
     mask_paths(sc, root)
+    return pty
 
 
 def pivot(sc, root):

@@ -57,7 +57,7 @@ def test_tty(ctr):
     if pid == 0:
         os.environ["CTR_ROOT"] = ctr.root
         os.execvp(ctr_bin(), [ctr_bin(), "run", "--rm", "-t", "busybox", "sh", "-c",
-                              "test -t 0 && test -t 1 && echo is-a-tty; echo $TERM; exit 5"])
+                              "test -t 0 && test -t 1 && echo is-a-tty; echo $TERM; tty; exit 5"])
     out = b""
     while True:
         try:
@@ -70,6 +70,7 @@ def test_tty(ctr):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 5
     assert b"is-a-tty" in out and b"xterm" in out
+    assert b"/dev/pts/0" in out  # a pty of the container's own devpts
 
 
 def ctr_bin():
@@ -252,7 +253,7 @@ def test_exec_with_a_tty(ctr):
     if pid == 0:
         os.environ["CTR_ROOT"] = ctr.root
         os.execvp(ctr_bin(), [ctr_bin(), "exec", "-t", "t", "sh", "-c",
-                              "test -t 0 && echo is-a-tty; echo $TERM; exit 4"])
+                              "test -t 0 && echo is-a-tty; echo $TERM; tty; exit 4"])
     out = b""
     while True:
         try:
@@ -265,6 +266,7 @@ def test_exec_with_a_tty(ctr):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 4
     assert b"is-a-tty" in out and b"xterm" in out
+    assert b"/dev/pts/" in out
     ctr("rm", "-f", "t", check=True)
 
 

@@ -15,6 +15,8 @@ class Recorder(Syscalls):
         if name in ("mount", "umount2", "pivot_root", "mknod", "symlink", "makedirs", "touch",
                     "chdir", "chmod", "sethostname"):
             return lambda *a, **k: self.calls.append((name, *a))
+        if name == "open_pty":
+            return lambda *a: self.calls.append((name, *a)) or (99, 0)
         return object.__getattribute__(self, name)
 
     def exists(self, path):
@@ -55,10 +57,14 @@ def test_prepare_sequence():
     assert console[0] == "/r/dev/null"  # no terminal: the console goes nowhere
 
 
-def test_console_is_the_terminal():
+def test_console_is_a_pty_of_the_containers_own_devpts():
     sc = Recorder()
-    rootfs.prepare(sc, lower="/l", upper="/u", work="/w", root="/r", console="/dev/pts/7")
-    assert ("/dev/pts/7", "/r/dev/console", None, MS_BIND) in sc.mounts()
+    pty = rootfs.prepare(sc, lower="/l", upper="/u", work="/w", root="/r", tty=True)
+    assert pty == (99, "/r/dev/pts/0")
+    assert ("open_pty", "/r/dev/pts/ptmx") in sc.calls
+    devpts = next(i for i, c in enumerate(sc.calls) if c[0] == "mount" and c[1] == "devpts")
+    assert devpts < sc.calls.index(("open_pty", "/r/dev/pts/ptmx"))
+    assert ("/r/dev/pts/0", "/r/dev/console", None, MS_BIND) in sc.mounts()
 
 
 def test_pivot_detaches_the_old_root():
