@@ -8,7 +8,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from helpers import processes
+from helpers import CTR, processes
 
 
 def wait_for(predicate, timeout=10.0):
@@ -53,11 +53,19 @@ def test_env_workdir_user(ctr, tmp_path):
 
 
 def test_tty(ctr):
+    code, out = in_a_pty(ctr, "run", "--rm", "-t", "busybox", "sh", "-c",
+                         "test -t 0 && test -t 1 && echo is-a-tty; echo $TERM; tty; exit 5")
+    assert code == 5
+    assert b"is-a-tty" in out and b"xterm" in out
+    assert b"/dev/pts/0" in out  # a pty of the container's own devpts
+
+
+def in_a_pty(ctr, *args):
+    """Run ctr on a terminal of its own, as a person would: (exit status, output)."""
     pid, fd = pty.fork()
     if pid == 0:
         os.environ["CTR_ROOT"] = ctr.root
-        os.execvp(ctr_bin(), [ctr_bin(), "run", "--rm", "-t", "busybox", "sh", "-c",
-                              "test -t 0 && test -t 1 && echo is-a-tty; echo $TERM; tty; exit 5"])
+        os.execvp(CTR, [CTR, *args])
     out = b""
     while True:
         try:
@@ -68,15 +76,8 @@ def test_tty(ctr):
             break
         out += chunk
     _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 5
-    assert b"is-a-tty" in out and b"xterm" in out
-    assert b"/dev/pts/0" in out  # a pty of the container's own devpts
-
-
-def ctr_bin():
-    from helpers import CTR
-
-    return CTR
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), out
 
 
 def test_signals_are_forwarded_in_the_foreground(ctr):
@@ -249,22 +250,9 @@ def test_parallel_runs_share_and_release_the_cgroup_parent(ctr):
 
 def test_exec_with_a_tty(ctr):
     ctr("run", "-d", "--name", "t", "busybox", "sleep", "30", check=True)
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.environ["CTR_ROOT"] = ctr.root
-        os.execvp(ctr_bin(), [ctr_bin(), "exec", "-t", "t", "sh", "-c",
-                              "test -t 0 && echo is-a-tty; echo $TERM; tty; exit 4"])
-    out = b""
-    while True:
-        try:
-            chunk = os.read(fd, 1024)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 4
+    code, out = in_a_pty(ctr, "exec", "-t", "t", "sh", "-c",
+                         "test -t 0 && echo is-a-tty; echo $TERM; tty; exit 4")
+    assert code == 4
     assert b"is-a-tty" in out and b"xterm" in out
     assert b"/dev/pts/" in out
     ctr("rm", "-f", "t", check=True)
