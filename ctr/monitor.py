@@ -43,6 +43,7 @@ def _monitor(instances, rec, report_w):
     try:
         proc = instances._start(rec, stdio=(null, log, log))
     except CtrError as err:
+        os.close(log)
         os.write(report_w, json.dumps({"error": str(err), "code": err.exit_code}).encode())
         return
     finally:

@@ -98,33 +98,34 @@ class Cgroup:
     def create(self):
         try:
             for ctrls, path in self.dirs.items():
-                for attempt in range(5):
-                    try:
-                        self._mkdir_chain(path, cpuset="cpuset" in ctrls)
-                        break
-                    except FileNotFoundError:
-                        # another ctr removed the empty parent meanwhile: again
-                        if attempt == 4:
-                            raise
+                self._mkdir_chain(path, cpuset="cpuset" in ctrls)
         except OSError as err:
             self.destroy()
             raise CtrError(f"creating cgroup {err.filename}: {err.strerror}") from err
         return self
 
     @staticmethod
-    def _mkdir_chain(path, cpuset):
-        missing = []
-        p = path
-        while not os.path.isdir(p):
-            missing.append(p)
-            p = os.path.dirname(p)
-        for d in reversed(missing):
+    def _mkdir_chain(path, cpuset, attempts=5):
+        """mkdir -p, copying cpuset settings down. Another ctr may remove an empty
+        parent between our check and our mkdir (destroy does): then start over."""
+        for attempt in range(attempts):
+            missing = []
+            p = path
+            while not os.path.isdir(p):
+                missing.append(p)
+                p = os.path.dirname(p)
             try:
-                os.mkdir(d, 0o755)
-            except FileExistsError:
-                pass
-            if cpuset:
-                _copy_cpuset(os.path.dirname(d), d)
+                for d in reversed(missing):
+                    try:
+                        os.mkdir(d, 0o755)
+                    except FileExistsError:
+                        pass
+                    if cpuset:
+                        _copy_cpuset(os.path.dirname(d), d)
+                return
+            except FileNotFoundError:
+                if attempt == attempts - 1:
+                    raise
 
     def add(self, pid):
         """Move a process (0: the caller) into every hierarchy's folder."""

@@ -197,6 +197,14 @@ def _prepare_workdir(workdir):
                           err.errno) from err
 
 
+def _import_pty_modules():
+    """What hand_over_pty needs, imported while ctr's own files are still in
+    reach (before pivot_root or setns into the mount namespace)."""
+    import socket  # noqa: F401
+
+    import ctr.tty  # noqa: F401
+
+
 def hand_over_pty(sock, master, slave_path):
     """Open the slave, size the pty like ctr's own terminal, and send the master
     to the parent over `sock` (SCM_RIGHTS). Returns the slave fd."""
@@ -232,10 +240,8 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
     from ctr.native import SYSCALLS, unshare
     from ctr.net import loopback_up
 
-    if tty_sock is not None:  # imported before pivot_root, while ctr's files are in reach
-        import socket  # noqa: F401
-
-        import ctr.tty  # noqa: F401
+    if tty_sock is not None:
+        _import_pty_modules()
 
     step = "waiting for the parent"
     try:
@@ -272,12 +278,11 @@ def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_sock, rep
     """The forked child of `ctr exec`: join the cgroup and namespaces of the
     container whose init is `pid` (the pid namespace was joined by the parent, so
     this process already lives in it), then exec. Never returns."""
-    import socket  # noqa: F401  (before setns(mnt): hand_over_pty needs it)
+    from ctr import rootfs as rootfs_mod
+    from ctr.native import SYSCALLS, setns
 
-    import ctr.tty  # noqa: F401
-    from ctr.native import _native, setns
-
-    open_pty = _native.open_pty
+    if tty_sock is not None:
+        _import_pty_modules()
     step = "joining the namespaces"
     try:
         reset_signals()
@@ -292,8 +297,7 @@ def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_sock, rep
             os.close(fd)
         tty_slave = None
         if tty_sock is not None:  # a pty of the container's own devpts
-            master, number = open_pty("/dev/pts/ptmx")
-            tty_slave = hand_over_pty(tty_sock, master, f"/dev/pts/{number}")
+            tty_slave = hand_over_pty(tty_sock, *rootfs_mod.open_pty(SYSCALLS))
         step = "setting up the process"
         uid, gid, groups, home = resolve_user(user if user is not None else spec.user)
         _stdio(tty_slave, stdio)

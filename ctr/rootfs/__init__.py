@@ -65,6 +65,12 @@ def mount_overlay(sc, lower, upper, work, target):
     sc.mount("overlay", target, "overlay", 0, opts)
 
 
+def open_pty(sc, dev="/dev"):
+    """A pty of the devpts mounted at DEV/pts: (master fd, slave path)."""
+    master, number = sc.open_pty(f"{dev}/pts/ptmx")
+    return master, f"{dev}/pts/{number}"
+
+
 def mount_dev(sc, root, tty=False):
     """A minimal /dev on tmpfs: device nodes, devpts, shm, mqueue, links, console.
 
@@ -90,10 +96,7 @@ def mount_dev(sc, root, tty=False):
         sc.symlink(target, f"{dev}/{name}")
     # /dev/console is the container's terminal with -t; otherwise /dev/null, so a
     # program that logs to the console neither fails nor reaches the host's console.
-    pty = None
-    if tty:
-        master, number = sc.open_pty(f"{dev}/pts/ptmx")
-        pty = (master, f"{dev}/pts/{number}")
+    pty = open_pty(sc, dev) if tty else None
     sc.touch(f"{dev}/console")
     sc.mount(pty[1] if pty else f"{dev}/null", f"{dev}/console", None, MS_BIND)
     return pty
