@@ -6,6 +6,8 @@ In one run, alternating, on the same busybox root filesystem:
   crun    crun run on an OCI bundle of that rootfs (namespaces as ctr's)
   runc    runc run on the same bundle
   floor   unshare -fpimun --mount-proc chroot ROOTFS /bin/true
+  python  ctr's own interpreter doing nothing (`python -c pass`)
+  click   that interpreter importing click, before ctr does anything
 
 Reports medians, p90 and the ratios ctr/crun and ctr/runc. Run as root:
 
@@ -50,6 +52,13 @@ def hide_cgroup2():
 def progress(msg, end="\n"):
     if sys.stderr.isatty():
         print(f"\r\033[K{msg}", end=end, file=sys.stderr, flush=True)
+
+
+def ctr_python():
+    """The interpreter ctr's console script runs with (its shebang)."""
+    with open(shutil.which(CTR) or CTR) as f:
+        line = f.readline()
+    return line[2:].strip() if line.startswith("#!") else sys.executable
 
 
 def make_bundle(work, rootfs):
@@ -131,6 +140,8 @@ def main():
             "crun": (["crun", "run", "--bundle", bundle, "bench-crun"], {}),
             "runc": (["runc", "run", "--bundle", bundle, "bench-runc"], {}),
             "floor": (["unshare", "-fpimun", "--mount-proc", "chroot", rootfs, "/bin/true"], {}),
+            "python": ([ctr_python(), "-c", "pass"], {}),
+            "click": ([ctr_python(), "-c", "import click"], {}),
         }
         available = {k: v for k, v in peers.items() if shutil.which(v[0][0])}
         samples = {k: [] for k in available}
