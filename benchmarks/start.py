@@ -8,6 +8,8 @@ In one run, alternating, on the same busybox root filesystem:
   floor   unshare -fpimun --mount-proc chroot ROOTFS /bin/true
   python  ctr's own interpreter doing nothing (`python -c pass`)
   click   that interpreter importing click, before ctr does anything
+  ctr+limits, crun+limits: the same with `-m 64m --pids-limit 64 --cpus 1`
+          (crun given the same limits in its config.json), for what limits cost
 
 Reports medians, p90 and the ratios ctr/crun and ctr/runc. Run as root:
 
@@ -61,8 +63,13 @@ def ctr_python():
     return line[2:].strip() if line.startswith("#!") else sys.executable
 
 
-def make_bundle(work, rootfs):
-    bundle = os.path.join(work, "bundle")
+LIMITS = ["-m", "64m", "--pids-limit", "64", "--cpus", "1"]
+OCI_LIMITS = {"memory": {"limit": 64 << 20, "swap": 128 << 20}, "pids": {"limit": 64},
+              "cpu": {"quota": 100000, "period": 100000}}
+
+
+def make_bundle(work, rootfs, name="bundle", resources=None):
+    bundle = os.path.join(work, name)
     os.makedirs(bundle)
     subprocess.run(["runc", "spec", "--bundle", bundle], check=True)
     with open(os.path.join(bundle, "config.json")) as f:
@@ -74,6 +81,8 @@ def make_bundle(work, rootfs):
     # the same namespaces ctr uses (runc's default adds nothing else)
     config["linux"]["namespaces"] = [{"type": t} for t in
                                      ("pid", "mount", "ipc", "uts", "network", "cgroup")]
+    if resources:
+        config["linux"]["resources"] = resources
     with open(os.path.join(bundle, "config.json"), "w") as f:
         json.dump(config, f)
     return bundle
@@ -135,6 +144,7 @@ def main():
                        stdout=subprocess.DEVNULL)
         rootfs = os.path.join(root, "images", "busybox", "rootfs")
         bundle = make_bundle(work, rootfs)
+        limited = make_bundle(work, rootfs, "limited", OCI_LIMITS)
         peers = {
             "ctr": ([CTR, "run", "--rm", "busybox", "/bin/true"], {"env": env}),
             "crun": (["crun", "run", "--bundle", bundle, "bench-crun"], {}),
@@ -142,6 +152,8 @@ def main():
             "floor": (["unshare", "-fpimun", "--mount-proc", "chroot", rootfs, "/bin/true"], {}),
             "python": ([ctr_python(), "-c", "pass"], {}),
             "click": ([ctr_python(), "-c", "import click"], {}),
+            "ctr+limits": ([CTR, "run", "--rm", *LIMITS, "busybox", "/bin/true"], {"env": env}),
+            "crun+limits": (["crun", "run", "--bundle", limited, "bench-crun"], {}),
         }
         available = {k: v for k, v in peers.items() if shutil.which(v[0][0])}
         samples = {k: [] for k in available}
@@ -165,14 +177,18 @@ def main():
         if peer in result and "ctr" in result:
             ratios[f"ctr/{peer}"] = round(result["ctr"]["median_ms"] / result[peer]["median_ms"],
                                           2)
+    for rt in ("ctr", "crun"):
+        if rt in result and f"{rt}+limits" in result:
+            ratios[f"{rt}+limits/{rt}"] = round(
+                result[f"{rt}+limits"]["median_ms"] / result[rt]["median_ms"], 2)
     out = {"benchmark": "start", "version": 1, "command": "/bin/true", "image": "busybox",
            "results": result, "ratios": ratios}
     if args.format == "json":
         print(json.dumps(out, indent=2))
         return
-    print(f"{'runtime':8} {'median':>9} {'p90':>9} {'min':>9}   (ms, {args.runs} runs each)")
+    print(f"{'runtime':12} {'median':>9} {'p90':>9} {'min':>9}   (ms, {args.runs} runs each)")
     for name, r in result.items():
-        print(f"{name:8} {r['median_ms']:9.1f} {r['p90_ms']:9.1f} {r['min_ms']:9.1f}")
+        print(f"{name:12} {r['median_ms']:9.1f} {r['p90_ms']:9.1f} {r['min_ms']:9.1f}")
     print("  ".join(f"{k} = {v}x" for k, v in ratios.items()))
 
 

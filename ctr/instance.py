@@ -1,6 +1,7 @@
 """The instance model: lifecycle, state machine, dispatch to a driver.
 
     created --start--> running --exit/stop/kill--> stopped --start--> running
+                       running --pause--> paused --unpause--> running
                                                    stopped --rm--> (removed)
 
 Whoever starts an instance reaps it and records how it ended: the CLI itself in
@@ -32,6 +33,13 @@ def driver_for(kind):
     return getattr(importlib.import_module(module), cls)()
 
 
+def _oom_killed(cgroup):
+    try:
+        return cgroup.oom_kills() > 0
+    except OSError:
+        return False
+
+
 def wait_exit(pid, starttime, timeout):
     """Wait for a process that is not our child to exit. True if it did."""
     if not alive(pid, starttime):
@@ -52,6 +60,16 @@ def wait_exit(pid, starttime, timeout):
 
 def _ended(code):
     return "signalled" if code > 128 else "exited"
+
+
+def cgroup_of(rec, state):
+    """The instance's cgroup: the folders its state recorded at start, else the
+    ones its spec names."""
+    from ctr import cgroups
+
+    if state and state.get("cgroups"):
+        return cgroups.at(state["cgroups"])
+    return cgroups.Cgroup(rec.spec.cgroup_parent, rec.spec.id)
 
 
 class Instances:
@@ -92,6 +110,7 @@ class Instances:
                 raise
             state.update(status=st.RUNNING, pid=proc.pid, starttime=proc.starttime,
                          started=now(), finished=None, exit_code=None, reason=None,
+                         oom_killed=False,
                          reaper_pid=os.getpid(), cgroups=proc.cgroup.paths)
             rec.write_state(state)
         return proc
@@ -99,13 +118,15 @@ class Instances:
     def _finish(self, rec, proc, code):
         """Record how the instance ended and release what its run held."""
         spec = rec.spec
+        oom = _oom_killed(proc.cgroup)
         try:
             proc.cgroup.destroy()
         except CtrError:
             pass  # `rm` retries; never lose the exit status over it
         try:
             rec.update_state(status=st.STOPPED, exit_code=code, finished=now(),
-                             reason=_ended(code), pid=None)
+                             reason="oom-killed" if oom else _ended(code), pid=None,
+                             oom_killed=oom)
         except NotFound:
             return  # removed meanwhile (rm -f)
         if spec.remove:
@@ -155,6 +176,8 @@ class Instances:
     def kill(self, name, sig=signal.SIGKILL):
         rec = self.get(name)
         state = self._running_state(rec)
+        if state["status"] == st.PAUSED:
+            raise Conflict(f"instance {name} is paused: unpause it first")
         try:
             driver_for(rec.spec.kind).signal(state, sig)
         except ProcessLookupError:
@@ -187,15 +210,109 @@ class Instances:
         state = rec.state()
         if state["status"] not in (st.RUNNING, st.PAUSED):
             return state
+        if state["status"] == st.PAUSED:
+            state = self.unpause(name)
         driver = driver_for(rec.spec.kind)
         try:
             driver.signal(state, signal.SIGTERM)
-            if not self._await_stopped(rec, state, timeout):
-                driver.signal(state, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        if not self._await_stopped(rec, state, timeout):
+            self._kill_all(rec, state)
         self._await_stopped(rec, state, 30)
         return rec.state()
+
+    def _kill_all(self, rec, state):
+        """SIGKILL the instance's main process and everything else in its cgroup
+        (a daemon that double-forked away from the init included)."""
+        try:
+            driver_for(rec.spec.kind).signal(state, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        cgroup_of(rec, state).kill_all(signal.SIGKILL)
+
+    # -- pause, limits, counters --------------------------------------------------
+
+    def pause(self, name):
+        rec = self.get(name)
+        with rec.lock():
+            state = rec.read_state()
+            if state["status"] == st.PAUSED:
+                raise Conflict(f"instance {name} is already paused")
+            if state["status"] != st.RUNNING or not alive(state.get("pid"),
+                                                          state.get("starttime")):
+                raise Conflict(f"instance {name} is not running")
+            cgroup_of(rec, state).freeze()
+            state["status"] = st.PAUSED
+            rec.write_state(state)
+        return state
+
+    def unpause(self, name):
+        rec = self.get(name)
+        with rec.lock():
+            state = rec.read_state()
+            if state["status"] != st.PAUSED:
+                raise Conflict(f"instance {name} is not paused")
+            cgroup_of(rec, state).thaw()
+            state["status"] = st.RUNNING
+            rec.write_state(state)
+        return state
+
+    def update(self, name, **options):
+        """Change an instance's limits: applied at once when it runs, and kept in
+        its spec for later starts."""
+        import dataclasses
+
+        from ctr.spec import build_resources
+
+        rec = self.get(name)
+        with rec.lock():
+            spec = rec.spec
+            resources = build_resources(spec.resources, **options)
+            state = rec.read_state()
+            if state["status"] in (st.RUNNING, st.PAUSED) and alive(
+                    state.get("pid"), state.get("starttime")):
+                cgroup_of(rec, state).apply(resources)
+            rec.write_spec(dataclasses.replace(spec, resources=resources))
+        return resources
+
+    def stats(self, names=()):
+        """[(record, counters)] of the running instances (all when no names)."""
+        if names:
+            recs = [self.get(n) for n in names]
+        else:
+            recs = [rec for rec, _, state in self.list()
+                    if state["status"] in (st.RUNNING, st.PAUSED)]
+        out = []
+        for rec in recs:
+            state = rec.state()
+            if state["status"] not in (st.RUNNING, st.PAUSED):
+                if names:
+                    raise Conflict(f"instance {rec.name} is not running")
+                continue
+            try:
+                counters = cgroup_of(rec, state).stats()
+            except FileNotFoundError:
+                continue  # stopped while we read
+            out.append((rec, counters))
+        return out
+
+    def gc(self):
+        """Clean what dead instances left: the cgroups of instances whose reaper
+        died with them, and `--rm` instances nobody removed. Returns the names."""
+        cleaned = []
+        for rec, spec, state in self.list():
+            if spec is None or state["status"] not in (st.STOPPED, st.CREATED):
+                continue
+            cg = cgroup_of(rec, state)
+            if spec.remove:
+                self._remove(rec, spec, state)
+                cleaned.append(rec.name)
+            elif cg.exists():
+                cg.kill_all(signal.SIGKILL)
+                cg.destroy(timeout=5.0)
+                cleaned.append(rec.name)
+        return cleaned
 
     # -- remove -------------------------------------------------------------------
 
@@ -212,27 +329,16 @@ class Instances:
         if state and state["status"] in (st.RUNNING, st.PAUSED):
             if not force:
                 raise Conflict(f"instance {name} is running: stop it first or use rm -f")
-            try:
-                driver_for(spec.kind).signal(state, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            self._kill_all(rec, state)
             self._await_stopped(rec, state, 30)
-        self._remove(rec, spec, force=force,
-                     cgroup_parent=(state or {}).get("cgroup_parent"))
+        self._remove(rec, spec, state, force=force)
 
-    def _remove(self, rec, spec, force=True, cgroup_parent=None):
-        if spec is not None:
-            from ctr.cgroups import Cgroup
-
-            cg = Cgroup(cgroup_parent, spec.id)
-            pids = cg.pids()
-            if pids and not force:
+    def _remove(self, rec, spec, state=None, force=True):
+        if spec is not None or (state or {}).get("cgroups"):
+            cg = cgroup_of(rec, state)
+            if cg.pids() and not force:
                 raise Conflict(f"instance {rec.name} still has processes: use rm -f")
-            for pid in pids:  # a record that lost track of its processes
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            cg.kill_all(signal.SIGKILL)  # a record that lost track of its processes
             cg.destroy(timeout=5.0)
         rec.remove()
 
@@ -279,6 +385,8 @@ class Instances:
         rec = self.get(name)
         spec = rec.spec
         state = self._running_state(rec)
+        if state["status"] == st.PAUSED:
+            raise Conflict(f"instance {name} is paused: unpause it first")
         if not command:
             raise CtrError("exec needs a command")
         env = merge_env(spec.env, ["TERM=xterm"] if tty else [], parse_env(env))

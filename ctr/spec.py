@@ -116,6 +116,148 @@ def check_hostname(hostname):
     return hostname
 
 
+# -- resources (cgroup limits) ------------------------------------------------------
+
+SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?", re.IGNORECASE)
+SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+MIN_MEMORY = 6 << 20  # docker's minimum: below it a container cannot even start
+CPU_PERIOD = 100_000  # microseconds, as docker and runc use for --cpus
+RESOURCE_KEYS = ("memory", "memory_swap", "cpus", "cpu_shares", "cpu_weight", "cpuset_cpus",
+                 "pids_limit", "blkio_weight", "device_read_bps", "device_write_bps")
+
+
+def parse_size(value, what):
+    """docker's sizes: a number with an optional unit b, k, m, g (t), binary multiples."""
+    m = SIZE_RE.fullmatch(str(value).strip())
+    if not m:
+        raise InvalidSpec(f"invalid {what} {value!r}: expected a size like 64m, 1g or 512k")
+    return int(float(m.group(1)) * SIZE_UNITS[m.group(2).lower()])
+
+
+def _int_in(value, what, low, high):
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise InvalidSpec(f"invalid {what} {value!r}: expected an integer") from None
+    if not low <= n <= high:
+        raise InvalidSpec(f"invalid {what} {value}: must be between {low} and {high}")
+    return n
+
+
+def _cpu_list(text):
+    """'0-2,5' -> [0, 1, 2, 5]; ValueError when malformed."""
+    cpus = set()
+    for part in text.split(","):
+        lo, sep, hi = part.partition("-")
+        lo, hi = int(lo), int(hi) if sep else int(lo)
+        if lo < 0 or hi < lo:
+            raise ValueError(part)
+        cpus.update(range(lo, hi + 1))
+    return sorted(cpus)
+
+
+def host_cpus():
+    with open("/sys/devices/system/cpu/online") as f:
+        return _cpu_list(f.read().strip())
+
+
+def check_cpuset(value, online=None):
+    try:
+        cpus = _cpu_list(value.strip())
+    except ValueError:
+        raise InvalidSpec(f"invalid cpuset {value!r}: expected a list like 0-2,5") from None
+    online = host_cpus() if online is None else online
+    missing = sorted(set(cpus) - set(online))
+    if missing:
+        raise InvalidSpec(f"invalid cpuset {value!r}: CPU {missing[0]} is not online "
+                          f"(online: {','.join(map(str, online))})")
+    return ",".join(map(str, cpus))
+
+
+def check_device_rate(item, what):
+    """--device-read-bps /dev/sda:10m -> ["MAJOR:MINOR", bytes]; the path must be a
+    block device on the host."""
+    import stat
+
+    path, sep, rate = item.rpartition(":")
+    if not sep or not path:
+        raise InvalidSpec(f"invalid {what} {item!r}: expected DEVICE:RATE, like /dev/sda:10m")
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise InvalidSpec(f"invalid {what} {item!r}: {path}: {err.strerror}") from None
+    if not stat.S_ISBLK(st.st_mode):
+        raise InvalidSpec(f"invalid {what} {item!r}: {path} is not a block device")
+    return [f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}", parse_size(rate, what)]
+
+
+def build_resources(current=None, *, memory=None, memory_swap=None, cpus=None, cpu_shares=None,
+                    cpu_weight=None, cpuset_cpus=None, pids_limit=None, blkio_weight=None,
+                    device_read_bps=(), device_write_bps=(), ncpus=None):
+    """Validate resource options (as strings from the CLI) into the spec's resources
+    dict. `current` is the instance's present resources, for `ctr update`: options
+    given replace them, the others are kept."""
+    res = dict(current or {})
+    if memory is not None:
+        res["memory"] = parse_size(memory, "memory limit")
+        if res["memory"] < MIN_MEMORY:
+            raise InvalidSpec(f"invalid memory limit {memory!r}: the minimum is 6m")
+    if memory_swap is not None:
+        res["memory_swap"] = (-1 if str(memory_swap).strip() == "-1"
+                              else parse_size(memory_swap, "memory+swap limit"))
+    if "memory_swap" in res:
+        if "memory" not in res:
+            raise InvalidSpec("--memory-swap needs --memory (it is memory plus swap)")
+        if res["memory_swap"] != -1 and res["memory_swap"] < res["memory"]:
+            raise InvalidSpec("--memory-swap must be at least --memory (it is memory plus "
+                              "swap; -1 for unlimited swap)")
+    if cpus is not None:
+        try:
+            n = float(cpus)
+        except ValueError:
+            raise InvalidSpec(f"invalid --cpus {cpus!r}: expected a number like 0.5") from None
+        ncpus = len(host_cpus()) if ncpus is None else ncpus
+        if not 0.01 <= n <= ncpus:
+            raise InvalidSpec(f"invalid --cpus {cpus}: must be between 0.01 and {ncpus} "
+                              "(the CPUs this host has)")
+        res["cpus"] = n
+    if cpu_shares is not None and cpu_weight is not None:
+        raise InvalidSpec("give --cpu-shares or --cpu-weight, not both")
+    if cpu_shares is not None:
+        res.pop("cpu_weight", None)
+        res["cpu_shares"] = _int_in(cpu_shares, "--cpu-shares", 2, 262144)
+    if cpu_weight is not None:
+        res.pop("cpu_shares", None)
+        res["cpu_weight"] = _int_in(cpu_weight, "--cpu-weight", 1, 10000)
+    if cpuset_cpus is not None:
+        res["cpuset_cpus"] = check_cpuset(cpuset_cpus)
+    if pids_limit is not None:
+        n = _int_in(pids_limit, "--pids-limit", -1, 2**31 - 1)
+        res["pids_limit"] = n if n > 0 else -1  # docker: 0 and -1 mean unlimited
+    if blkio_weight is not None:
+        res["blkio_weight"] = _int_in(blkio_weight, "--blkio-weight", 10, 1000)
+    for key, items in (("device_read_bps", device_read_bps),
+                       ("device_write_bps", device_write_bps)):
+        if items:
+            what = "--" + key.replace("_", "-")
+            rates = dict(res.get(key) or [])
+            rates.update(check_device_rate(i, what) for i in items)
+            res[key] = sorted([dev, rate] for dev, rate in rates.items())
+    return {k: res[k] for k in RESOURCE_KEYS if k in res}
+
+
+def check_cgroup_parent(value):
+    """None (ctr's default, /ctr), "self" (beneath ctr's own cgroup) or a path
+    below each hierarchy's root."""
+    if value is None or value == "self":
+        return value
+    parts = [p for p in value.split("/") if p]
+    if not parts or any(p in (".", "..") or not NAME_RE.fullmatch(p) for p in parts):
+        raise InvalidSpec(f"invalid --cgroup-parent {value!r}: expected a path like "
+                          "/mygroup/sub (letters, digits, _.-) or 'self'")
+    return "/" + "/".join(parts)
+
+
 @dataclasses.dataclass(frozen=True)
 class InstanceSpec:
     name: str
@@ -131,6 +273,8 @@ class InstanceSpec:
     tty: bool = False
     remove: bool = False
     network: str = "none"
+    resources: dict = dataclasses.field(default_factory=dict)
+    cgroup_parent: str | None = None
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -151,7 +295,8 @@ class InstanceSpec:
 
 
 def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
-               user=None, hostname=None, tty=False, remove=False, kind="container"):
+               user=None, hostname=None, tty=False, remove=False, kind="container",
+               cgroup_parent=None, **resources):
     """Validate CLI-level inputs against an image record and return an InstanceSpec."""
     name = check_name(name) if name is not None else generate_name()
     if kind not in KINDS:
@@ -181,4 +326,6 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
         hostname=hostname,
         tty=bool(tty),
         remove=bool(remove),
+        resources=build_resources(**resources),
+        cgroup_parent=check_cgroup_parent(cgroup_parent),
     )

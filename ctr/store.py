@@ -163,6 +163,11 @@ class Record:
                 raise StateError(f"the spec of {self.name} is corrupt: {err}") from err
         return self._spec
 
+    def write_spec(self, spec):
+        """Replace the spec (ctr update); the caller holds the lock."""
+        atomic_write_json(self.spec_path, spec.to_dict())
+        self._spec = spec
+
     def _read(self, path, what):
         try:
             return read_json(path, f"the {what} of {self.name}")

@@ -79,7 +79,21 @@ class Ctr:
     def path(self, *parts):
         return os.path.join(self.root, *parts)
 
-    def state(self, name):
+    def inspect(self, name):
         import json
 
-        return json.loads(self("inspect", name, check=True).stdout)["state"]
+        return json.loads(self("inspect", name, check=True).stdout)
+
+    def state(self, name):
+        return self.inspect(name)["state"]
+
+
+def wait_for(predicate, timeout=10.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False

@@ -1,17 +1,21 @@
-"""One Cgroup interface over the hosts users have.
+"""One Cgroup interface over the hosts users have, two backends:
 
-- v2 (unified): one folder under /sys/fs/cgroup.
-- v1 and hybrid: one folder per mounted v1 hierarchy, plus the cgroup2 mount
-  (/sys/fs/cgroup/unified) when there is one, so cgroup.kill and friends work
-  there too.
+- v2 (ctr.cgroups.v2): the host mounts only cgroup2; one folder, plain files.
+- v1 (ctr.cgroups.v1): v1 and hybrid hosts; one folder per mounted v1 hierarchy
+  (limits through cgroupspy's controllers), plus a folder in the cgroup2 mount
+  (/sys/fs/cgroup/unified) when there is one, so that systemd inside a
+  container has a cgroup2 view of its own.
 
-The hierarchies are read once from /proc/self/mountinfo. Instance cgroups live
-under a parent (default /ctr at the root of each hierarchy, like docker's
-/docker); "self" nests under the cgroup ctr runs in.
+The backend is picked by what the host mounts, read once from
+/proc/self/mountinfo. Instance cgroups live under a parent (default /ctr at the
+root of each hierarchy, like docker's /docker); "self" nests under the cgroup
+ctr runs in. The interface: create, apply(resources), add, pids, freeze, thaw,
+kill_all, stats, oom_kills, destroy.
 """
 
 import errno
 import os
+import signal
 import time
 
 from ctr.errors import CtrError
@@ -51,7 +55,7 @@ def hierarchies(mountinfo="/proc/self/mountinfo"):
     return found
 
 
-def _self_path(ctrls):
+def self_path(ctrls):
     """The cgroup ctr runs in, in the hierarchy with these controllers."""
     with open("/proc/self/cgroup") as f:
         for line in f:
@@ -63,50 +67,83 @@ def _self_path(ctrls):
     return "/"
 
 
-def _write(path, value):
+def write(path, value):
     with open(path, "w") as f:
-        f.write(value)
+        f.write(str(value))
 
 
-def _copy_cpuset(parent_dir, child_dir):
-    # A new v1 cpuset cgroup has no cpus and no mems: tasks cannot join it.
-    for name in ("cpuset.cpus", "cpuset.mems"):
-        with open(os.path.join(child_dir, name)) as f:
-            if f.read().strip():
-                continue
-        with open(os.path.join(parent_dir, name)) as f:
-            _write(os.path.join(child_dir, name), f.read().strip())
+def read(path, default=None):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        if default is None:
+            raise
+        return default
 
 
-class Cgroup:
-    """An instance's cgroup: one folder per hierarchy."""
+def read_keyed(path):
+    """'key value' lines (memory.stat, cpu.stat, memory.events) -> {key: int}."""
+    out = {}
+    for line in read(path, "").splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().lstrip("-").isdigit():
+            out[key] = int(value)
+    return out
 
-    def __init__(self, parent, leaf):
-        self.parent = parent or DEFAULT_PARENT
-        self.leaf = leaf
-        self.dirs = {}  # controllers -> folder
-        for mountpoint, ctrls in hierarchies():
-            base = _self_path(ctrls) if self.parent == "self" else ""
-            rel = self.parent if self.parent != "self" else ""
-            path = os.path.normpath(f"{mountpoint}/{base}/{rel}/{leaf}")
-            self.dirs[ctrls] = path
+
+def host_memory():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class BaseCgroup:
+    """An instance's cgroup: one folder per hierarchy (a single one on v2).
+    Backends add the controller files: apply, freeze/thaw, stats, oom_kills."""
+
+    version = None
+
+    def __init__(self, dirs, default_parent=False):
+        self.dirs = dirs  # controllers -> folder
+        self.default_parent = default_parent
 
     @property
     def paths(self):
         return sorted(self.dirs.values())
 
-    def create(self):
+    def dir_of(self, controller):
+        for ctrls, path in self.dirs.items():
+            if controller in ctrls:
+                return path
+        return None
+
+    def create(self, resources=None):
+        """Make the folders and apply the limits; on any failure nothing is left."""
         try:
             for ctrls, path in self.dirs.items():
-                self._mkdir_chain(path, cpuset="cpuset" in ctrls)
+                self._mkdir_chain(path, ctrls)
+            self._delegate()
+            if resources:
+                self.apply(resources)
         except OSError as err:
             self.destroy()
             raise CtrError(f"creating cgroup {err.filename}: {err.strerror}") from err
+        except CtrError:
+            self.destroy()
+            raise
         return self
 
-    @staticmethod
-    def _mkdir_chain(path, cpuset, attempts=5):
-        """mkdir -p, copying cpuset settings down. Another ctr may remove an empty
+    def _prepare(self, path, ctrls):
+        """Called for each folder ctr creates, parents first."""
+
+    def _delegate(self):
+        """Called once the folders exist, before the limits are applied."""
+
+    def _mkdir_chain(self, path, ctrls, attempts=5):
+        """mkdir -p, preparing each new folder. Another ctr may remove an empty
         parent between our check and our mkdir (destroy does): then start over."""
         for attempt in range(attempts):
             missing = []
@@ -120,8 +157,7 @@ class Cgroup:
                         os.mkdir(d, 0o755)
                     except FileExistsError:
                         pass
-                    if cpuset:
-                        _copy_cpuset(os.path.dirname(d), d)
+                    self._prepare(d, ctrls)
                 return
             except FileNotFoundError:
                 if attempt == attempts - 1:
@@ -131,7 +167,7 @@ class Cgroup:
         """Move a process (0: the caller) into every hierarchy's folder."""
         for path in self.dirs.values():
             try:
-                _write(os.path.join(path, "cgroup.procs"), str(pid))
+                write(os.path.join(path, "cgroup.procs"), pid)
             except OSError as err:
                 raise CtrError(
                     f"adding process {pid} to cgroup {path}: {err.strerror}") from err
@@ -139,16 +175,52 @@ class Cgroup:
     def pids(self):
         for path in self.dirs.values():
             try:
-                with open(os.path.join(path, "cgroup.procs")) as f:
-                    return [int(x) for x in f.read().split()]
+                return [int(x) for x in read(os.path.join(path, "cgroup.procs")).split()]
             except FileNotFoundError:
                 continue
         return []
 
+    def exists(self):
+        return any(os.path.isdir(p) for p in self.dirs.values())
+
+    def kill_all(self, sig=signal.SIGKILL, timeout=5.0):
+        """Signal every process in the cgroup, also those that left the instance's
+        init by double forking: freeze, signal each, thaw, so none can fork
+        away in between. With SIGKILL, wait until the cgroup is empty."""
+        deadline = time.monotonic() + timeout
+        while self.pids():
+            try:
+                self._signal_frozen(sig)
+            except FileNotFoundError:
+                return  # the instance ended and its reaper removed the cgroup meanwhile
+            if sig != signal.SIGKILL or time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+
+    def _signal_frozen(self, sig):
+        frozen = self.freeze(missing_ok=True)
+        try:
+            for pid in self.pids():
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        finally:
+            if frozen:
+                self.thaw()
+
+    def _wait_for(self, check, what, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise CtrError(f"timed out {what}")
+            time.sleep(0.002)
+
     def destroy(self, timeout=2.0):
         """Remove the folders. A folder whose last task is still exiting is busy
         for a moment: retry until the timeout. The default parent goes too when
-        this was its last instance, so the host is left as ctr found it."""
+        this was its last instance, so the host is left as ctr found it; a
+        parent the user named is left, as docker leaves it."""
         deadline = time.monotonic() + timeout
         for path in self.dirs.values():
             while True:
@@ -161,8 +233,62 @@ class Cgroup:
                     if err.errno != errno.EBUSY or time.monotonic() > deadline:
                         raise CtrError(f"removing cgroup {path}: {err.strerror}") from err
                     time.sleep(0.005)
-            if self.parent == DEFAULT_PARENT:
+            if self.default_parent:
                 try:
                     os.rmdir(os.path.dirname(path))
                 except OSError:
                     pass  # other instances still live there
+
+    # -- per backend --------------------------------------------------------------
+
+    def apply(self, resources):
+        raise NotImplementedError
+
+    def freeze(self, missing_ok=False):
+        raise NotImplementedError
+
+    def thaw(self):
+        raise NotImplementedError
+
+    def stats(self):
+        raise NotImplementedError
+
+    def oom_kills(self):
+        raise NotImplementedError
+
+
+def _backend(found):
+    if any(ctrls != ("unified",) for _, ctrls in found):
+        from ctr.cgroups.v1 import V1Cgroup
+
+        return V1Cgroup
+    from ctr.cgroups.v2 import V2Cgroup
+
+    return V2Cgroup
+
+
+def Cgroup(parent, leaf, found=None):  # noqa: N802 - a factory standing in for a class
+    """The cgroup of instance `leaf` under `parent` (None: /ctr; "self": beneath
+    the cgroup ctr runs in), on the backend this host calls for."""
+    found = hierarchies() if found is None else found
+    parent = parent or DEFAULT_PARENT
+    dirs = {}
+    for mountpoint, ctrls in found:
+        base = self_path(ctrls) if parent == "self" else ""
+        rel = parent if parent != "self" else ""
+        dirs[ctrls] = os.path.normpath(f"{mountpoint}/{base}/{rel}/{leaf}")
+    return _backend(found)(dirs, default_parent=parent == DEFAULT_PARENT)
+
+
+def at(paths, found=None):
+    """The cgroup recorded in an instance's state (its folders, one per hierarchy)."""
+    found = hierarchies() if found is None else found
+    dirs = {}
+    for mountpoint, ctrls in found:
+        for p in paths:
+            if p.startswith(mountpoint.rstrip("/") + "/"):
+                dirs[ctrls] = p
+    default = all(os.path.basename(os.path.dirname(p)) == DEFAULT_PARENT.strip("/")
+                  and os.path.dirname(os.path.dirname(p)) in [m for m, _ in found]
+                  for p in dirs.values())
+    return _backend(found)(dirs, default_parent=default)

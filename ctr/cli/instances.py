@@ -14,6 +14,28 @@ pass_ctx = click.pass_obj
 CMD_SETTINGS = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 
 
+def resource_options(f):
+    """Limits, shared by run/create and update; values are checked in ctr.spec."""
+    opts = [
+        click.option("-m", "--memory", metavar="SIZE", help="Memory limit (b, k, m, g)."),
+        click.option("--memory-swap", metavar="SIZE",
+                     help="Memory plus swap limit; -1 for unlimited swap (default: 2x memory)."),
+        click.option("--cpus", metavar="N", help="CPU time, in CPUs (0.5: half of one)."),
+        click.option("--cpu-shares", metavar="N", help="Relative CPU weight, v1 scale (2-262144)."),
+        click.option("--cpu-weight", metavar="N", help="Relative CPU weight, v2 scale (1-10000)."),
+        click.option("--cpuset-cpus", metavar="LIST", help="CPUs the instance may use (0-2,5)."),
+        click.option("--pids-limit", metavar="N", help="Most tasks at once (-1: unlimited)."),
+        click.option("--blkio-weight", metavar="N", help="Relative block I/O weight (10-1000)."),
+        click.option("--device-read-bps", multiple=True, metavar="DEV:RATE",
+                     help="Read rate limit of a block device (/dev/sda:10m)."),
+        click.option("--device-write-bps", multiple=True, metavar="DEV:RATE",
+                     help="Write rate limit of a block device."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
 def instance_options(f):
     opts = [
         click.option("--name", help="Name of the instance (generated when not given)."),
@@ -28,6 +50,9 @@ def instance_options(f):
         click.option("-i", "--interactive", is_flag=True,
                      help="Accepted for docker compatibility: stdin is always passed."),
         click.option("--rm", "remove", is_flag=True, help="Remove the instance when it exits."),
+        click.option("--cgroup-parent", metavar="PATH",
+                     help="Cgroup to nest in (default /ctr; 'self': ctr's own)."),
+        resource_options,
         click.argument("image"),
         click.argument("command", nargs=-1, type=click.UNPROCESSED),
     ]
@@ -227,6 +252,50 @@ def exec_(obj, tty, interactive, env, workdir, user, name, command):
     return obj.instances.exec(name, _command(command), env=env, workdir=workdir, user=user, tty=tty)
 
 
+@click.command()
+@resource_options
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def update(obj, names, **options):
+    """Change the limits of instances (running ones at once)."""
+    if not any(v not in (None, ()) for v in options.values()):
+        raise InvalidSpec("nothing to update: give at least one limit, like --memory 64m")
+    for name in names:
+        obj.instances.update(name, **options)
+        click.echo(name)
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def pause(obj, names):
+    """Freeze every process of instances."""
+    for name in names:
+        obj.instances.pause(name)
+        click.echo(name)
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def unpause(obj, names):
+    """Thaw paused instances."""
+    for name in names:
+        obj.instances.unpause(name)
+        click.echo(name)
+
+
+@click.command()
+@pass_ctx
+def gc(obj):
+    """Clean up after instances that died unwatched (cgroups, --rm records)."""
+    for name in obj.instances.gc():
+        click.echo(name)
+
+
 def register(group):
-    for cmd in (run, create, start, stop, kill, rm, ls, inspect, logs, exec_):
+    from ctr.cli.stats import stats
+
+    for cmd in (run, create, start, stop, kill, rm, ls, inspect, logs, exec_, update, pause,
+                unpause, stats, gc):
         group.add_command(cmd)

@@ -8,8 +8,7 @@ error the container's init reported); the caller owns waiting and recording.
 import os
 import signal
 
-from ctr import namespaces
-from ctr.cgroups import Cgroup
+from ctr import cgroups, namespaces
 from ctr.errors import EXIT_CTR, StartError
 from ctr.native import CLONE_NEWPID, clone, setns
 from ctr.store import proc_starttime
@@ -117,13 +116,9 @@ def _abort(pid):
 class ContainerDriver:
     kind = "container"
 
-    def cgroup(self, spec, parent=None):
-        return Cgroup(parent, spec.id)
-
-    def start(self, rec, lower, *, stdio=(None, None, None), tty=False, pdeathsig=None,
-              cgroup_parent=None):
+    def start(self, rec, lower, *, stdio=(None, None, None), tty=False, pdeathsig=None):
         spec = rec.spec
-        cg = self.cgroup(spec, cgroup_parent).create()
+        cg = cgroups.Cgroup(spec.cgroup_parent, spec.id).create(spec.resources)
         master = None
         sock, child_sock = _pty_channel(tty)
         go_r, go_w = os.pipe()
@@ -176,7 +171,7 @@ class ContainerDriver:
         """Run a command inside a running container; returns its Process."""
         spec = rec.spec
         pid = state["pid"]
-        cg = Cgroup(state.get("cgroup_parent"), spec.id)
+        cg = cgroups.at(state["cgroups"])
         try:
             pidns = os.open(f"/proc/{pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:

@@ -8,16 +8,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from helpers import CTR, processes
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
+from helpers import CTR, processes, wait_for
 
 
 def ls(ctr):

@@ -1,4 +1,7 @@
-from ctr.cgroups import hierarchies
+import pytest
+
+from ctr.cgroups import Cgroup, at, hierarchies
+from ctr.errors import CtrError
 
 MOUNTINFO = """\
 30 24 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755
@@ -29,3 +32,101 @@ def test_pure_v2(tmp_path):
     f = tmp_path / "mountinfo"
     f.write_text("25 1 0:22 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n")
     assert hierarchies(str(f)) == [("/sys/fs/cgroup", ("unified",))]
+
+
+# -- the backends, against cgroupfs trees laid out in a temp dir ------------------------
+# (the kernel makes a folder's files on mkdir; here the test lays out the ones read)
+
+def put(path, text=""):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_backend_follows_the_mounts():
+    v2 = Cgroup(None, "x", found=[("/sys/fs/cgroup", ("unified",))])
+    v1 = Cgroup(None, "x", found=[("/sys/fs/cgroup/memory", ("memory",)),
+                                  ("/sys/fs/cgroup/unified", ("unified",))])
+    assert (v2.version, v1.version) == (2, 1)
+    assert v2.paths == ["/sys/fs/cgroup/ctr/x"]
+    assert v1.paths == ["/sys/fs/cgroup/memory/ctr/x", "/sys/fs/cgroup/unified/ctr/x"]
+    assert Cgroup("/a/b", "x", found=[("/sys/fs/cgroup", ("unified",))]).paths == [
+        "/sys/fs/cgroup/a/b/x"]
+
+
+def test_recorded_paths_round_trip():
+    found = [("/sys/fs/cgroup/memory", ("memory",)), ("/sys/fs/cgroup/pids", ("pids",))]
+    cg = Cgroup(None, "x", found=found)
+    again = at(cg.paths, found=found)
+    assert again.dirs == cg.dirs and again.default_parent
+    assert not at(Cgroup("/mine", "x", found=found).paths, found=found).default_parent
+
+
+def test_v2_delegates_controllers_and_writes_limits(tmp_path):
+    root = tmp_path / "cg"
+    put(root / "cgroup.controllers", "cpuset cpu io memory hugetlb pids")
+    put(root / "cgroup.subtree_control", "memory")
+    put(root / "ctr" / "cgroup.controllers", "cpuset cpu io memory pids")
+    put(root / "ctr" / "cgroup.subtree_control", "")
+    cg = Cgroup(None, "x", found=[(str(root), ("unified",))])
+    cg.create({"memory": 64 << 20, "memory_swap": 96 << 20, "cpus": 0.5, "cpu_shares": 1024,
+               "cpuset_cpus": "0,1", "pids_limit": 20, "blkio_weight": 300,
+               "device_read_bps": [["8:0", 1 << 20]], "device_write_bps": [["8:0", 2 << 20]]})
+    assert (root / "cgroup.subtree_control").read_text() == "+cpu +cpuset +io +pids"
+    assert (root / "ctr" / "cgroup.subtree_control").read_text() == \
+        "+cpu +cpuset +io +memory +pids"
+    leaf = root / "ctr" / "x"
+    got = {f.name: f.read_text() for f in leaf.iterdir()}
+    assert got == {"memory.max": str(64 << 20), "memory.swap.max": str(32 << 20),
+                   "cpu.max": "50000 100000", "cpu.weight": "39", "cpuset.cpus": "0,1",
+                   "pids.max": "20", "io.weight": "default 300",
+                   "io.max": f"8:0 rbps={1 << 20} wbps={2 << 20}"}
+
+
+def test_v2_counters_freeze_and_oom(tmp_path):
+    leaf = tmp_path / "cg" / "ctr" / "x"
+    put(leaf / "cgroup.procs", "10\n11\n")
+    put(leaf / "cpu.stat", "usage_usec 1500\nuser_usec 1000\n")
+    put(leaf / "memory.current", "4096000")
+    put(leaf / "memory.stat", "anon 1000\ninactive_file 96000\n")
+    put(leaf / "memory.max", "max")
+    put(leaf / "pids.max", "64")
+    put(leaf / "io.stat", "8:0 rbytes=100 wbytes=200 rios=1\n8:16 rbytes=1 wbytes=2\n")
+    put(leaf / "memory.events", "low 0\noom 2\noom_kill 1\n")
+    put(leaf / "cgroup.freeze", "0")
+    put(leaf / "cgroup.events", "populated 1\nfrozen 1\n")
+    cg = Cgroup(None, "x", found=[(str(tmp_path / "cg"), ("unified",))])
+    s = cg.stats()
+    assert s["cpu_usage_ns"] == 1_500_000 and s["memory_usage"] == 4_000_000
+    assert s["pids"] == 2 and s["pids_limit"] == 64 and s["memory_limit"] > 0
+    assert (s["blkio_read"], s["blkio_write"]) == (101, 202)
+    assert cg.oom_kills() == 1
+    assert cg.freeze() and (leaf / "cgroup.freeze").read_text() == "1"
+
+
+def test_v1_writes_limits_through_cgroupspy(tmp_path):
+    found = []
+    for name in ("memory", "cpu", "cpuset", "pids", "blkio", "freezer"):
+        found.append((str(tmp_path / name), (name,)))
+    put(tmp_path / "cpuset" / "cpuset.cpus", "0-1")
+    put(tmp_path / "cpuset" / "cpuset.mems", "0")
+    cg = Cgroup(None, "x", found=found)
+    cg.create({"memory": 64 << 20, "cpus": 1.5, "cpu_weight": 100, "cpuset_cpus": "1",
+               "pids_limit": -1, "device_write_bps": [["8:0", 1024]]})
+
+    def leaf(name, f):
+        return (tmp_path / name / "ctr" / "x" / f).read_text()
+
+    assert leaf("memory", "memory.limit_in_bytes") == str(64 << 20)
+    assert (leaf("cpu", "cpu.cfs_period_us"), leaf("cpu", "cpu.cfs_quota_us")) == (
+        "100000", "150000")
+    assert leaf("cpu", "cpu.shares") == "2597"  # weight 100 on the v1 scale
+    assert leaf("cpuset", "cpuset.cpus") == "1" and leaf("cpuset", "cpuset.mems") == "0"
+    assert leaf("pids", "pids.max") == "max"
+    assert leaf("blkio", "blkio.throttle.write_bps_device") == "8:0 1024"
+
+
+def test_v1_swap_limit_refused_without_swap_accounting(tmp_path):
+    cg = Cgroup(None, "x", found=[(str(tmp_path / "memory"), ("memory",))])
+    with pytest.raises(CtrError, match="--memory-swap is not supported"):
+        cg.create({"memory": 64 << 20, "memory_swap": 128 << 20})
+    assert not (tmp_path / "memory" / "ctr").exists()  # nothing left

@@ -3,12 +3,15 @@ import pytest
 from ctr.errors import InvalidSpec
 from ctr.spec import (
     InstanceSpec,
+    build_resources,
     build_spec,
+    check_cgroup_parent,
     check_name,
     check_workdir,
     generate_name,
     merge_env,
     parse_env,
+    parse_size,
     read_env_file,
 )
 
@@ -96,3 +99,70 @@ def test_build_spec_rejects(kw, match):
     args = {"image": IMAGE, "command": ["true"], **kw}
     with pytest.raises(InvalidSpec, match=match):
         build_spec(**args)
+
+
+# -- resources ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,n", [("64m", 64 << 20), ("1g", 1 << 30), ("512k", 512 << 10),
+                                    ("100", 100), ("10b", 10), ("1.5g", 3 << 29),
+                                    ("64MB", 64 << 20), ("2GiB", 2 << 30)])
+def test_sizes_in_dockers_units(text, n):
+    assert parse_size(text, "size") == n
+
+
+@pytest.mark.parametrize("text", ["", "m", "-1m", "64x", "1e3", "64 mb x"])
+def test_bad_sizes(text):
+    with pytest.raises(InvalidSpec, match="invalid size"):
+        parse_size(text, "size")
+
+
+def test_build_resources():
+    r = build_resources(memory="64m", cpus="0.5", pids_limit="20", cpuset_cpus="0-1",
+                        cpu_shares="512", ncpus=2)
+    assert r == {"memory": 64 << 20, "cpus": 0.5, "cpu_shares": 512, "cpuset_cpus": "0,1",
+                 "pids_limit": 20}
+    assert build_resources(pids_limit="0") == {"pids_limit": -1}
+    assert build_resources(memory="64m", memory_swap="-1")["memory_swap"] == -1
+
+
+def test_update_keeps_what_is_not_given():
+    cur = {"memory": 64 << 20, "pids_limit": 20, "cpu_shares": 512}
+    r = build_resources(cur, memory="128m", cpu_weight="100")
+    assert r == {"memory": 128 << 20, "pids_limit": 20, "cpu_weight": 100}
+
+
+@pytest.mark.parametrize("opts,msg", [
+    ({"memory": "1m"}, "minimum is 6m"),
+    ({"memory": "lots"}, "invalid memory limit"),
+    ({"memory_swap": "1g"}, "needs --memory"),
+    ({"memory": "64m", "memory_swap": "32m"}, "at least --memory"),
+    ({"cpus": "0"}, "between 0.01"),
+    ({"cpus": "3"}, "between 0.01 and 2"),
+    ({"cpus": "half"}, "invalid --cpus"),
+    ({"cpu_shares": "1"}, "between 2 and 262144"),
+    ({"cpu_shares": "2", "cpu_weight": "2"}, "not both"),
+    ({"cpu_weight": "0"}, "between 1 and 10000"),
+    ({"cpuset_cpus": "0-"}, "invalid cpuset"),
+    ({"cpuset_cpus": "7"}, "CPU 7 is not online"),
+    ({"pids_limit": "many"}, "expected an integer"),
+    ({"blkio_weight": "5"}, "between 10 and 1000"),
+    ({"device_read_bps": ["/dev/null:1m"]}, "not a block device"),
+    ({"device_read_bps": ["/nonexistent:1m"]}, "No such file"),
+    ({"device_write_bps": ["sda"]}, "expected DEVICE:RATE"),
+])
+def test_bad_resources(opts, msg, monkeypatch):
+    monkeypatch.setattr("ctr.spec.host_cpus", lambda: [0, 1])
+    with pytest.raises(InvalidSpec, match=msg):
+        build_resources(**opts)
+
+
+@pytest.mark.parametrize("value,out", [(None, None), ("self", "self"), ("/a/b", "/a/b"),
+                                       ("a//b/", "/a/b")])
+def test_cgroup_parent(value, out):
+    assert check_cgroup_parent(value) == out
+
+
+@pytest.mark.parametrize("value", ["/", "/a/../b", "a b", "/./x"])
+def test_bad_cgroup_parent(value):
+    with pytest.raises(InvalidSpec, match="invalid --cgroup-parent"):
+        check_cgroup_parent(value)

@@ -1,0 +1,189 @@
+"""The v1 backend: one folder per mounted hierarchy (memory, cpu, cpuacct, cpuset,
+pids, blkio, freezer, devices, ...), plus the cgroup2 folder on hybrid hosts.
+
+Limits and counters go through cgroupspy's controllers where it has one
+(memory, cpu, cpuacct, cpuset, blkio); pids and freezer, which cgroupspy does
+not model, are plain files. cgroupspy is imported only when limits are applied
+or counters read, never on a plain `ctr run`.
+"""
+
+import os
+
+from ctr.cgroups import BaseCgroup, host_memory, read, read_keyed, write
+from ctr.errors import CtrError
+
+UNLIMITED = 9223372036854771712  # what memory.limit_in_bytes reads when unset (page-aligned)
+
+
+class _Node:
+    """What cgroupspy's controllers need of a tree node: its path. (cgroupspy's
+    own Node walks and types the whole tree and imports logging: 20 ms here.)"""
+
+    def __init__(self, path):
+        self.full_path = path.encode()
+
+
+def copy_cpuset(parent_dir, child_dir):
+    # A new v1 cpuset cgroup has no cpus and no mems: tasks cannot join it.
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        if read(os.path.join(child_dir, name), ""):
+            continue
+        write(os.path.join(child_dir, name), read(os.path.join(parent_dir, name)))
+
+
+def _unsupported(what, path, err):
+    # cgroupfs refuses to create a file it does not have: ENOENT or EACCES
+    if err.filename and not os.path.exists(err.filename):
+        return CtrError(f"{what} is not supported by this host's kernel "
+                        f"(no {os.path.basename(os.fsdecode(err.filename))})")
+    return CtrError(f"setting {what} in {path}: {err.strerror}")
+
+
+class V1Cgroup(BaseCgroup):
+    version = 1
+
+    def _prepare(self, path, ctrls):
+        if "cpuset" in ctrls:
+            copy_cpuset(os.path.dirname(path), path)
+
+    def _controller(self, name):
+        from cgroupspy import controllers
+
+        path = self.dir_of(name)
+        if path is None:
+            raise CtrError(f"the {name} cgroup controller is not mounted on this host")
+        cls = {
+            "memory": controllers.MemoryController,
+            "cpu": controllers.CpuController,
+            "cpuacct": controllers.CpuAcctController,
+            "cpuset": controllers.CpuSetController,
+            "blkio": controllers.BlkIOController,
+        }.get(name, controllers.Controller)
+        return cls(_Node(path))
+
+    # -- limits -------------------------------------------------------------------
+
+    def apply(self, res):
+        if "memory" in res:
+            self._apply_memory(res["memory"], res.get("memory_swap", 2 * res["memory"]),
+                               explicit_swap="memory_swap" in res)
+        if "cpus" in res:
+            cpu = self._controller("cpu")
+            self._set("--cpus", cpu, "cfs_period_us", 100_000)
+            self._set("--cpus", cpu, "cfs_quota_us", round(res["cpus"] * 100_000))
+        if "cpu_shares" in res or "cpu_weight" in res:
+            shares = res.get("cpu_shares") or weight_to_shares(res["cpu_weight"])
+            self._set("--cpu-shares", self._controller("cpu"), "shares", shares)
+        if "cpuset_cpus" in res:
+            cpus = {int(c) for c in res["cpuset_cpus"].split(",")}
+            self._set("--cpuset-cpus", self._controller("cpuset"), "cpus", cpus)
+        if "pids_limit" in res:
+            n = res["pids_limit"]
+            self._set_file("--pids-limit", "pids", "pids.max", "max" if n < 0 else n)
+        if "blkio_weight" in res:
+            self._set("--blkio-weight", self._controller("blkio"), "weight", res["blkio_weight"])
+        for key, name in (("device_read_bps", "read"), ("device_write_bps", "write")):
+            for dev, rate in res.get(key, ()):
+                # cgroupspy's write_bps interface names its file with a trailing
+                # space, so both directions are written by file name.
+                self._set_file(f"--device-{name}-bps", "blkio",
+                               f"blkio.throttle.{name}_bps_device", f"{dev} {rate}")
+
+    def _set(self, what, controller, attr, value):
+        try:
+            setattr(controller, attr, value)
+        except OSError as err:
+            raise _unsupported(what, controller.node.full_path.decode(), err) from err
+
+    def _set_file(self, what, ctrl, name, value):
+        path = self.dir_of(ctrl)
+        if path is None:
+            raise CtrError(f"{what} needs the {ctrl} cgroup controller, not mounted here")
+        try:
+            write(os.path.join(path, name), value)
+        except OSError as err:
+            raise _unsupported(what, path, err) from err
+
+    def _apply_memory(self, memory, memsw, explicit_swap):
+        mem = self._controller("memory")
+        if not os.path.exists(os.path.join(self.dir_of("memory"), "memory.memsw.limit_in_bytes")):
+            if explicit_swap:
+                raise CtrError("--memory-swap is not supported by this host's kernel "
+                               "(no swap accounting: memory.memsw.limit_in_bytes)")
+            self._set("--memory", mem, "limit_in_bytes", memory)
+            return
+        memsw = None if memsw == -1 else memsw
+        # The kernel insists on memory <= memory+swap at every step: raise the
+        # larger one first.
+        current = mem.memsw_limit_in_bytes or UNLIMITED
+        if memory > current:
+            self._set("--memory-swap", mem, "memsw_limit_in_bytes", memsw)
+            self._set("--memory", mem, "limit_in_bytes", memory)
+        else:
+            self._set("--memory", mem, "limit_in_bytes", memory)
+            self._set("--memory-swap", mem, "memsw_limit_in_bytes", memsw)
+
+    # -- freezer ------------------------------------------------------------------
+
+    def _freezer(self, missing_ok):
+        path = self.dir_of("freezer")
+        if path is None:
+            if missing_ok:
+                return None
+            raise CtrError("pausing needs the freezer cgroup controller, not mounted here")
+        return os.path.join(path, "freezer.state")
+
+    def freeze(self, missing_ok=False):
+        state = self._freezer(missing_ok)
+        if state is None:
+            return False
+        write(state, "FROZEN")
+        self._wait_for(lambda: read(state) == "FROZEN", "freezing the instance")
+        return True
+
+    def thaw(self):
+        state = self._freezer(missing_ok=True)
+        if state is not None:
+            write(state, "THAWED")
+            self._wait_for(lambda: read(state) == "THAWED", "thawing the instance")
+
+    def frozen(self):
+        state = self._freezer(missing_ok=True)
+        return state is not None and read(state, "THAWED") == "FROZEN"
+
+    # -- counters -----------------------------------------------------------------
+
+    def stats(self):
+        out = {"cpu_usage_ns": None, "memory_usage": None, "memory_limit": None,
+               "pids": len(self.pids()), "pids_limit": None, "blkio_read": 0, "blkio_write": 0}
+        if self.dir_of("cpuacct"):
+            out["cpu_usage_ns"] = self._controller("cpuacct").usage
+        if self.dir_of("memory"):
+            mem = self._controller("memory")
+            stat = mem.stat
+            # As docker does: page cache the kernel can drop is not "used".
+            out["memory_usage"] = max(0, mem.usage_in_bytes - stat.get("total_inactive_file", 0))
+            limit = mem.limit_in_bytes
+            out["memory_limit"] = min(limit or UNLIMITED, host_memory())
+        if self.dir_of("pids"):
+            limit = read(os.path.join(self.dir_of("pids"), "pids.max"), "max")
+            out["pids_limit"] = None if limit == "max" else int(limit)
+        if self.dir_of("blkio"):
+            text = read(os.path.join(self.dir_of("blkio"),
+                                     "blkio.throttle.io_service_bytes_recursive"), "")
+            for line in text.splitlines():
+                parts = line.split()
+                if len(parts) == 3 and parts[1] in ("Read", "Write"):
+                    out["blkio_" + parts[1].lower()] += int(parts[2])
+        return out
+
+    def oom_kills(self):
+        path = self.dir_of("memory")
+        if path is None:
+            return 0
+        return read_keyed(os.path.join(path, "memory.oom_control")).get("oom_kill", 0)
+
+
+def weight_to_shares(weight):
+    """cgroup v2 cpu.weight [1, 10000] -> v1 cpu.shares [2, 262144] (runc's mapping, inverted)."""
+    return 2 + ((weight - 1) * 262142) // 9999

@@ -1,0 +1,141 @@
+"""The v2 backend: the host mounts only cgroup2 (current distributions). One
+folder per instance, plain files; controllers are enabled in
+cgroup.subtree_control of every folder along the path, as runc's fs2 does.
+"""
+
+import os
+
+from ctr.cgroups import BaseCgroup, host_memory, read, read_keyed, write
+from ctr.errors import CtrError
+
+WANTED = ("cpu", "cpuset", "io", "memory", "pids")
+FILES = {  # what a limit needs, for the error when the controller is missing
+    "memory.max": "--memory", "memory.swap.max": "--memory-swap", "cpu.max": "--cpus",
+    "cpu.weight": "--cpu-shares/--cpu-weight", "cpuset.cpus": "--cpuset-cpus",
+    "pids.max": "--pids-limit", "io.weight": "--blkio-weight", "io.max": "--device-*-bps",
+}
+
+
+def shares_to_weight(shares):
+    """v1 cpu.shares [2, 262144] -> v2 cpu.weight [1, 10000], runc's mapping."""
+    return 1 + ((shares - 2) * 9999) // 262142
+
+
+class V2Cgroup(BaseCgroup):
+    version = 2
+
+    @property
+    def path(self):
+        return next(iter(self.dirs.values()))
+
+    def _delegate(self):
+        """Let the instance's folder use the controllers we limit with: enable
+        them in cgroup.subtree_control of every folder above it, from the top
+        (each folder's cgroup.controllers says what the kernel offers there)."""
+        chain = []
+        p = os.path.dirname(self.path)
+        while os.path.exists(os.path.join(p, "cgroup.controllers")):
+            chain.append(p)
+            if p == "/":
+                break
+            p = os.path.dirname(p)
+        for folder in reversed(chain):
+            offered = read(os.path.join(folder, "cgroup.controllers"), "").split()
+            enabled = read(os.path.join(folder, "cgroup.subtree_control"), "").split()
+            todo = [c for c in WANTED if c in offered and c not in enabled]
+            if not todo:
+                continue
+            try:
+                write(os.path.join(folder, "cgroup.subtree_control"),
+                      " ".join("+" + c for c in todo))
+            except OSError as err:
+                raise CtrError(f"enabling {' '.join(todo)} in {folder}: {err.strerror} "
+                               "(a cgroup with processes of its own cannot delegate "
+                               "controllers to its children)") from err
+
+    def _write(self, name, value):
+        try:
+            write(os.path.join(self.path, name), value)
+        except OSError as err:
+            what = FILES.get(name, name)
+            if isinstance(err, FileNotFoundError):
+                raise CtrError(f"{what} is not supported here: no {name} (controller "
+                               "not enabled for ctr's cgroup parent)") from err
+            raise CtrError(f"setting {what} ({name}): {err.strerror}") from err
+
+    def apply(self, res):
+        if "memory" in res:
+            self._write("memory.max", res["memory"])
+            swap = res.get("memory_swap", 2 * res["memory"])
+            if "memory_swap" in res or os.path.exists(os.path.join(self.path, "memory.swap.max")):
+                self._write("memory.swap.max", "max" if swap == -1 else swap - res["memory"])
+        if "cpus" in res:
+            self._write("cpu.max", f"{round(res['cpus'] * 100_000)} 100000")
+        if "cpu_shares" in res or "cpu_weight" in res:
+            self._write("cpu.weight",
+                        res.get("cpu_weight") or shares_to_weight(res["cpu_shares"]))
+        if "cpuset_cpus" in res:
+            self._write("cpuset.cpus", res["cpuset_cpus"])
+        if "pids_limit" in res:
+            self._write("pids.max", "max" if res["pids_limit"] < 0 else res["pids_limit"])
+        if "blkio_weight" in res:
+            self._write("io.weight", f"default {res['blkio_weight']}")
+        rates = {}
+        for key, field in (("device_read_bps", "rbps"), ("device_write_bps", "wbps")):
+            for dev, rate in res.get(key, ()):
+                rates.setdefault(dev, []).append(f"{field}={rate}")
+        for dev, fields in sorted(rates.items()):
+            self._write("io.max", f"{dev} {' '.join(fields)}")
+
+    def freeze(self, missing_ok=False):
+        if not os.path.exists(os.path.join(self.path, "cgroup.freeze")):
+            if missing_ok:
+                return False
+            raise CtrError("pausing needs cgroup.freeze (Linux 5.2 or later)")
+        write(os.path.join(self.path, "cgroup.freeze"), 1)
+        self._wait_for(self.frozen, "freezing the instance")
+        return True
+
+    def thaw(self):
+        if os.path.exists(os.path.join(self.path, "cgroup.freeze")):
+            write(os.path.join(self.path, "cgroup.freeze"), 0)
+            self._wait_for(lambda: not self.frozen(), "thawing the instance")
+
+    def frozen(self):
+        return read_keyed(os.path.join(self.path, "cgroup.events")).get("frozen") == 1
+
+    def kill_all(self, sig=None, timeout=5.0):
+        import signal
+
+        sig = signal.SIGKILL if sig is None else sig
+        kill = os.path.join(self.path, "cgroup.kill")
+        if sig == signal.SIGKILL and os.path.exists(kill) and self.pids():
+            write(kill, 1)  # Linux 5.14: the kernel kills the whole subtree at once
+        super().kill_all(sig, timeout)
+
+    def stats(self):
+        p = self.path
+        cpu = read_keyed(os.path.join(p, "cpu.stat"))
+        mem_limit = read(os.path.join(p, "memory.max"), "max")
+        pids_limit = read(os.path.join(p, "pids.max"), "max")
+        out = {
+            "cpu_usage_ns": cpu["usage_usec"] * 1000 if "usage_usec" in cpu else None,
+            "memory_usage": None,
+            "memory_limit": host_memory() if mem_limit == "max" else int(mem_limit),
+            "pids": len(self.pids()),
+            "pids_limit": None if pids_limit == "max" else int(pids_limit),
+            "blkio_read": 0, "blkio_write": 0,
+        }
+        current = read(os.path.join(p, "memory.current"), "")
+        if current:
+            stat = read_keyed(os.path.join(p, "memory.stat"))
+            out["memory_usage"] = max(0, int(current) - stat.get("inactive_file", 0))
+        for line in read(os.path.join(p, "io.stat"), "").splitlines():
+            for field in line.split()[1:]:
+                key, _, value = field.partition("=")
+                if key in ("rbytes", "wbytes"):
+                    out["blkio_read" if key == "rbytes" else "blkio_write"] += int(value)
+        return out
+
+    def oom_kills(self):
+        return read_keyed(os.path.join(self.path, "memory.events")).get("oom_kill", 0)

@@ -1,0 +1,76 @@
+"""The v2 backend against the real kernel's cgroup2.
+
+On a v2 host this is the host's own hierarchy. On a hybrid host (the build
+machines) the cgroup2 mount at /sys/fs/cgroup/unified has no memory, cpu or pids
+controller, but folders, cgroup.procs, cgroup.freeze, cgroup.events and
+cgroup.kill are real there: the backend's freeze, kill and cleanup are tested on
+it, and the limit tests skip, saying why."""
+
+import os
+import subprocess
+
+import pytest
+from helpers import wait_for
+
+from ctr.cgroups import Cgroup, hierarchies
+
+UNIFIED = [(m, c) for m, c in hierarchies() if c == ("unified",)]
+if not UNIFIED:
+    pytest.skip("this host mounts no cgroup2 hierarchy", allow_module_level=True)
+
+
+@pytest.fixture
+def v2(cgroup_parents_before):
+    cg = Cgroup(None, f"v2test-{os.getpid()}", found=UNIFIED)
+    procs = []
+    yield cg, procs
+    for p in procs:
+        p.kill()
+        p.wait()
+    cg.destroy()
+    assert not cg.exists()
+
+
+def _controllers(cg):
+    with open(os.path.join(os.path.dirname(cg.path), "cgroup.controllers")) as f:
+        return f.read().split()
+
+
+def _state(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return [line.split()[1] for line in f if line.startswith("State:")][0]
+
+
+def test_freeze_thaw_and_kill_all(v2):
+    cg, procs = v2
+    cg.create()
+    assert cg.version == 2 and os.path.isdir(cg.path)
+    # a shell and the daemon it double-forks, both in the cgroup
+    p = subprocess.Popen(["sh", "-c", "(sleep 1000 &); exec sleep 1000"],
+                         preexec_fn=lambda: cg.add(0))
+    procs.append(p)
+    assert wait_for(lambda: len(cg.pids()) == 2)
+    if not os.path.exists(os.path.join(cg.path, "cgroup.freeze")):
+        pytest.skip("this kernel has no cgroup.freeze (Linux < 5.2)")
+    assert cg.freeze()
+    assert cg.frozen()
+    cg.thaw()
+    assert not cg.frozen()
+    pids = cg.pids()
+    cg.kill_all()  # cgroup.kill where the kernel has it
+    assert not cg.pids()
+    assert all(not os.path.exists(f"/proc/{pid}") or _state(pid) == "Z" for pid in pids)
+
+
+def test_limits_on_real_v2(v2):
+    cg, _ = v2
+    cg.create()
+    missing = [c for c in ("memory", "pids", "cpu") if c not in _controllers(cg)]
+    if missing:
+        pytest.skip(f"the cgroup2 mount here offers no {', '.join(missing)} controller "
+                    "(hybrid host: those are v1 hierarchies, tested through the v1 backend)")
+    cg.apply({"memory": 64 << 20, "pids_limit": 20, "cpus": 0.5})
+    with open(os.path.join(cg.path, "memory.max")) as f:
+        assert f.read().strip() == str(64 << 20)
+    with open(os.path.join(cg.path, "cpu.max")) as f:
+        assert f.read().split() == ["50000", "100000"]

@@ -1,0 +1,227 @@
+"""Resource limits, counters, pause and cgroup placement, as a user checks them:
+the hog is killed, the fork loop stops at the limit, the busy loop gets half a CPU,
+the paused counter stops. These run on the host's cgroups (v1/hybrid on the build
+machines); the v2 backend has unit tests against a laid-out tree."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+from helpers import CGROUP_ROOT, wait_for
+
+HOG = ["dd", "if=/dev/zero", "of=/dev/null", "bs=100M", "count=1"]  # a 100 MiB buffer
+
+
+def stats(ctr, *names, interval="0.2"):
+    r = ctr("stats", "--no-stream", "--format", "json", "--interval", interval, *names, check=True)
+    return {row["name"]: row for row in json.loads(r.stdout)}
+
+
+def cgroup_dir(ctr, name, controller):
+    return [p for p in ctr.state(name)["cgroups"] if f"/{controller}/" in p][0]
+
+
+def test_memory_hog_is_oom_killed_and_reported(ctr):
+    r = ctr("run", "--name", "hog", "-m", "32m", "busybox", *HOG)
+    assert r.returncode == 137
+    state = ctr.state("hog")
+    assert state["oom_killed"] is True and state["reason"] == "oom-killed"
+    # the same work under a limit it fits in
+    assert ctr("run", "--name", "fits", "-m", "256m", "busybox", *HOG).returncode == 0
+    assert ctr.state("fits")["oom_killed"] is False
+
+
+def test_pids_limit_stops_a_fork_loop(ctr):
+    # the inner shell forks until it cannot (busybox sh then gives up); its
+    # sleeps stay, orphaned to the init
+    ctr("run", "-d", "--name", "forky", "--pids-limit", "20", "busybox", "sh", "-c",
+        "sh -c 'for i in $(seq 40); do sleep 1000 & done'; echo started; exec sleep 1000",
+        check=True)
+    assert wait_for(lambda: "started" in ctr("logs", "forky").stdout)
+    row = stats(ctr, "forky")["forky"]
+    assert row["pids_limit"] == 20 and 15 <= row["pids"] <= 20
+    assert "can't fork" in ctr("logs", "forky").stdout + ctr("logs", "forky").stderr
+    assert ctr("stop", "-t", "1", "forky").returncode == 0  # still stoppable
+    assert ctr.state("forky")["status"] == "stopped"
+
+
+def test_cpus_limits_a_busy_loop(ctr):
+    ctr("run", "-d", "--name", "busy", "--cpus", "0.5", "busybox", "sh", "-c",
+        "while :; do :; done", check=True)
+    row = stats(ctr, "busy", interval="2")["busy"]
+    # CPU % is measured from the cgroup's own usage counter over 2 s
+    assert 25 <= row["cpu_percent"] <= 65, row
+    ctr("rm", "-f", "busy", check=True)
+
+
+def test_cpuset(ctr):
+    r = ctr("run", "--rm", "--cpuset-cpus", "0", "busybox", "grep", "Cpus_allowed_list",
+            "/proc/self/status")
+    assert r.stdout.split() == ["Cpus_allowed_list:", "0"]
+
+
+def test_pause_stops_the_counter_and_unpause_resumes_it(ctr):
+    ctr("run", "-d", "--name", "tick", "busybox", "sh", "-c",
+        "while :; do echo x; usleep 20000; done", check=True)
+    log = ctr.path("instances", "tick", "log")
+    assert wait_for(lambda: os.path.getsize(log) > 10)
+    assert ctr("pause", "tick").returncode == 0
+    assert ls_status(ctr, "tick") == "paused"
+    size = os.path.getsize(log)
+    time.sleep(0.5)
+    assert os.path.getsize(log) == size
+    r = ctr("exec", "tick", "true")
+    assert r.returncode == 125 and "paused" in r.stderr
+    r = ctr("kill", "tick")
+    assert r.returncode == 125 and "unpause it first" in r.stderr
+    assert ctr("unpause", "tick").returncode == 0
+    assert wait_for(lambda: os.path.getsize(log) > size + 10)
+    assert ls_status(ctr, "tick") == "running"
+    # a paused instance can still be stopped
+    ctr("pause", "tick", check=True)
+    assert ctr("stop", "-t", "1", "tick").returncode == 0
+    assert ls_status(ctr, "tick") == "stopped"
+
+
+def ls_status(ctr, name):
+    rows = json.loads(ctr("ls", "-a", "--format", "json").stdout)
+    return [r["status"] for r in rows if r["name"] == name][0]
+
+
+def test_stop_reaches_a_double_forked_daemon(ctr):
+    ctr("run", "-d", "--name", "d", "busybox", "sh", "-c",
+        "(sh -c 'sleep 1000 &'); trap '' TERM; echo up; while :; do sleep 1; done", check=True)
+    assert wait_for(lambda: "up" in ctr("logs", "d").stdout)
+    procs = os.path.join(cgroup_dir(ctr, "d", "pids"), "cgroup.procs")
+    with open(procs) as f:
+        pids = f.read().split()
+    assert len(pids) >= 3  # the init, its sleep, the daemon's orphaned sleep
+    assert ctr("stop", "-t", "1", "d").returncode == 0
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}")
+
+
+def test_update_changes_live_limits(ctr):
+    ctr("run", "-d", "--name", "u", "-m", "256m", "busybox", "sleep", "1000", check=True)
+    assert ctr("exec", "u", *HOG).returncode == 0
+    assert ctr("update", "u", "--memory", "32m", "--pids-limit", "10").returncode == 0
+    assert ctr("exec", "u", *HOG).returncode == 137  # the new limit is enforced
+    assert stats(ctr, "u")["u"]["pids_limit"] == 10
+    assert ctr.inspect("u")["spec"]["resources"] == {"memory": 32 << 20, "pids_limit": 10}
+    ctr("stop", "-t", "0", "u", check=True)
+    # kept for the next start
+    ctr("update", "u", "--pids-limit", "12", check=True)
+    ctr("start", "u", check=True)
+    with open(os.path.join(cgroup_dir(ctr, "u", "pids"), "pids.max")) as f:
+        assert f.read().strip() == "12"
+    ctr("rm", "-f", "u", check=True)
+
+
+def test_stats_table_and_all_running(ctr):
+    for name in ("s1", "s2"):
+        ctr("run", "-d", "--name", name, "-m", "64m", "busybox", "sleep", "1000", check=True)
+    r = ctr("stats", "--no-stream", "--interval", "0.2", check=True)
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:3] == ["NAME", "CPU", "%"]
+    assert sorted(line.split()[0] for line in lines[1:]) == ["s1", "s2"]
+    assert "/ 64.0MiB" in r.stdout
+    ctr("rm", "-f", "s1", "s2", check=True)
+
+
+def test_device_rate_limits_are_written(ctr):
+    dev = next((d for d in ("/dev/vda", "/dev/sda", "/dev/nvme0n1") if os.path.exists(d)), None)
+    if dev is None:
+        pytest.skip("no disk block device to name")
+    ctr("run", "-d", "--name", "io", "--device-write-bps", f"{dev}:1m", "busybox", "sleep",
+        "1000", check=True)
+    st = os.stat(dev)
+    with open(os.path.join(cgroup_dir(ctr, "io", "blkio"),
+                           "blkio.throttle.write_bps_device")) as f:
+        assert f.read().split() == [f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}", "1048576"]
+    ctr("rm", "-f", "io", check=True)
+
+
+def test_custom_cgroup_parent(ctr):
+    parent = f"/ctr-test-{os.getpid()}"
+    try:
+        ctr("run", "-d", "--name", "p", "--cgroup-parent", parent, "busybox", "sleep", "1000",
+            check=True)
+        mem = cgroup_dir(ctr, "p", "memory")
+        assert os.path.dirname(mem) == f"{CGROUP_ROOT}/memory{parent}"
+        ctr("rm", "-f", "p", check=True)
+        assert not os.path.exists(mem)
+    finally:
+        for h in os.listdir(CGROUP_ROOT):
+            if os.path.isdir(f"{CGROUP_ROOT}/{h}{parent}"):
+                os.rmdir(f"{CGROUP_ROOT}/{h}{parent}")  # a parent the user named stays
+
+
+def test_cgroup_parent_self_nests_under_ctrs_own_cgroup(ctr):
+    with open("/proc/self/cgroup") as f:
+        mine = [line.split(":", 2)[2].strip() for line in f if ":memory:" in line][0]
+    ctr("run", "-d", "--name", "n", "--cgroup-parent", "self", "busybox", "sleep", "1000",
+        check=True)
+    mem = cgroup_dir(ctr, "n", "memory")
+    assert os.path.dirname(mem) == os.path.normpath(f"{CGROUP_ROOT}/memory/{mine}")
+    ctr("rm", "-f", "n", check=True)
+    assert not os.path.exists(mem)  # nothing left beneath our own cgroup
+
+
+def test_gc_cleans_after_an_instance_that_died_unwatched(ctr):
+    ctr("run", "-d", "--name", "g", "busybox", "sleep", "1000", check=True)
+    state = ctr.state("g")
+    os.kill(state["reaper_pid"], signal.SIGKILL)
+    os.kill(state["pid"], signal.SIGKILL)
+    assert wait_for(lambda: not os.path.exists(f"/proc/{state['pid']}"))
+    assert ls_status(ctr, "g") == "stopped"
+    assert any(os.path.isdir(p) for p in state["cgroups"])
+    r = ctr("gc", check=True)
+    assert r.stdout.split() == ["g"]
+    assert not any(os.path.isdir(p) for p in state["cgroups"])
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["-m", "1m"], "minimum is 6m"),
+    (["--memory", "lots"], "invalid memory limit"),
+    (["--memory-swap", "1g"], "needs --memory"),
+    (["--cpus", "99"], "between 0.01"),
+    (["--cpuset-cpus", "64"], "CPU 64 is not online"),
+    (["--pids-limit", "x"], "expected an integer"),
+    (["--cpu-shares", "2", "--cpu-weight", "3"], "not both"),
+    (["--device-read-bps", "/dev/null:1m"], "not a block device"),
+    (["--cgroup-parent", "../x"], "invalid --cgroup-parent"),
+])
+def test_bad_limits_are_refused_and_leave_nothing(ctr, args, msg):
+    r = ctr("run", "--name", "bad", *args, "busybox", "true")
+    assert r.returncode == 125
+    assert r.stderr.startswith("ctr: error: ") and msg in r.stderr
+    assert len(r.stderr.splitlines()) == 1
+    assert not os.path.exists(ctr.path("instances", "bad"))
+
+
+def test_a_limit_the_host_cannot_apply_fails_the_start_and_leaves_nothing(ctr):
+    blkio = f"{CGROUP_ROOT}/blkio"
+    if not os.path.isdir(blkio) or os.path.exists(f"{blkio}/blkio.weight"):
+        pytest.skip("this host supports blkio.weight")
+    r = ctr("run", "--name", "w", "--blkio-weight", "500", "busybox", "true")
+    assert r.returncode == 125
+    assert r.stderr == ("ctr: error: --blkio-weight is not supported by this host's kernel "
+                        "(no blkio.weight)\n")
+    assert not os.path.exists(ctr.path("instances", "w"))
+
+
+def test_bad_verbs_on_limits(ctr):
+    r = ctr("update", "nope", "--memory", "64m")
+    assert r.returncode == 125 and "no such instance: nope" in r.stderr
+    ctr("create", "--name", "c", "busybox", "true", check=True)
+    r = ctr("update", "c")
+    assert r.returncode == 125 and "nothing to update" in r.stderr
+    r = ctr("update", "c", "--memory", "1k")
+    assert r.returncode == 125 and "minimum is 6m" in r.stderr
+    for verb, msg in (("pause", "not running"), ("unpause", "not paused")):
+        r = ctr(verb, "c")
+        assert r.returncode == 125 and msg in r.stderr, r.stderr
+    r = ctr("stats", "--no-stream", "c")
+    assert r.returncode == 125 and "not running" in r.stderr
