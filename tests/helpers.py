@@ -97,3 +97,26 @@ def wait_for(predicate, timeout=10.0):
             return True
         time.sleep(0.02)
     return False
+
+
+def in_a_pty(ctr, *args, wrapper=()):
+    """Run ctr on a terminal of its own, as a person would: (exit status, output).
+    `wrapper` goes before ctr, e.g. ("timeout", "-s", "INT", "2")."""
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ["CTR_ROOT"] = ctr.root
+        os.execvp((*wrapper, CTR)[0], [*wrapper, CTR, *args])
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), out

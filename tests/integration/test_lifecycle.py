@@ -3,12 +3,11 @@ and the truth after crashes."""
 
 import json
 import os
-import pty
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from helpers import CTR, processes, wait_for
+from helpers import in_a_pty, processes, wait_for
 
 
 def ls(ctr):
@@ -49,26 +48,6 @@ def test_tty(ctr):
     assert code == 5
     assert b"is-a-tty" in out and b"xterm" in out
     assert b"/dev/pts/0" in out  # a pty of the container's own devpts
-
-
-def in_a_pty(ctr, *args):
-    """Run ctr on a terminal of its own, as a person would: (exit status, output)."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.environ["CTR_ROOT"] = ctr.root
-        os.execvp(CTR, [CTR, *args])
-    out = b""
-    while True:
-        try:
-            chunk = os.read(fd, 1024)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), out
 
 
 def test_signals_are_forwarded_in_the_foreground(ctr):

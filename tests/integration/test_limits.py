@@ -9,7 +9,7 @@ import signal
 import time
 
 import pytest
-from helpers import CGROUP_ROOT, wait_for
+from helpers import CGROUP_ROOT, in_a_pty, wait_for
 
 HOG = ["dd", "if=/dev/zero", "of=/dev/null", "bs=100M", "count=1"]  # a 100 MiB buffer
 
@@ -128,6 +128,15 @@ def test_stats_table_and_all_running(ctr):
     assert sorted(line.split()[0] for line in lines[1:]) == ["s1", "s2"]
     assert "/ 64.0MiB" in r.stdout
     ctr("rm", "-f", "s1", "s2", check=True)
+
+
+def test_stats_redraws_on_a_terminal(ctr):
+    ctr("run", "-d", "--name", "live", "busybox", "sleep", "1000", check=True)
+    code, out = in_a_pty(ctr, "stats", "--interval", "0.3",
+                         wrapper=("timeout", "--preserve-status", "-s", "INT", "3"))
+    assert code == 130  # ended by ^C, as a person ends it
+    assert out.count(b"\x1b[H\x1b[J") >= 2 and out.count(b"live ") >= 2
+    ctr("rm", "-f", "live", check=True)
 
 
 def test_device_rate_limits_are_written(ctr):
