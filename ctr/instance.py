@@ -178,6 +178,9 @@ class Instances:
         state = self._running_state(rec)
         if state["status"] == st.PAUSED:
             raise Conflict(f"instance {name} is paused: unpause it first")
+        if sig == signal.SIGKILL:
+            self._kill_all(rec, state)  # every process, not only the main one
+            return state
         try:
             driver_for(rec.spec.kind).signal(state, sig)
         except ProcessLookupError:

@@ -153,7 +153,7 @@ def stop(obj, timeout, names):
 @click.argument("names", nargs=-1, required=True)
 @pass_ctx
 def kill(obj, sig, names):
-    """Send a signal to the instances' main process."""
+    """Send a signal to the instances' main process (SIGKILL: to every process)."""
     signum = _parse_signal(sig)
     for name in names:
         obj.instances.kill(name, signum)

@@ -94,13 +94,22 @@ def test_stop_reaches_a_double_forked_daemon(ctr):
     ctr("run", "-d", "--name", "d", "busybox", "sh", "-c",
         "(sh -c 'sleep 1000 &'); trap '' TERM; echo up; while :; do sleep 1; done", check=True)
     assert wait_for(lambda: "up" in ctr("logs", "d").stdout)
-    procs = os.path.join(cgroup_dir(ctr, "d", "pids"), "cgroup.procs")
-    with open(procs) as f:
-        pids = f.read().split()
+    pids = cgroup_pids(ctr, "d")
     assert len(pids) >= 3  # the init, its sleep, the daemon's orphaned sleep
     assert ctr("stop", "-t", "1", "d").returncode == 0
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}")
+    # and `kill` (SIGKILL) goes through the cgroup too
+    ctr("start", "d", check=True)
+    assert wait_for(lambda: len(cgroup_pids(ctr, "d")) >= 3)
+    pids = cgroup_pids(ctr, "d")
+    assert ctr("kill", "d").returncode == 0
+    assert wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in pids))
+
+
+def cgroup_pids(ctr, name):
+    with open(os.path.join(cgroup_dir(ctr, name, "pids"), "cgroup.procs")) as f:
+        return f.read().split()
 
 
 def test_update_changes_live_limits(ctr):
