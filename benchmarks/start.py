@@ -2,7 +2,7 @@
 """Start cost of `ctr run --rm busybox /bin/true`, side by side with its peers.
 
 In one run, alternating, on the same busybox root filesystem:
-  ctr     ctr run --rm busybox /bin/true
+  ctr     ctr run --rm --network none busybox /bin/true (the bundles have no network either)
   crun    crun run on an OCI bundle of that rootfs (namespaces as ctr's)
   runc    runc run on the same bundle
   floor   unshare -fpimun --mount-proc chroot ROOTFS /bin/true
@@ -63,6 +63,7 @@ def ctr_python():
     return line[2:].strip() if line.startswith("#!") else sys.executable
 
 
+NONE = ["--network", "none"]  # the peers' bundles have a network namespace with lo only
 LIMITS = ["-m", "64m", "--pids-limit", "64", "--cpus", "1"]
 OCI_LIMITS = {"memory": {"limit": 64 << 20, "swap": 128 << 20}, "pids": {"limit": 64},
               "cpu": {"quota": 100000, "period": 100000}}
@@ -146,13 +147,14 @@ def main():
         bundle = make_bundle(work, rootfs)
         limited = make_bundle(work, rootfs, "limited", OCI_LIMITS)
         peers = {
-            "ctr": ([CTR, "run", "--rm", "busybox", "/bin/true"], {"env": env}),
+            "ctr": ([CTR, "run", "--rm", *NONE, "busybox", "/bin/true"], {"env": env}),
             "crun": (["crun", "run", "--bundle", bundle, "bench-crun"], {}),
             "runc": (["runc", "run", "--bundle", bundle, "bench-runc"], {}),
             "floor": (["unshare", "-fpimun", "--mount-proc", "chroot", rootfs, "/bin/true"], {}),
             "python": ([ctr_python(), "-c", "pass"], {}),
             "click": ([ctr_python(), "-c", "import click"], {}),
-            "ctr+limits": ([CTR, "run", "--rm", *LIMITS, "busybox", "/bin/true"], {"env": env}),
+            "ctr+limits": ([CTR, "run", "--rm", *NONE, *LIMITS, "busybox", "/bin/true"],
+                           {"env": env}),
             "crun+limits": (["crun", "run", "--bundle", limited, "bench-crun"], {}),
         }
         available = {k: v for k, v in peers.items() if shutil.which(v[0][0])}

@@ -33,6 +33,18 @@ def driver_for(kind):
     return getattr(importlib.import_module(module), cls)()
 
 
+def _detach(rec, spec, net):
+    """Return what the instance's network held (lease, published ports)."""
+    if spec is None or not net or not net.get("ip"):
+        return
+    from ctr.net.attach import detach
+
+    try:
+        detach(rec.store, spec, net)
+    except CtrError:
+        pass  # rm/gc retry; never lose the exit status over it
+
+
 def _oom_killed(cgroup):
     try:
         return cgroup.oom_kills() > 0
@@ -110,7 +122,7 @@ class Instances:
                 raise
             state.update(status=st.RUNNING, pid=proc.pid, starttime=proc.starttime,
                          started=now(), finished=None, exit_code=None, reason=None,
-                         oom_killed=False,
+                         oom_killed=False, net=proc.net,
                          reaper_pid=os.getpid(), cgroups=proc.cgroup.paths)
             rec.write_state(state)
         return proc
@@ -123,10 +135,11 @@ class Instances:
             proc.cgroup.destroy()
         except CtrError:
             pass  # `rm` retries; never lose the exit status over it
+        _detach(rec, spec, proc.net)
         try:
             rec.update_state(status=st.STOPPED, exit_code=code, finished=now(),
                              reason="oom-killed" if oom else _ended(code), pid=None,
-                             oom_killed=oom)
+                             oom_killed=oom, net={"network": spec.network})
         except NotFound:
             return  # removed meanwhile (rm -f)
         if spec.remove:
@@ -311,9 +324,11 @@ class Instances:
             if spec.remove:
                 self._remove(rec, spec, state)
                 cleaned.append(rec.name)
-            elif cg.exists():
+            elif cg.exists() or (state.get("net") or {}).get("ip"):
                 cg.kill_all(signal.SIGKILL)
                 cg.destroy(timeout=5.0)
+                _detach(rec, spec, state.get("net"))
+                rec.update_state(net={"network": spec.network})
                 cleaned.append(rec.name)
         return cleaned
 
@@ -343,6 +358,7 @@ class Instances:
                 raise Conflict(f"instance {rec.name} still has processes: use rm -f")
             cg.kill_all(signal.SIGKILL)  # a record that lost track of its processes
             cg.destroy(timeout=5.0)
+            _detach(rec, spec, (state or {}).get("net"))
         rec.remove()
 
     # -- queries ------------------------------------------------------------------
@@ -381,6 +397,38 @@ class Instances:
 
     def image_users(self, image):
         return [rec.name for rec, spec, _ in self.list() if spec and spec.image == image]
+
+    # -- networks -------------------------------------------------------------------
+
+    def network_create(self, name, subnet=None, gateway=None):
+        from ctr.net import links
+        from ctr.net.networks import Networks, free_subnet
+
+        self.store.ensure()
+        networks = Networks(self.store)
+        routes = links.host_routes()
+        subnet = subnet or free_subnet(networks.list(), routes)
+        return networks.create(name, subnet, gateway, host_routes=routes)
+
+    def network_list(self):
+        from ctr.net.networks import Networks
+
+        users = {}
+        for rec, spec, _ in self.list():
+            if spec:
+                users.setdefault(spec.network, []).append(rec.name)
+        return [{**n, "instances": users.get(n["name"], [])}
+                for n in Networks(self.store).list()]
+
+    def network_remove(self, name):
+        from ctr.net.networks import Networks
+
+        users = [rec.name for rec, spec, _ in self.list() if spec and spec.network == name]
+        netdef = Networks(self.store).remove(name, users)
+        from ctr.net import links, nft
+
+        nft.remove_network(netdef)
+        links.delete_bridge(netdef)
 
     # -- exec and logs ------------------------------------------------------------
 

@@ -258,6 +258,60 @@ def check_cgroup_parent(value):
     return "/" + "/".join(parts)
 
 
+# -- network options --------------------------------------------------------------
+
+PORT_RE = re.compile(r"(?:(?P<ip>\d{1,3}(?:\.\d{1,3}){3}):)?(?P<host>\d{1,5}):(?P<port>\d{1,5})"
+                     r"(?:/(?P<proto>tcp|udp))?")
+
+
+def check_network(value):
+    """none | host | bridge (ctr0, the default) | container:NAME | a network's NAME."""
+    value = value or "bridge"
+    if value in ("none", "host", "bridge"):
+        return value
+    if value.startswith("container:"):
+        check_name(value.split(":", 1)[1], "instance name in --network container:NAME")
+        return value
+    return check_name(value, "network name")
+
+
+def check_ports(items):
+    """-p [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp] -> dicts, docker's syntax."""
+    import ipaddress
+
+    out = []
+    for item in items:
+        m = PORT_RE.fullmatch(item.strip())
+        if not m:
+            raise InvalidSpec(f"invalid port {item!r}: expected [HOSTIP:]HOSTPORT:PORT[/tcp|/udp]")
+        host_ip = m.group("ip") or "0.0.0.0"
+        try:
+            ipaddress.IPv4Address(host_ip)
+        except ValueError:
+            raise InvalidSpec(f"invalid port {item!r}: {host_ip} is not an IPv4 address") from None
+        host, port = int(m.group("host")), int(m.group("port"))
+        if not (0 < host < 65536 and 0 < port < 65536):
+            raise InvalidSpec(f"invalid port {item!r}: ports are 1-65535")
+        entry = {"host_ip": host_ip, "host_port": host, "port": port,
+                 "proto": m.group("proto") or "tcp"}
+        if any(e["host_port"] == host and e["proto"] == entry["proto"] for e in out):
+            raise InvalidSpec(f"invalid port {item!r}: host port {host}/{entry['proto']} "
+                              "is published twice")
+        out.append(entry)
+    return out
+
+
+def check_ip(value):
+    if value is None:
+        return None
+    import ipaddress
+
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        raise InvalidSpec(f"invalid --ip {value!r}: expected an IPv4 address") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class InstanceSpec:
     name: str
@@ -272,7 +326,9 @@ class InstanceSpec:
     hostname: str = ""
     tty: bool = False
     remove: bool = False
-    network: str = "none"
+    network: str = "bridge"
+    ports: tuple = ()
+    ip: str | None = None
     resources: dict = dataclasses.field(default_factory=dict)
     cgroup_parent: str | None = None
 
@@ -280,6 +336,7 @@ class InstanceSpec:
         d = dataclasses.asdict(self)
         d["command"] = list(self.command)
         d["env"] = list(self.env)
+        d["ports"] = list(self.ports)
         return d
 
     @classmethod
@@ -291,12 +348,13 @@ class InstanceSpec:
         d = dict(d)
         d["command"] = tuple(d["command"])
         d["env"] = tuple(d.get("env", ()))
+        d["ports"] = tuple(d.get("ports", ()))
         return cls(**d)
 
 
 def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
                user=None, hostname=None, tty=False, remove=False, kind="container",
-               cgroup_parent=None, **resources):
+               cgroup_parent=None, network=None, publish=(), ip=None, **resources):
     """Validate CLI-level inputs against an image record and return an InstanceSpec."""
     name = check_name(name) if name is not None else generate_name()
     if kind not in KINDS:
@@ -308,6 +366,11 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
         raise InvalidSpec("no command given and the image has no default command")
     if any("\0" in arg for arg in command):
         raise InvalidSpec("the command contains a NUL byte")
+    network = check_network(network)
+    ports = check_ports(publish)
+    ip = check_ip(ip)
+    if (ports or ip) and (network in ("none", "host") or network.startswith("container:")):
+        raise InvalidSpec(f"-p and --ip need a bridge network, not --network {network}")
     instance_id = new_id()
     hostname = check_hostname(hostname) or instance_id[:12]
     base_env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"]
@@ -326,6 +389,9 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
         hostname=hostname,
         tty=bool(tty),
         remove=bool(remove),
+        network=network,
+        ports=tuple(ports),
+        ip=ip,
         resources=build_resources(**resources),
         cgroup_parent=check_cgroup_parent(cgroup_parent),
     )

@@ -191,8 +191,10 @@ class BaseCgroup:
         while self.pids():
             try:
                 self._signal_frozen(sig)
-            except FileNotFoundError:
-                return  # the instance ended and its reaper removed the cgroup meanwhile
+            except OSError as err:
+                if err.errno in (errno.ENOENT, errno.ENODEV):
+                    return  # the instance ended and its reaper removed the cgroup meanwhile
+                raise
             if sig != signal.SIGKILL or time.monotonic() > deadline:
                 return
             time.sleep(0.01)

@@ -46,10 +46,11 @@ def cli(ctx, root, debug):
 
 
 def _register():
-    from ctr.cli import images, instances
+    from ctr.cli import images, instances, networks
 
     instances.register(cli)
     images.register(cli)
+    networks.register(cli)
 
 
 _register()

@@ -9,7 +9,7 @@ import os
 import signal
 
 from ctr import cgroups, namespaces
-from ctr.errors import EXIT_CTR, StartError
+from ctr.errors import EXIT_CTR, CtrError, StartError
 from ctr.native import CLONE_NEWPID, clone, setns
 from ctr.store import proc_starttime
 
@@ -52,11 +52,12 @@ class SignalForwarder:
 class Process:
     """A process ctr started and must reap: the container's init, or an exec."""
 
-    def __init__(self, pid, master=None, cgroup=None):
+    def __init__(self, pid, master=None, cgroup=None, net=None):
         self.pid = pid
         self.starttime = proc_starttime(pid)
         self.master = master
         self.cgroup = cgroup
+        self.net = net
 
     def wait(self, stdin=0, stdout=1):
         """Relay the terminal if there is one (to stdin/stdout), reap, return the
@@ -117,31 +118,55 @@ class ContainerDriver:
     kind = "container"
 
     def start(self, rec, lower, *, stdio=(None, None, None), tty=False, pdeathsig=None):
+        """Network plan (address leased), cgroup (limits applied), clone, network
+        attached, go. Whatever fails, what was done before is undone."""
+        from ctr.net.attach import Plan
+
         spec = rec.spec
-        cg = cgroups.Cgroup(spec.cgroup_parent, spec.id).create(spec.resources)
+        plan = Plan(rec.store, rec, spec).prepare()
+        undo = [plan.abort]
+        try:
+            cg = cgroups.Cgroup(spec.cgroup_parent, spec.id).create(spec.resources)
+            undo.append(cg.destroy)
+            return self._clone(rec, lower, plan, cg, stdio, tty, pdeathsig)
+        except BaseException:
+            for step in reversed(undo):
+                try:
+                    step()
+                except CtrError:
+                    pass  # the first error is the one to report
+            raise
+
+    def _clone(self, rec, lower, plan, cg, stdio, tty, pdeathsig):
+        spec = rec.spec
         master = None
+        join_fd = plan.open_join_fd()
         sock, child_sock = _pty_channel(tty)
         go_r, go_w = os.pipe()
         rep_r, rep_w = os.pipe()
         try:
-            pid = clone(namespaces.CONTAINER_FLAGS)
+            pid = clone(plan.clone_flags(namespaces.CONTAINER_FLAGS))
         except OSError as err:
-            for fd in (go_r, go_w, rep_r, rep_w):
-                os.close(fd)
+            for fd in (go_r, go_w, rep_r, rep_w, join_fd):
+                if fd is not None:
+                    os.close(fd)
             _close(sock, child_sock)
-            cg.destroy()
             raise StartError(f"clone: {err.strerror}", errno=err.errno) from err
         if pid == 0:
             os.close(go_w)
             os.close(rep_r)
             namespaces.container_init(
                 go_r, rep_w, spec=spec, lower=lower, rootfs=rec.rootfs, upper=rec.upper,
-                work=rec.work, stdio=stdio, tty_sock=child_sock, pdeathsig=pdeathsig)
+                work=rec.work, stdio=stdio, tty_sock=child_sock, pdeathsig=pdeathsig,
+                binds=plan.binds, netns_fd=join_fd, own_netns=plan.new_netns)
         os.close(go_r)
         os.close(rep_w)
+        if join_fd is not None:
+            os.close(join_fd)
         _close(child_sock)
         try:
             cg.add(pid)
+            net = plan.attach(pid, proc_starttime(pid))
             os.write(go_w, b"G")
             os.close(go_w)
             go_w = None
@@ -151,7 +176,6 @@ class ContainerDriver:
             _abort(pid)
             if master is not None:
                 os.close(master)
-            cg.destroy()
             raise
         finally:
             if go_w is not None:
@@ -162,9 +186,8 @@ class ContainerDriver:
             _abort(pid)
             if master is not None:
                 os.close(master)
-            cg.destroy()
             raise _fail(report, f"starting {spec.name}")
-        return Process(pid, master, cg)
+        return Process(pid, master, cg, net)
 
     def exec(self, rec, state, *, command, env, workdir, user, tty=False,
              stdio=(None, None, None)):

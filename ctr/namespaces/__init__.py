@@ -234,10 +234,14 @@ def _stdio(tty_slave, stdio):
 
 
 def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
-                   stdio=(None, None, None), tty_sock=None, pdeathsig=None):
-    """The child's side of a container start. Never returns."""
+                   stdio=(None, None, None), tty_sock=None, pdeathsig=None, binds=(),
+                   netns_fd=None, own_netns=True):
+    """The child's side of a container start. Never returns. `own_netns`: the
+    clone made a network namespace (lo is brought up here; a bridge's eth0 is
+    configured by the parent before it says go); `netns_fd`: join that one
+    instead (--network container:NAME)."""
     from ctr import rootfs as rootfs_mod
-    from ctr.native import SYSCALLS, unshare
+    from ctr.native import SYSCALLS, setns, unshare
     from ctr.net import loopback_up
 
     if tty_sock is not None:
@@ -251,12 +255,17 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         os.close(go_fd)
         step = "entering the cgroup namespace"
         unshare(CLONE_NEWCGROUP)
+        if netns_fd is not None:
+            step = "joining the network namespace"
+            setns(netns_fd, CLONE_NEWNET)
+            os.close(netns_fd)
         step = "preparing the root filesystem"
         pty = rootfs_mod.prepare(SYSCALLS, lower=lower, upper=upper, work=work, root=rootfs,
-                                 tty=tty_sock is not None)
+                                 tty=tty_sock is not None, binds=binds)
         tty_slave = hand_over_pty(tty_sock, *pty) if pty else None
-        step = "setting up the network"
-        loopback_up()
+        if own_netns:
+            step = "setting up the network"
+            loopback_up()
         step = "setting the hostname"
         SYSCALLS.sethostname(spec.hostname)
         step = "pivot_root"

@@ -57,6 +57,15 @@ class Syscalls:
     def touch(self, path):
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
 
+    def plain_file(self, path):
+        """Make `path` a regular file; a symlink there is removed, never followed."""
+        if os.path.islink(path):
+            os.unlink(path)
+        self.touch(path)
+
+    def realpath(self, path):
+        return os.path.realpath(path)
+
     def exists(self, path):
         return os.path.lexists(path)
 

@@ -6,6 +6,7 @@ host, even after kill -9. `sc` is the syscall seam (ctr.native.Syscalls or a
 recording fake in unit tests).
 """
 
+import errno
 import os
 import stat
 
@@ -121,7 +122,24 @@ def mask_paths(sc, root):
                  MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
-def prepare(sc, *, lower, upper, work, root, tty=False):
+def bind_files(sc, root, binds):
+    """Bind host files (the instance's /etc/hosts, /etc/resolv.conf,
+    /etc/hostname) over the image's. The folder must resolve inside the root: an
+    image whose /etc is a symlink out of it is refused, and a symlink at the file
+    itself is replaced, never followed."""
+    for source, target in binds:
+        path = _join(root, target)
+        folder = os.path.dirname(path)
+        sc.makedirs(folder)
+        real = sc.realpath(folder)
+        if real != root and not real.startswith(root + "/"):
+            raise OSError(errno.EXDEV, f"{os.path.dirname(target)} leads out of the "
+                          "image's root", target)
+        sc.plain_file(path)
+        sc.mount(source, path, None, MS_BIND)
+
+
+def prepare(sc, *, lower, upper, work, root, tty=False, binds=()):
     """Build the container's tree at `root` (a folder on the host, seen from the
     container's own mount namespace). Returns mount_dev's pty, if any."""
     sc.mount(None, "/", None, MS_REC | MS_PRIVATE)
@@ -134,6 +152,7 @@ def prepare(sc, *, lower, upper, work, root, tty=False):
     sc.mount("sysfs", sys_, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     pty = mount_dev(sc, root, tty)
     mask_paths(sc, root)
+    bind_files(sc, root, binds)
     return pty
 
 

@@ -1,19 +1,22 @@
 """The container's mount sequence, checked through a recording fake of the
 syscall seam: what would be mounted, where, with which flags, in which order."""
 
+import pytest
+
 from ctr import rootfs
 from ctr.native import MNT_DETACH, MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, Syscalls
 
 
 class Recorder(Syscalls):
-    def __init__(self, existing=(), dirs=()):
+    def __init__(self, existing=(), dirs=(), links=None):
         self.calls = []
         self.existing = set(existing)
         self.dirs = set(dirs)
+        self.links = links or {}  # folder -> where it resolves
 
     def __getattribute__(self, name):
         if name in ("mount", "umount2", "pivot_root", "mknod", "symlink", "makedirs", "touch",
-                    "chdir", "chmod", "sethostname"):
+                    "chdir", "chmod", "sethostname", "plain_file"):
             return lambda *a, **k: self.calls.append((name, *a))
         if name == "open_pty":
             return lambda *a: self.calls.append((name, *a)) or (99, 0)
@@ -24,6 +27,9 @@ class Recorder(Syscalls):
 
     def isdir(self, path):
         return path in self.dirs
+
+    def realpath(self, path):
+        return self.links.get(path, path)
 
     def mounts(self):
         return [c[1:] for c in self.calls if c[0] == "mount"]
@@ -72,3 +78,17 @@ def test_pivot_detaches_the_old_root():
     rootfs.pivot(sc, "/r")
     assert sc.calls == [("chdir", "/r"), ("pivot_root", ".", "."), ("umount2", ".", MNT_DETACH),
                         ("chdir", "/")]
+
+
+def test_etc_files_are_bound_as_plain_files():
+    sc = Recorder()
+    rootfs.bind_files(sc, "/r", [("/rec/hosts", "/etc/hosts")])
+    assert ("plain_file", "/r/etc/hosts") in sc.calls
+    assert sc.mounts() == [("/rec/hosts", "/r/etc/hosts", None, MS_BIND)]
+
+
+def test_an_etc_that_leads_out_of_the_root_is_refused():
+    sc = Recorder(links={"/r/etc": "/etc"})
+    with pytest.raises(OSError, match="leads out of the image's root"):
+        rootfs.bind_files(sc, "/r", [("/rec/hosts", "/etc/hosts")])
+    assert sc.mounts() == []

@@ -1,0 +1,52 @@
+"""Network verbs: ctr network create|ls|rm."""
+
+import json
+
+import click
+
+
+@click.group()
+def network():
+    """Manage networks (a bridge, a subnet, NAT)."""
+
+
+@network.command(name="create")
+@click.option("--subnet", metavar="CIDR", help="Default: the first free 10.89.N.0/24.")
+@click.option("--gateway", metavar="IP", help="Default: the subnet's first address.")
+@click.argument("name")
+@click.pass_obj
+def network_create(obj, subnet, gateway, name):
+    """Create a network."""
+    obj.instances.network_create(name, subnet, gateway)
+    click.echo(name)
+
+
+@network.command(name="ls")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_obj
+def network_ls(obj, fmt):
+    """List networks."""
+    nets = obj.instances.network_list()
+    if fmt == "json":
+        click.echo(json.dumps(nets, indent=2))
+        return
+    rows = [("NAME", "BRIDGE", "SUBNET", "GATEWAY", "INSTANCES")]
+    rows += [(n["name"], n["bridge"], n["subnet"], n["gateway"], str(len(n["instances"])))
+             for n in nets]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+@network.command(name="rm")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_obj
+def network_rm(obj, names):
+    """Remove networks no instance uses (their bridge and NAT rules go too)."""
+    for name in names:
+        obj.instances.network_remove(name)
+        click.echo(name)
+
+
+def register(group):
+    group.add_command(network)

@@ -1,0 +1,200 @@
+"""An instance's network, from its start to its end.
+
+    before clone   plan(): the mode's clone flags, the /etc files to bind, and
+                   for bridge networks an address leased (and a port check)
+    after clone    Plan.attach(pid): bridge, veth into the child's namespace,
+                   NAT and published ports, lease handed to the child
+    at the end     detach(): ports unpublished, lease returned, the host's
+                   veth removed if its namespace outlived the instance
+
+A failure at any step undoes the earlier ones: no veth, rule or lease is left.
+The bridge path imports pyroute2 (ctr.net.links); none and host never do.
+"""
+
+import os
+
+from ctr import net
+from ctr.errors import Conflict, CtrError, NotFound
+from ctr.native import CLONE_NEWNET
+
+
+def host_veth(instance_id):
+    return f"veth{instance_id[:11]}"
+
+
+class Plan:
+    def __init__(self, store, rec, spec):
+        self.store, self.rec, self.spec = store, rec, spec
+        self.mode = spec.network
+        self.new_netns = self.mode not in ("host",) and not self.mode.startswith("container:")
+        self.join_pid = None  # container:NAME: the init whose namespace we join
+        self.netdef = None
+        self.ip = None
+        self.binds = []
+        self.info = {"network": self.mode}
+
+    @property
+    def bridged(self):
+        return self.netdef is not None
+
+    def clone_flags(self, flags):
+        return flags if self.new_netns else flags & ~CLONE_NEWNET
+
+    # -- before clone -------------------------------------------------------------
+
+    def prepare(self):
+        spec, rec = self.spec, self.rec
+        files = {name: os.path.join(rec.dir, name) for name in ("hosts", "hostname",
+                                                                "resolv.conf")}
+        net.write_in_place(files["hostname"], spec.hostname + "\n")
+        self.binds.append((files["hostname"], "/etc/hostname"))
+        if self.mode == "host":
+            self.binds += [("/etc/hosts", "/etc/hosts"), ("/etc/resolv.conf", "/etc/resolv.conf")]
+            return self
+        if self.mode.startswith("container:"):
+            self._join_target(self.mode.split(":", 1)[1])
+            return self
+        if self.mode != "none":
+            from ctr.net.networks import Networks
+
+            self.networks = Networks(self.store)
+            self.netdef = self.networks.get(self.mode)
+            self.ip, dead = self.networks.allocate(
+                self.netdef, {"id": spec.id, "name": spec.name}, spec.ip, spec.ports)
+            _forget(dead)
+        net.write_in_place(files["hosts"], net.hosts_file(
+            spec.hostname, spec.name, self.ip, self._peers()))
+        net.write_in_place(files["resolv.conf"], net.resolv_conf())
+        self.binds += [(files["hosts"], "/etc/hosts"), (files["resolv.conf"], "/etc/resolv.conf")]
+        return self
+
+    def _join_target(self, name):
+        from ctr.store import alive
+
+        try:
+            target = self.store.record(name)
+            state = target.read_state()
+        except NotFound:
+            raise NotFound(f"--network container:{name}: no such instance") from None
+        if state["status"] not in ("running", "paused") or not alive(
+                state.get("pid"), state.get("starttime")):
+            raise Conflict(f"--network container:{name}: {name} is not running")
+        self.join_pid = state["pid"]
+        self.info = {**state.get("net", {}), "network": self.mode}
+        self.info.pop("host_veth", None)
+        self.info.pop("ports", None)
+        for f in ("hosts", "resolv.conf"):
+            self.binds.append((os.path.join(target.dir, f), f"/etc/{f}"))
+
+    def _peers(self):
+        if not self.bridged:
+            return []
+        return peers_of(self.store, self.networks, self.netdef["name"], exclude=self.spec.id)
+
+    def open_join_fd(self):
+        """For container:NAME, the target's net namespace, opened before clone."""
+        if self.join_pid is None:
+            return None
+        try:
+            return os.open(f"/proc/{self.join_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise Conflict(f"--network {self.mode}: the instance is gone") from None
+
+    # -- after clone --------------------------------------------------------------
+
+    def attach(self, pid, starttime):
+        if not self.bridged:
+            return self.info
+        import ipaddress
+
+        from ctr.net import links, nft
+
+        spec, netdef = self.spec, self.netdef
+        prefixlen = ipaddress.IPv4Network(netdef["subnet"]).prefixlen
+        veth = host_veth(spec.id)
+        bridge = links.ensure_bridge(netdef)
+        nft.ensure_network(netdef)
+        mac = links.attach(netdef, bridge, veth, pid, self.ip, prefixlen)
+        try:
+            nft.publish(spec.id, self.ip, spec.ports)
+        except CtrError:
+            links.delete(veth)
+            raise
+        self.networks.bind(netdef["name"], self.ip, pid, starttime)
+        self.info = {"network": netdef["name"], "bridge": netdef["bridge"], "ip": self.ip,
+                     "prefixlen": prefixlen, "gateway": netdef["gateway"], "mac": mac,
+                     "host_veth": veth, "ports": list(spec.ports)}
+        refresh_hosts(self.store, self.networks, netdef["name"])
+        return self.info
+
+    def abort(self):
+        """Undo what prepare/attach did, after a failed start."""
+        if self.bridged:
+            detach(self.store, self.spec, {"network": self.netdef["name"], "ip": self.ip,
+                                           "host_veth": host_veth(self.spec.id),
+                                           "ports": list(self.spec.ports)})
+
+
+def _forget(dead_leases):
+    """Published ports of instances that died unwatched: their rules go with
+    the lease the IPAM reclaimed."""
+    if any(lease.get("ports") for lease in dead_leases):
+        from ctr.net import nft
+
+        for lease in dead_leases:
+            if lease.get("ports"):
+                nft.unpublish(lease["id"])
+
+
+def detach(store, spec, info):
+    """The instance ended or is removed: unpublish, return the lease, drop the
+    host's veth if it is still there, and tell the other instances."""
+    if not info or not info.get("ip"):
+        return
+    from ctr.net.networks import Networks
+
+    networks = Networks(store)
+    if info.get("ports"):
+        from ctr.net import nft
+
+        nft.unpublish(spec.id)
+    networks.release(info["network"], info["ip"], spec.id)
+    veth = info.get("host_veth")
+    if veth and os.path.exists(f"/sys/class/net/{veth}"):
+        from ctr.net import links
+
+        links.delete(veth)
+    refresh_hosts(store, networks, info["network"])
+
+
+def peers_of(store, networks, netname, exclude=None):
+    out = []
+    for ip, lease in networks.members(netname).items():
+        if lease["id"] == exclude:
+            continue
+        names = [lease["name"]]
+        try:
+            hostname = store.record(lease["name"]).spec.hostname
+            if hostname and hostname != lease["name"]:
+                names.append(hostname)
+        except CtrError:
+            pass
+        out.append((ip, " ".join(names)))
+    return out
+
+
+def refresh_hosts(store, networks, netname):
+    """Keep /etc/hosts of every live instance on the network current (the files
+    are bind-mounted, so they are rewritten in place)."""
+    for ip, lease in networks.members(netname).items():
+        try:
+            rec = store.record(lease["name"])
+            spec = rec.spec
+        except CtrError:
+            continue
+        if spec.id != lease["id"]:
+            continue
+        path = os.path.join(rec.dir, "hosts")
+        if os.path.exists(path):
+            net.write_in_place(path, net.hosts_file(
+                spec.hostname, spec.name, ip, peers_of(store, networks, netname, spec.id)))
