@@ -56,8 +56,9 @@ def leftovers(root):
 class Ctr:
     """Runs the real ctr binary against one state root."""
 
-    def __init__(self, root):
+    def __init__(self, root, prefix=()):
         self.root = root
+        self.prefix = list(prefix)  # e.g. nsenter into a test's own network namespace
 
     def env(self, **extra):
         env = dict(os.environ, CTR_ROOT=self.root)
@@ -65,8 +66,8 @@ class Ctr:
         return env
 
     def __call__(self, *args, input=None, timeout=60, env=None, check=False):
-        proc = subprocess.run([CTR, *args], input=input, capture_output=True, text=True,
-                              timeout=timeout, env=self.env(**(env or {})))
+        proc = subprocess.run([*self.prefix, CTR, *args], input=input, capture_output=True,
+                              text=True, timeout=timeout, env=self.env(**(env or {})))
         if check and proc.returncode != 0:
             raise AssertionError(f"ctr {' '.join(args)} -> {proc.returncode}: {proc.stderr}")
         return proc
@@ -74,7 +75,7 @@ class Ctr:
     def popen(self, *args, **kw):
         kw.setdefault("stdout", subprocess.PIPE)
         kw.setdefault("stderr", subprocess.PIPE)
-        return subprocess.Popen([CTR, *args], env=self.env(), text=True, **kw)
+        return subprocess.Popen([*self.prefix, CTR, *args], env=self.env(), text=True, **kw)
 
     def path(self, *parts):
         return os.path.join(self.root, *parts)
