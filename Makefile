@@ -46,6 +46,7 @@ lint: dev
 
 bench: dev
 	$(VENV)/bin/python benchmarks/start.py
+	$(VENV)/bin/python benchmarks/network.py
 
 clean:
 	rm -rf build *.egg-info ctr/native/*.so
