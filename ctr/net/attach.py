@@ -195,6 +195,10 @@ def refresh_hosts(store, networks, netname):
         if spec.id != lease["id"]:
             continue
         path = os.path.join(rec.dir, "hosts")
-        if os.path.exists(path):
-            net.write_in_place(path, net.hosts_file(
-                spec.hostname, spec.name, ip, peers_of(store, networks, netname, spec.id)))
+        text = net.hosts_file(spec.hostname, spec.name, ip,
+                              peers_of(store, networks, netname, spec.id))
+        try:
+            if os.path.exists(path):
+                net.write_in_place(path, text)
+        except FileNotFoundError:
+            pass  # removed meanwhile
