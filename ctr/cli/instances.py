@@ -270,24 +270,22 @@ def update(obj, names, **options):
         click.echo(name)
 
 
-@click.command()
-@click.argument("names", nargs=-1, required=True)
-@pass_ctx
-def pause(obj, names):
-    """Freeze every process of instances."""
-    for name in names:
-        obj.instances.pause(name)
-        click.echo(name)
+def _each(verb, doc):
+    """A verb that applies Instances.<verb> to each NAME and prints it."""
+
+    @click.command(name=verb, help=doc)
+    @click.argument("names", nargs=-1, required=True)
+    @pass_ctx
+    def command(obj, names):
+        for name in names:
+            getattr(obj.instances, verb)(name)
+            click.echo(name)
+
+    return command
 
 
-@click.command()
-@click.argument("names", nargs=-1, required=True)
-@pass_ctx
-def unpause(obj, names):
-    """Thaw paused instances."""
-    for name in names:
-        obj.instances.unpause(name)
-        click.echo(name)
+pause = _each("pause", "Freeze every process of instances.")
+unpause = _each("unpause", "Thaw paused instances.")
 
 
 @click.command()
