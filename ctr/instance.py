@@ -45,6 +45,14 @@ def _detach(rec, spec, net):
         pass  # rm/gc retry; never lose the exit status over it
 
 
+def _release(rec, spec, state, cg):
+    """What a stopped instance may still hold: processes that outlived its init
+    (a record that lost track of them), its cgroup, its lease and ports."""
+    cg.kill_all(signal.SIGKILL)
+    cg.destroy(timeout=5.0)
+    _detach(rec, spec, (state or {}).get("net"))
+
+
 def _oom_killed(cgroup):
     try:
         return cgroup.oom_kills() > 0
@@ -325,9 +333,7 @@ class Instances:
                 self._remove(rec, spec, state)
                 cleaned.append(rec.name)
             elif cg.exists() or (state.get("net") or {}).get("ip"):
-                cg.kill_all(signal.SIGKILL)
-                cg.destroy(timeout=5.0)
-                _detach(rec, spec, state.get("net"))
+                _release(rec, spec, state, cg)
                 rec.update_state(net={"network": spec.network})
                 cleaned.append(rec.name)
         return cleaned
@@ -356,9 +362,7 @@ class Instances:
             cg = cgroup_of(rec, state)
             if cg.pids() and not force:
                 raise Conflict(f"instance {rec.name} still has processes: use rm -f")
-            cg.kill_all(signal.SIGKILL)  # a record that lost track of its processes
-            cg.destroy(timeout=5.0)
-            _detach(rec, spec, (state or {}).get("net"))
+            _release(rec, spec, state, cg)
         rec.remove()
 
     # -- queries ------------------------------------------------------------------
@@ -413,19 +417,22 @@ class Instances:
     def network_list(self):
         from ctr.net.networks import Networks
 
+        users = self._network_users()
+        return [{**n, "instances": users.get(n["name"], [])}
+                for n in Networks(self.store).list()]
+
+    def _network_users(self):
         users = {}
         for rec, spec, _ in self.list():
             if spec:
                 users.setdefault(spec.network, []).append(rec.name)
-        return [{**n, "instances": users.get(n["name"], [])}
-                for n in Networks(self.store).list()]
+        return users
 
     def network_remove(self, name):
+        from ctr.net import links, nft
         from ctr.net.networks import Networks
 
-        users = [rec.name for rec, spec, _ in self.list() if spec and spec.network == name]
-        netdef = Networks(self.store).remove(name, users)
-        from ctr.net import links, nft
+        netdef = Networks(self.store).remove(name, self._network_users().get(name, []))
 
         nft.remove_network(netdef)
         links.delete_bridge(netdef)

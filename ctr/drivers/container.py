@@ -123,9 +123,10 @@ class ContainerDriver:
         from ctr.net.attach import Plan
 
         spec = rec.spec
-        plan = Plan(rec.store, rec, spec).prepare()
+        plan = Plan(rec.store, rec, spec)
         undo = [plan.abort]
         try:
+            plan.prepare()
             cg = cgroups.Cgroup(spec.cgroup_parent, spec.id).create(spec.resources)
             undo.append(cg.destroy)
             return self._clone(rec, lower, plan, cg, stdio, tty, pdeathsig)

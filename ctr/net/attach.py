@@ -129,7 +129,7 @@ class Plan:
 
     def abort(self):
         """Undo what prepare/attach did, after a failed start."""
-        if self.bridged:
+        if self.bridged and self.ip:
             detach(self.store, self.spec, {"network": self.netdef["name"], "ip": self.ip,
                                            "host_veth": host_veth(self.spec.id),
                                            "ports": list(self.spec.ports)})
