@@ -4,13 +4,13 @@ PYTHON  ?= python3
 BINDIR  ?= /usr/local/bin
 # What ctr needs from the distribution. Installed only when missing.
 APT_PACKAGES = busybox-static libcap-dev iproute2 gcc python3-dev python3-venv \
-               util-linux cpio nftables
+               util-linux cpio nftables qemu-system-x86 kmod
 # Peers for the side-by-side benchmarks.
 APT_BENCH    = crun runc
 
-.PHONY: install apt venv dev test unit lint bench clean
+.PHONY: install apt venv kernel dev test unit lint bench clean
 
-install: apt venv
+install: apt venv kernel
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES) $(EXTRA_APT); do \
@@ -28,6 +28,10 @@ venv:
 	@$(VENV)/bin/pip install -q --disable-pip-version-check $(PIP_EXTRA) .
 	@ln -sf $(VENV)/bin/ctr $(BINDIR)/ctr
 	@echo "ctr installed: $(BINDIR)/ctr -> $(VENV)/bin/ctr"
+
+# The guest kernel VMs boot, fetched once from the distribution (ctr kernel fetch).
+kernel:
+	@$(BINDIR)/ctr kernel ls --format json | grep -q '"version"' || $(BINDIR)/ctr kernel fetch
 
 dev:
 	@$(MAKE) --no-print-directory install PIP_EXTRA='.[dev]' EXTRA_APT='$(APT_BENCH)'

@@ -20,7 +20,8 @@ from ctr.rootfs.images import ImageStore
 from ctr.spec import build_spec, check_user, check_workdir, merge_env, parse_env
 from ctr.store import Store, alive, now
 
-DRIVERS = {"container": ("ctr.drivers.container", "ContainerDriver")}
+DRIVERS = {"container": ("ctr.drivers.container", "ContainerDriver"),
+           "vm": ("ctr.drivers.vm", "VmDriver")}
 
 
 def driver_for(kind):
@@ -164,7 +165,7 @@ class Instances:
             if rec.spec.remove:
                 self._remove(rec, rec.spec)
             raise
-        forwarder.attach(proc.pid)
+        forwarder.attach(proc)
         code = proc.wait()
         self._finish(rec, proc, code)
         return code
@@ -203,7 +204,7 @@ class Instances:
             self._kill_all(rec, state)  # every process, not only the main one
             return state
         try:
-            driver_for(rec.spec.kind).signal(state, sig)
+            driver_for(rec.spec.kind).signal(rec, state, sig)
         except ProcessLookupError:
             pass
         return state
@@ -238,7 +239,7 @@ class Instances:
             state = self.unpause(name)
         driver = driver_for(rec.spec.kind)
         try:
-            driver.signal(state, signal.SIGTERM)
+            driver.signal(rec, state, signal.SIGTERM)
         except ProcessLookupError:
             pass
         if not self._await_stopped(rec, state, timeout):
@@ -250,7 +251,7 @@ class Instances:
         """SIGKILL the instance's main process and everything else in its cgroup
         (a daemon that double-forked away from the init included)."""
         try:
-            driver_for(rec.spec.kind).signal(state, signal.SIGKILL)
+            driver_for(rec.spec.kind).signal(rec, state, signal.SIGKILL)
         except ProcessLookupError:
             pass
         cgroup_of(rec, state).kill_all(signal.SIGKILL)
@@ -455,7 +456,7 @@ class Instances:
         forwarder = SignalForwarder()
         proc = driver_for(spec.kind).exec(rec, state, command=list(command), env=env,
                                           workdir=workdir, user=user, tty=tty)
-        forwarder.attach(proc.pid)
+        forwarder.attach(proc)
         return proc.wait()
 
     def logs(self, name, follow=False, poll=0.1):

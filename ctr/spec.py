@@ -16,7 +16,7 @@ ENV_KEY_RE = re.compile(r"[^=\0]+")
 USER_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_.-]*(:[a-zA-Z0-9_][a-zA-Z0-9_.-]*)?")
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-KINDS = ("container",)
+KINDS = ("container", "vm")
 
 # Names generated when none is given: adjective_noun, as users of docker know.
 _ADJECTIVES = (
@@ -312,6 +312,53 @@ def check_ip(value):
         raise InvalidSpec(f"invalid --ip {value!r}: expected an IPv4 address") from None
 
 
+VM_MIN_MEMORY = 64 << 20
+VM_DEFAULT_MEMORY = 256 << 20
+
+
+def check_vm(kind, resources, kernel, initrd, accel, tty, network):
+    """A VM's own options: -m is its RAM (default 256m), --kernel/--initrd are
+    files, --accel kvm|tcg. Refused for containers."""
+    if kind != "vm":
+        given = [f for f, v in (("--kernel", kernel), ("--initrd", initrd), ("--accel", accel))
+                 if v]
+        if given:
+            raise InvalidSpec(f"{', '.join(given)}: only for VMs (--vm)")
+        return {}
+    if tty:
+        raise InvalidSpec("-t is not supported for VMs yet")
+    if network == "host" or network.startswith("container:"):
+        raise InvalidSpec(f"--network {network} is not possible for a VM")
+    if accel is not None and accel not in ("kvm", "tcg"):
+        raise InvalidSpec(f"invalid --accel {accel!r}: expected kvm or tcg")
+    out = {"memory": resources.get("memory", VM_DEFAULT_MEMORY)}
+    if out["memory"] < VM_MIN_MEMORY:
+        raise InvalidSpec(f"a VM needs at least {VM_MIN_MEMORY >> 20}m of memory")
+    total = _host_memory()
+    if total and out["memory"] > total:
+        raise InvalidSpec(f"-m {out['memory'] >> 20}m: more than the host has "
+                          f"({total >> 20}m)")
+    for opt, path in (("kernel", kernel), ("initrd", initrd)):
+        if path:
+            if not os.path.isfile(path):
+                raise InvalidSpec(f"--{opt} {path}: no such file")
+            out[opt] = os.path.abspath(path)
+    if accel:
+        out["accel"] = accel
+    return out
+
+
+def _host_memory():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 @dataclasses.dataclass(frozen=True)
 class InstanceSpec:
     name: str
@@ -331,6 +378,7 @@ class InstanceSpec:
     ip: str | None = None
     resources: dict = dataclasses.field(default_factory=dict)
     cgroup_parent: str | None = None
+    vm: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -354,9 +402,11 @@ class InstanceSpec:
 
 def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
                user=None, hostname=None, tty=False, remove=False, kind="container",
-               cgroup_parent=None, network=None, publish=(), ip=None, **resources):
+               cgroup_parent=None, network=None, publish=(), ip=None, vm=False, kernel=None,
+               initrd=None, accel=None, **resources):
     """Validate CLI-level inputs against an image record and return an InstanceSpec."""
     name = check_name(name) if name is not None else generate_name()
+    kind = "vm" if vm else kind
     if kind not in KINDS:
         raise InvalidSpec(f"unknown instance kind {kind!r}")
     env_layers = [read_env_file(p) for p in env_files]
@@ -371,6 +421,8 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
     ip = check_ip(ip)
     if (ports or ip) and (network in ("none", "host") or network.startswith("container:")):
         raise InvalidSpec(f"-p and --ip need a bridge network, not --network {network}")
+    resources = build_resources(**resources)
+    vm_options = check_vm(kind, resources, kernel, initrd, accel, tty, network)
     instance_id = new_id()
     hostname = check_hostname(hostname) or instance_id[:12]
     base_env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"]
@@ -392,6 +444,7 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
         network=network,
         ports=tuple(ports),
         ip=ip,
-        resources=build_resources(**resources),
+        resources=resources,
         cgroup_parent=check_cgroup_parent(cgroup_parent),
+        vm=vm_options,
     )

@@ -32,3 +32,18 @@ def busybox_image(tmp_path_factory):
     return os.path.join(root, "images", "busybox")
 
 
+
+
+SHARED_KERNELS = "/var/lib/ctr/kernels"  # where `make install` fetched the guest kernel
+
+
+@pytest.fixture(scope="session")
+def vm_kernels(tmp_path_factory):
+    """The guest kernel VM tests boot: the one `make install` fetched, else one
+    fetched now for this session."""
+    if os.path.isfile(os.path.join(SHARED_KERNELS, "default", "vmlinux")):
+        return SHARED_KERNELS
+    root = str(tmp_path_factory.mktemp("kernel-root"))
+    subprocess.run([CTR, "--root", root, "kernel", "fetch"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return os.path.join(root, "kernels")

@@ -45,8 +45,17 @@ def processes(pattern):
     return out
 
 
+def links(prefix):
+    """Network links of ctr's making in the current namespace (veth*, tap*)."""
+    try:
+        return [n for n in os.listdir("/sys/class/net") if n.startswith(prefix)]
+    except FileNotFoundError:
+        return []
+
+
 def leftovers(root):
     left = mounts_under(root)
+    left += links("tap")
     left += instance_cgroups()
     left += processes("ctr-monitor")
     left += processes(root)

@@ -41,16 +41,17 @@ def progress(message):
 @click.version_option(package_name="ctr", prog_name="ctr")
 @click.pass_context
 def cli(ctx, root, debug):
-    """Run images as containers (and, later, VMs): one CLI, one state store."""
+    """Run images as containers or VMs: one CLI, one state store."""
     ctx.obj = Context(root, debug)
 
 
 def _register():
-    from ctr.cli import images, instances, networks
+    from ctr.cli import images, instances, kernels, networks
 
     instances.register(cli)
     images.register(cli)
     networks.register(cli)
+    kernels.register(cli)
 
 
 _register()

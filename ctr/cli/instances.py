@@ -58,6 +58,12 @@ def instance_options(f):
         click.option("--cgroup-parent", metavar="PATH",
                      help="Cgroup to nest in (default /ctr; 'self': ctr's own)."),
         resource_options,
+        click.option("--vm", is_flag=True,
+                     help="Boot the image as a VM under QEMU (-m is then its RAM, default 256m)."),
+        click.option("--kernel", metavar="PATH", help="VM: the kernel to boot."),
+        click.option("--initrd", metavar="PATH", help="VM: an initramfs of one's own."),
+        click.option("--accel", metavar="kvm|tcg",
+                     help="VM: acceleration (default: kvm with vmx/svm, else tcg)."),
         click.argument("image"),
         click.argument("command", nargs=-1, type=click.UNPROCESSED),
     ]
@@ -78,6 +84,17 @@ def _create(obj, image, command, interactive=False, **opts):
         raise click.NoSuchOption(image)
     command = _command(command)
     return obj.instances.create(image=image, command=command, progress=progress, **opts)
+
+
+def _notice(rec):
+    """A VM that will run under TCG says so, once, on stderr."""
+    if rec.spec.kind != "vm":
+        return
+    from ctr.vm.launch import choose_accel
+
+    _, notice = choose_accel(rec.spec.vm.get("accel"))
+    if notice:
+        click.echo(f"ctr: notice: {notice}", err=True)
 
 
 def _parse_signal(value):
@@ -105,6 +122,7 @@ def run(obj, detach, **opts):
     instances = obj.instances
     rec = _create(obj, **opts)
     try:
+        _notice(rec)
         if not detach:
             return instances.run_attached(rec)
         instances.start_detached(rec)
@@ -133,6 +151,7 @@ def start(obj, attach, name):
     """Start a created or stopped instance."""
     instances = obj.instances
     rec = instances.get(name)
+    _notice(rec)
     if attach:
         return instances.run_attached(rec)
     instances.start_detached(rec)

@@ -26,25 +26,28 @@ class SignalForwarder:
     """
 
     def __init__(self, signals=FORWARDED):
-        self.pid = None
+        self.proc = None
         self.pending = []
         for sig in signals:
             signal.signal(sig, self._handle)
 
     def _handle(self, sig, _frame):
-        if self.pid is None:
+        if self.proc is None:
             self.pending.append(sig)
         else:
             self._send(sig)
 
     def _send(self, sig):
         try:
-            os.kill(self.pid, sig)
-        except ProcessLookupError:
+            if hasattr(self.proc, "send_signal"):  # a VM's command, an exec in a VM
+                self.proc.send_signal(sig)
+            else:
+                os.kill(self.proc.pid, sig)
+        except (ProcessLookupError, CtrError):
             pass
 
-    def attach(self, pid):
-        self.pid = pid
+    def attach(self, proc):
+        self.proc = proc
         while self.pending:
             self._send(self.pending.pop(0))
 
@@ -228,5 +231,6 @@ class ContainerDriver:
             raise _fail(report, f"exec in {spec.name}")
         return Process(child, master)
 
-    def signal(self, state, sig):
+    def signal(self, rec, state, sig):
+        del rec
         os.kill(state["pid"], sig)

@@ -22,6 +22,10 @@ def host_veth(instance_id):
     return f"veth{instance_id[:11]}"
 
 
+def host_tap(instance_id):
+    return f"tap{instance_id[:11]}"
+
+
 class Plan:
     def __init__(self, store, rec, spec):
         self.store, self.rec, self.spec = store, rec, spec
@@ -126,6 +130,38 @@ class Plan:
                      "host_veth": veth, "ports": list(spec.ports)}
         refresh_hosts(self.store, self.networks, netdef["name"])
         return self.info
+
+    def attach_tap(self):
+        """For a VM, before QEMU starts: a tap on the bridge, NAT and published
+        ports. Returns the tap's fd for QEMU (None without a bridge); the tap
+        lives as long as an fd of it is open, so it goes with QEMU."""
+        if not self.bridged:
+            return None
+        import ipaddress
+
+        from ctr.net import links, nft
+
+        spec, netdef = self.spec, self.netdef
+        bridge = links.ensure_bridge(netdef)
+        nft.ensure_network(netdef)
+        tap = host_tap(spec.id)
+        fd = links.open_tap(tap, bridge)
+        try:
+            nft.publish(spec.id, self.ip, spec.ports)
+        except CtrError:
+            os.close(fd)
+            raise
+        self.info = {"network": netdef["name"], "bridge": netdef["bridge"], "ip": self.ip,
+                     "prefixlen": ipaddress.IPv4Network(netdef["subnet"]).prefixlen,
+                     "gateway": netdef["gateway"], "mac": links.mac_for(self.ip),
+                     "tap": tap, "ports": list(spec.ports)}
+        return fd
+
+    def bind(self, pid, starttime):
+        """The lease and the peers' /etc/hosts, once the VM's process exists."""
+        if self.bridged:
+            self.networks.bind(self.netdef["name"], self.ip, pid, starttime)
+            refresh_hosts(self.store, self.networks, self.netdef["name"])
 
     def abort(self):
         """Undo what prepare/attach did, after a failed start."""

@@ -111,6 +111,35 @@ def attach(netdef, bridge_idx, host_if, pid, ip, prefixlen):
     return mac
 
 
+TUNSETIFF = 0x400454CA
+IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
+
+
+def open_tap(name, bridge_idx):
+    """A tap for a VM, enslaved to the bridge and up. Not persistent: it is
+    gone when the last fd of it (QEMU's) is closed."""
+    import fcntl
+    import struct
+
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as err:
+        raise CtrError(f"/dev/net/tun: {err.strerror}") from None
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(),
+                                               IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=name)[0]
+            ipr.link("set", index=idx, master=bridge_idx, state="up")
+    except OSError as err:
+        os.close(fd)
+        raise CtrError(f"creating tap {name}: {err.strerror or err}") from None
+    except NetlinkError as err:
+        os.close(fd)
+        raise _fail(f"attaching tap {name}", err) from err
+    return fd
+
+
 def delete(ifname):
     """Remove a link if it is still there (a veth goes with its namespace anyway)."""
     with IPRoute() as ipr:

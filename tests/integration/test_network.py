@@ -70,7 +70,7 @@ def lab(ctr):
     for name in os.listdir(ctr.path("instances")) if os.path.isdir(ctr.path("instances")) else []:
         ctr("rm", "-f", name)
     # nothing of any instance is left: no veth, no published-port rule, no lease
-    left = [link["ifname"] for link in lab.links() if link["ifname"].startswith("veth")]
+    left = [link["ifname"] for link in lab.links() if link["ifname"].startswith(("veth", "tap"))]
     left += [line for line in lab.host("nft", "list", "ruleset").stdout.splitlines()
              if 'comment "ctr:' in line]
     leases = ctr.path("networks", "leases.json")
@@ -238,3 +238,27 @@ def test_parallel_starts_get_different_addresses(ctr, lab):
         list(pool.map(lambda n: ctr("rm", "-f", n), names))
     # every address went back to the pool
     assert run_d(ctr, "after", "busybox", "sleep", "1000")["ip"] == "10.88.0.2"
+
+
+@pytest.fixture
+def vm_ctr(ctr, vm_kernels):
+    os.symlink(vm_kernels, ctr.path("kernels"))
+    return ctr
+
+
+def test_a_vm_and_a_container_on_one_bridge(vm_ctr, lab):
+    ctr = vm_ctr
+    httpd(ctr, "web")
+    net = run_d(ctr, "vm", "--vm", "-p", "8080:80", "busybox", "httpd", "-f", "-p", "80",
+                "-h", "/etc")
+    assert net["tap"].startswith("tap") and net["ip"] == "10.88.0.3"
+    # VM -> container, by name; container -> VM, by name
+    r = ctr("exec", "vm", "wget", "-q", "-O-", "http://web/hostname")
+    assert r.returncode == 0 and r.stdout.strip() == ctr.inspect("web")["spec"]["hostname"]
+    r = ctr("exec", "web", "wget", "-q", "-O-", "http://vm/hostname")
+    assert r.returncode == 0 and r.stdout.strip() == ctr.inspect("vm")["spec"]["hostname"]
+    # the VM's published port answers from outside, like a container's
+    r = lab.out("wget", "-q", "-O-", "http://192.0.2.1:8080/hostname")
+    assert r.stdout.strip() == ctr.inspect("vm")["spec"]["hostname"], r.stderr
+    ctr("stop", "vm", check=True)
+    assert not [li for li in lab.links() if li["ifname"].startswith("tap")]

@@ -1,0 +1,419 @@
+"""The VM driver: the instance's image booted under QEMU (see ctr/vm/launch.py).
+
+Same protocol as the container driver: `start` returns once the guest's agent
+has exec'd the command (or raises what the guest reported), the caller waits
+and records. The instance's pid is QEMU's; signals other than SIGKILL go to
+the command inside the guest.
+"""
+
+import os
+import signal
+import socket
+import struct
+import time
+
+from ctr import cgroups, namespaces
+from ctr.errors import EXIT_CTR, CtrError, StartError
+from ctr.native import CLONE_NEWNS, MS_PRIVATE, MS_REC, SYSCALLS, unshare
+from ctr.store import proc_starttime
+
+BOOT_TIMEOUT = float(os.environ.get("CTR_VM_BOOT_TIMEOUT", "60"))
+VM_FILES = ("console.log", "status", "ctl.sock", "agent.sock", "qmp.sock", "initrd",
+            "qemu.log")
+
+
+def run_dir(rec):
+    return os.path.join(rec.dir, "vm")
+
+
+def _connect(rec, name, timeout=5.0):
+    """A socket of the VM's run directory, through an fd: the path stays short."""
+    dirfd = os.open(run_dir(rec), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(f"/proc/self/fd/{dirfd}/{name}")
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.close(dirfd)
+    return sock
+
+
+def qmp(rec):
+    from ctr.vm.qmp import Qmp
+
+    dirfd = os.open(run_dir(rec), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return Qmp(f"/proc/self/fd/{dirfd}/qmp.sock")
+    finally:
+        os.close(dirfd)
+
+
+class VmProcess:
+    """QEMU, reaped by whoever started it; the exit status is the guest's."""
+
+    def __init__(self, rec, pid, cgroup, net):
+        self.rec = rec
+        self.pid = pid
+        self.starttime = proc_starttime(pid)
+        self.cgroup = cgroup
+        self.net = net
+        self.master = None
+
+    def send_signal(self, sig):
+        send_signal(self.rec, self.pid, sig)
+
+    def wait(self, stdin=0, stdout=1):
+        del stdin, stdout  # QEMU holds the instance's stdio itself
+        from ctr.vm.launch import read_status
+
+        while True:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+                break
+            except InterruptedError:
+                continue
+        report = read_status(os.path.join(run_dir(self.rec), "status"))
+        if "exit" in report:
+            return report["exit"]
+        code = os.waitstatus_to_exitcode(status)
+        return 128 - code if code < 0 else EXIT_CTR
+
+
+def send_signal(rec, pid, sig):
+    """SIGKILL kills QEMU; any other signal goes to the command in the guest."""
+    if sig == signal.SIGKILL:
+        os.kill(pid, signal.SIGKILL)
+        return
+    os.kill(pid, 0)  # ProcessLookupError when the VM is gone
+    try:
+        with _connect(rec, "ctl.sock", timeout=2.0) as sock:
+            sock.sendall(f"K {int(sig)}\n".encode())
+    except OSError as err:
+        raise CtrError(f"cannot signal the VM's command: {err.strerror or err}") from None
+
+
+def _user(user, root):
+    """(uid, gid, home) for -u, read from the instance's root."""
+    if user is None:
+        return 0, 0, "/root"
+    try:
+        uid, gid, _, home = namespaces.resolve_user(user, root)
+    except namespaces.InitFailure as err:
+        raise StartError(str(err), EXIT_CTR) from None
+    return uid, gid, home
+
+
+def _env(env, home):
+    env = list(env)
+    if not any(e.startswith("HOME=") for e in env):
+        env.append(f"HOME={home}")
+    return env
+
+
+def _launch(rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig, report_w):
+    """The child: a mount namespace of its own with the instance's overlay,
+    the cgroup, the initrd written, then QEMU."""
+    from ctr.rootfs import mount_overlay
+    from ctr.vm import initramfs
+
+    try:
+        os.setsid()
+        cg.add(os.getpid())
+        unshare(CLONE_NEWNS)
+        SYSCALLS.mount("none", "/", None, MS_REC | MS_PRIVATE)
+        for d in (rec.rootfs, rec.upper, rec.work):
+            os.makedirs(d, exist_ok=True)
+        mount_overlay(SYSCALLS, lower, rec.upper, rec.work, rec.rootfs)
+        uid, gid, home = _user(spec.user, rec.rootfs)
+        config = initramfs.command_config(uid, gid, spec.workdir, list(spec.command),
+                                          _env(spec.env, home))
+        os.chdir(run_dir(rec))
+        initramfs.write_initrd("initrd", argv.base_initrd, config=config,
+                               env=argv.guest_env, files=argv.guest_files)
+        in_fd, out_fd, err_fd = stdio
+        os.dup2(in_fd, 0)
+        os.dup2(out_fd, 1)
+        log = os.open("qemu.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        os.dup2(log, 2)
+        if tap_fd is not None:
+            os.set_inheritable(tap_fd, True)
+        if pdeathsig:
+            import prctl
+
+            prctl.set_pdeathsig(pdeathsig)
+        namespaces.reset_signals()
+        os.execv(argv.args[0], argv.args)
+    except BaseException as err:  # noqa: BLE001 - reported to the parent
+        namespaces.report_failure(report_w, err, "launching QEMU")
+    os._exit(EXIT_CTR)
+
+
+class _Argv:
+    """What the child needs to write the initrd and exec QEMU."""
+
+    def __init__(self, args, base_initrd, guest_env, guest_files):
+        self.args, self.base_initrd = args, base_initrd
+        self.guest_env, self.guest_files = guest_env, guest_files
+
+
+class VmDriver:
+    kind = "vm"
+
+    def start(self, rec, lower, *, stdio=(None, None, None), tty=False, pdeathsig=None):
+        from ctr.net.attach import Plan
+
+        if tty:
+            raise StartError("-t is not supported for VMs yet")
+        spec = rec.spec
+        plan = Plan(rec.store, rec, spec)
+        undo = [plan.abort]
+        tap_fd = None
+        try:
+            argv = self._prepare(rec, spec)  # before any resource: a bad kernel costs nothing
+            plan.prepare()
+            tap_fd = plan.attach_tap()
+            if tap_fd is not None:
+                argv.args += ["-netdev", f"tap,id=net0,fd={tap_fd}", "-device",
+                              f"virtio-net-device,netdev=net0,mac={plan.info['mac']}"]
+                argv.guest_env.update(CTR_IP=plan.ip, CTR_PREFIXLEN=plan.info["prefixlen"],
+                                      CTR_GATEWAY=plan.info["gateway"],
+                                      CTR_MAC=plan.info["mac"])
+            argv.guest_files.update(self._etc_files(plan))
+            cg = cgroups.Cgroup(spec.cgroup_parent, spec.id).create(cgroup_resources(spec))
+            undo.append(cg.destroy)
+            proc = self._spawn(rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig)
+            undo.append(lambda: _kill(proc.pid))
+            plan.bind(proc.pid, proc.starttime)
+            self._await_boot(rec, proc)
+            proc.net = plan.info
+            return proc
+        except BaseException:
+            for step in reversed(undo):
+                try:
+                    step()
+                except CtrError:
+                    pass
+            raise
+        finally:
+            if tap_fd is not None:
+                os.close(tap_fd)
+
+    def _prepare(self, rec, spec):
+        from ctr.vm import initramfs, kernel, launch
+
+        vm = spec.vm or {}
+        accel, _ = launch.choose_accel(vm.get("accel"))
+        kern = kernel.find(rec.store, vm.get("kernel"))
+        if vm.get("initrd"):
+            if not os.path.isfile(vm["initrd"]):
+                raise StartError(f"--initrd {vm['initrd']}: no such file")
+            base = os.path.abspath(vm["initrd"])
+        else:
+            base = initramfs.base(kern, kernel.cache_dir(rec.store))
+        run = run_dir(rec)
+        os.makedirs(run, exist_ok=True)
+        for name in launch_files():
+            try:
+                os.unlink(os.path.join(run, name))
+            except FileNotFoundError:
+                pass
+        args = launch.argv(kernel=kern.path, initrd="initrd", rootfs=rec.rootfs, accel=accel,
+                           memory=vm.get("memory", launch.DEFAULT_MEMORY),
+                           cpus=launch.vcpus(spec.resources.get("cpus")),
+                           tsc_khz=kernel.host_tsc_khz())
+        return _Argv(args, base, {"CTR_HOSTNAME": spec.hostname, "CTR_AGENT_ARGS": ""}, {})
+
+    def _etc_files(self, plan):
+        files = {}
+        for src, dst in plan.binds:
+            name = os.path.basename(dst)
+            if name in ("hosts", "resolv.conf", "hostname"):
+                with open(src) as f:
+                    files[name] = f.read()
+        return files
+
+    def _spawn(self, rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig):
+        """QEMU's stdin is /dev/null (no -t for VMs yet); its stdout carries the
+        guest's console: the caller's, or the log the monitor gave."""
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        stdio = (null, 1 if stdio[1] is None else stdio[1], 2)
+        rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                os.close(rep_r)
+                _launch(rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig, rep_w)
+            os.close(rep_w)
+            rep_w = None
+            report = namespaces.read_report(rep_r)
+        finally:
+            os.close(rep_r)
+            os.close(null)
+            if rep_w is not None:
+                os.close(rep_w)
+        if report is not None:
+            os.waitpid(pid, 0)
+            raise StartError(report.get("message", "launching QEMU failed"),
+                             report.get("code", EXIT_CTR))
+        return VmProcess(rec, pid, cg, None)
+
+    def _await_boot(self, rec, proc):
+        """Until the guest's agent runs the command. A guest that powers off
+        first (the command was not found...) or never gets there is an error."""
+        from ctr.vm.launch import last_lines, read_status
+
+        run = run_dir(rec)
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        delay = 0.005
+        while True:
+            report = read_status(os.path.join(run, "status"))
+            if "ready" in report and "exit" not in report:
+                return
+            done, status = os.waitpid(proc.pid, os.WNOHANG)
+            if done or "exit" in report:
+                if not done:
+                    os.waitpid(proc.pid, 0)
+                report = read_status(os.path.join(run, "status"))
+                if "exit" in report:
+                    if "ready" in report:
+                        # It ran and already ended: hand the status over.
+                        proc.wait = lambda *a, code=report["exit"], **k: code
+                        return
+                    raise StartError(f"starting {rec.name}: "
+                                     f"{report['message'] or 'the command did not start'}",
+                                     report["exit"])
+                why = (last_lines(os.path.join(run, "qemu.log"))
+                       or last_lines(os.path.join(run, "console.log"))
+                       or f"QEMU exited with status {os.waitstatus_to_exitcode(status)}")
+                raise StartError(f"the VM did not reach ctr's init: {why}")
+            if time.monotonic() > deadline:
+                why = last_lines(os.path.join(run, "console.log")) or "no console output"
+                raise StartError(f"the VM did not reach ctr's init within "
+                                 f"{BOOT_TIMEOUT:g} s (last console lines: {why})")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.05)
+
+    # -- running ------------------------------------------------------------------
+
+    def signal(self, rec, state, sig):
+        send_signal(rec, state["pid"], sig)
+
+    def exec(self, rec, state, *, command, env, workdir, user, tty=False,
+             stdio=(None, None, None)):
+        if tty:
+            raise StartError("-t is not supported for VMs yet")
+        uid, gid, home = _user(user, f"/proc/{state['pid']}/root{rec.rootfs}")
+        config = _config(uid, gid, workdir, command, _env(env, home))
+        try:
+            sock = _connect(rec, "agent.sock", timeout=None)
+        except OSError as err:
+            raise StartError(f"exec in {rec.name}: the VM's agent: {err.strerror}") from None
+        return AgentSession(sock, config, rec.name)
+
+
+def _config(uid, gid, workdir, command, env):
+    from ctr.vm.initramfs import command_config
+
+    return command_config(uid, gid, workdir, list(command), env)
+
+
+def launch_files():
+    return VM_FILES
+
+
+def cgroup_resources(spec):
+    """A VM's memory is its guest RAM (QEMU needs ~200 MiB beyond it): the
+    cgroup gets the other limits."""
+    return {k: v for k, v in spec.resources.items() if k not in ("memory", "memory_swap")}
+
+
+def _kill(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+# -- exec sessions (the host's side of agent.c's protocol) ---------------------------
+
+def frame(kind, payload=b""):
+    return kind + struct.pack(">I", len(payload)) + payload
+
+
+class AgentSession:
+    """One exec: stdin relayed as frames, output frames written out, the exit
+    status returned by wait()."""
+
+    pid = None
+    master = None
+
+    def __init__(self, sock, config, name):
+        self.sock, self.name = sock, name
+        self.sock.sendall(frame(b"E", config))
+        self.stdin_open = True
+
+    def send_signal(self, sig):
+        try:
+            self.sock.sendall(frame(b"K", str(int(sig)).encode()))
+        except OSError:
+            pass
+
+    def _read_frame(self, buf):
+        while len(buf) < 5 or len(buf) < 5 + struct.unpack(">I", buf[1:5])[0]:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise StartError(f"exec in {self.name}: the VM went away")
+            buf += chunk
+        size = struct.unpack(">I", buf[1:5])[0]
+        return buf[:1], buf[5:5 + size], buf[5 + size:]
+
+    def wait(self, stdin=0, stdout=1, stderr=2):
+        import select
+
+        buf = b""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        if stdin is not None:
+            try:
+                poller.register(stdin, select.POLLIN)
+            except (OSError, ValueError):
+                stdin = None
+        try:
+            while True:
+                if len(buf) >= 5 and len(buf) >= 5 + struct.unpack(">I", buf[1:5])[0]:
+                    kind, payload, buf = self._read_frame(buf)
+                    if kind == b"O":
+                        _write_all(stdout, payload)
+                    elif kind == b"R":
+                        _write_all(stderr, payload)
+                    elif kind == b"X":
+                        code, _, message = payload.decode(errors="replace").partition(" ")
+                        if message:
+                            raise StartError(f"exec in {self.name}: {message}", int(code))
+                        return int(code)
+                    continue
+                for fd, _ in poller.poll():
+                    if fd == stdin:
+                        data = os.read(stdin, 65536)
+                        if data:
+                            self.sock.sendall(frame(b"I", data))
+                        else:
+                            poller.unregister(stdin)
+                            self.sock.sendall(frame(b"C"))
+                    else:
+                        chunk = self.sock.recv(65536)
+                        if not chunk:
+                            raise StartError(f"exec in {self.name}: the VM went away")
+                        buf += chunk
+        finally:
+            self.sock.close()
+
+
+def _write_all(fd, data):
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]

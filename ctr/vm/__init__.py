@@ -1,0 +1,1 @@
+"""VMs: the guest kernel, its initramfs and agent, the QEMU launcher, QMP."""
