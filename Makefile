@@ -51,6 +51,7 @@ lint: dev
 bench: dev
 	$(VENV)/bin/python benchmarks/start.py
 	$(VENV)/bin/python benchmarks/network.py
+	$(VENV)/bin/python benchmarks/vm.py
 
 clean:
 	rm -rf build *.egg-info ctr/native/*.so

@@ -267,7 +267,7 @@ class Instances:
             if state["status"] != st.RUNNING or not alive(state.get("pid"),
                                                           state.get("starttime")):
                 raise Conflict(f"instance {name} is not running")
-            cgroup_of(rec, state).freeze()
+            driver_for(rec.spec.kind).pause(rec, state, cgroup_of(rec, state))
             state["status"] = st.PAUSED
             rec.write_state(state)
         return state
@@ -278,7 +278,7 @@ class Instances:
             state = rec.read_state()
             if state["status"] != st.PAUSED:
                 raise Conflict(f"instance {name} is not paused")
-            cgroup_of(rec, state).thaw()
+            driver_for(rec.spec.kind).resume(rec, state, cgroup_of(rec, state))
             state["status"] = st.RUNNING
             rec.write_state(state)
         return state
@@ -383,6 +383,10 @@ class Instances:
     def inspect(self, name):
         rec = self.get(name)
         spec, state = rec.spec, rec.state()
+        if state["status"] in (st.RUNNING, st.PAUSED):
+            extra = driver_for(spec.kind).describe(rec, state)
+            if extra:
+                state = {**state, spec.kind: extra}
         return {
             "name": spec.name,
             "id": spec.id,

@@ -231,6 +231,18 @@ class ContainerDriver:
             raise _fail(report, f"exec in {spec.name}")
         return Process(child, master)
 
+    def pause(self, rec, state, cgroup):
+        del rec, state
+        cgroup.freeze()
+
+    def resume(self, rec, state, cgroup):
+        del rec, state
+        cgroup.thaw()
+
+    def describe(self, rec, state):
+        del rec, state
+        return None
+
     def signal(self, rec, state, sig):
         del rec
         os.kill(state["pid"], sig)

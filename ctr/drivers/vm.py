@@ -6,6 +6,7 @@ and records. The instance's pid is QEMU's; signals other than SIGKILL go to
 the command inside the guest.
 """
 
+import json
 import os
 import signal
 import socket
@@ -19,7 +20,7 @@ from ctr.store import proc_starttime
 
 BOOT_TIMEOUT = float(os.environ.get("CTR_VM_BOOT_TIMEOUT", "60"))
 VM_FILES = ("console.log", "status", "ctl.sock", "agent.sock", "qmp.sock", "initrd",
-            "qemu.log")
+            "qemu.log", "qemu.argv")
 
 
 def run_dir(rec):
@@ -131,6 +132,8 @@ def _launch(rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig, report_w):
         config = initramfs.command_config(uid, gid, spec.workdir, list(spec.command),
                                           _env(spec.env, home))
         os.chdir(run_dir(rec))
+        with open("qemu.argv", "w") as f:  # for people debugging, and benchmarks/vm.py
+            json.dump(argv.args, f)
         initramfs.write_initrd("initrd", argv.base_initrd, config=config,
                                env=argv.guest_env, files=argv.guest_files)
         in_fd, out_fd, err_fd = stdio
@@ -294,9 +297,32 @@ class VmDriver:
                 raise StartError(f"the VM did not reach ctr's init within "
                                  f"{BOOT_TIMEOUT:g} s (last console lines: {why})")
             time.sleep(delay)
-            delay = min(delay * 1.5, 0.05)
+            delay = min(delay * 1.5, 0.01)
 
     # -- running ------------------------------------------------------------------
+
+    def pause(self, rec, state, cgroup):
+        """QMP stop: the vCPUs halt, QEMU's monitor stays responsive (a frozen
+        cgroup would stop QEMU whole)."""
+        del state, cgroup
+        with qmp(rec) as q:
+            q.execute("stop")
+
+    def resume(self, rec, state, cgroup):
+        del state, cgroup
+        with qmp(rec) as q:
+            q.execute("cont")
+
+    def describe(self, rec, state):
+        """What QEMU itself says of the running VM, for inspect."""
+        from ctr.vm.qmp import QmpError
+
+        try:
+            with qmp(rec) as q:
+                status = q.execute("query-status")
+                return {"qmp_status": status.get("status"), "run_dir": run_dir(rec)}
+        except (QmpError, OSError):
+            return {"run_dir": run_dir(rec)}
 
     def signal(self, rec, state, sig):
         send_signal(rec, state["pid"], sig)

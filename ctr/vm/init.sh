@@ -20,10 +20,11 @@ fail() {
 $bb mount -t proc proc /proc
 $bb mount -t sysfs sysfs /sys
 $bb mount -t devtmpfs devtmpfs /dev
-for m in $($bb cat /ctr/modules); do
-  $bb insmod "/lib/ctr/$m" || fail "loading module $m"
-done
 . /ctr/env
+mods=$($bb cat /ctr/modules)
+[ -n "$CTR_IP" ] && mods="$mods $($bb cat /ctr/modules.net)"
+cd /lib/ctr && /bin/ctr-agent insmod $mods || fail "loading modules"
+cd /
 
 $bb mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288,cache=mmap root /newroot \
   || fail "mounting the root file system"

@@ -59,7 +59,7 @@ class Cpio:
 
 def _digest(kernel):
     h = hashlib.sha256()
-    for path in (AGENT, INIT, BUSYBOX, *kernel.modules):
+    for path in (AGENT, INIT, BUSYBOX, *kernel.modules, *kernel.net_modules):
         with open(path, "rb") as f:
             h.update(f.read())
     return h.hexdigest()[:16]
@@ -83,10 +83,11 @@ def base(kernel, cache):
         c.copy("bin/busybox", BUSYBOX, 0o755)
         c.copy("bin/ctr-agent", AGENT, 0o755)
         c.copy("init", INIT, 0o755)
-        for mod in kernel.modules:
+        for mod in kernel.modules + kernel.net_modules:
             c.copy(f"lib/ctr/{os.path.basename(mod)}", mod, 0o644)
-        c.file("ctr/modules", "".join(os.path.basename(m) + "\n"
-                                      for m in kernel.modules).encode())
+        for listing, mods in (("modules", kernel.modules), ("modules.net", kernel.net_modules)):
+            c.file(f"ctr/{listing}", "".join(os.path.basename(m) + "\n"
+                                             for m in mods).encode())
         c.close()
     os.replace(tmp, path)
     for old in os.listdir(cache):

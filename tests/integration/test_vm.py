@@ -73,6 +73,13 @@ def test_exec_logs_and_stop_of_a_running_vm(vm):
     assert r.returncode == 127 and "not found" in r.stderr
     assert wait_for(lambda: b"booted" in open(vm.path("instances", "v", "log"), "rb").read())
     assert "booted" in vm("logs", "v").stdout
+    # pause halts the vCPUs through QMP; the agent answers again after unpause
+    vm("pause", "v", check=True)
+    assert vm.state("v")["vm"]["qmp_status"] == "paused"
+    assert vm("exec", "v", "true").returncode == 125
+    vm("unpause", "v", check=True)
+    assert vm.state("v")["vm"]["qmp_status"] == "running"
+    assert vm("exec", "v", "echo", "back").stdout == "back\n"
     t0 = time.monotonic()
     vm("stop", "-t", "5", "v", check=True)
     assert time.monotonic() - t0 < 5 + 3
