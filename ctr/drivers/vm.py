@@ -135,7 +135,7 @@ def _launch(rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig, report_w):
         with open("qemu.argv", "w") as f:  # for people debugging, and benchmarks/vm.py
             json.dump(argv.args, f)
         initramfs.write_initrd("initrd", argv.base_initrd, config=config,
-                               env=argv.guest_env, files=argv.guest_files)
+                               files=argv.guest_files)
         in_fd, out_fd, err_fd = stdio
         os.dup2(in_fd, 0)
         os.dup2(out_fd, 1)
@@ -157,9 +157,8 @@ def _launch(rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig, report_w):
 class _Argv:
     """What the child needs to write the initrd and exec QEMU."""
 
-    def __init__(self, args, base_initrd, guest_env, guest_files):
-        self.args, self.base_initrd = args, base_initrd
-        self.guest_env, self.guest_files = guest_env, guest_files
+    def __init__(self, args, base_initrd, guest_files):
+        self.args, self.base_initrd, self.guest_files = args, base_initrd, guest_files
 
 
 class VmDriver:
@@ -181,9 +180,8 @@ class VmDriver:
             if tap_fd is not None:
                 argv.args += ["-netdev", f"tap,id=net0,fd={tap_fd}", "-device",
                               f"virtio-net-device,netdev=net0,mac={plan.info['mac']}"]
-                argv.guest_env.update(CTR_IP=plan.ip, CTR_PREFIXLEN=plan.info["prefixlen"],
-                                      CTR_GATEWAY=plan.info["gateway"],
-                                      CTR_MAC=plan.info["mac"])
+                argv.guest_files["net"] = (f"{plan.ip} {plan.info['prefixlen']} "
+                                           f"{plan.info['gateway']}\n")
             argv.guest_files.update(self._etc_files(plan))
             cg = cgroups.Cgroup(spec.cgroup_parent, spec.id).create(cgroup_resources(spec))
             undo.append(cg.destroy)
@@ -227,7 +225,7 @@ class VmDriver:
                            memory=vm.get("memory", launch.DEFAULT_MEMORY),
                            cpus=launch.vcpus(spec.resources.get("cpus")),
                            tsc_khz=kernel.host_tsc_khz())
-        return _Argv(args, base, {"CTR_HOSTNAME": spec.hostname, "CTR_AGENT_ARGS": ""}, {})
+        return _Argv(args, base, {"hostname": spec.hostname + "\n"})
 
     def _etc_files(self, plan):
         files = {}

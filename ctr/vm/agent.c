@@ -1,7 +1,12 @@
 /*
- * ctr-agent: PID 1 of a ctr VM, once the init script has mounted the root.
+ * ctr-agent: PID 1 of a ctr VM (the initramfs's /init).
  *
- * It runs the instance's command (config in /ctr/config) with its stdio on
+ * At boot it mounts /proc, /sys, /dev, loads the modules listed in
+ * /ctr/modules (and /ctr/modules.net when /ctr/net configures a network),
+ * mounts the instance's root (virtio-9p, tag "root") on /newroot with /proc,
+ * /sys (ro), /dev, /dev/pts, /dev/shm and the /etc files in /ctr, sets the
+ * hostname and the network. Each step is one syscall: no shell, no forks.
+ * Then it runs the instance's command (config in /ctr/config) with its stdio on
  * the console (/dev/hvc0), reports "ready" and then "exit N" on the virtio
  * serial port named ctr.status, and powers the guest off when the command
  * ends. Meanwhile it serves the host on two more ports:
@@ -22,10 +27,14 @@
  * signals (SIGIO) that the host side opened it.
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -35,6 +44,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/reboot.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -412,7 +423,7 @@ static char *slurp(const char *path, size_t *len)
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0)
         return NULL;
-    char *buf = malloc(st.st_size + 1);
+    char *buf = malloc(st.st_size + 1);  /* room for a NUL */
     if (!buf || read_all(fd, buf, st.st_size) < 0)
         return NULL;
     close(fd);
@@ -435,31 +446,166 @@ static int console(int tty)
     return fd;
 }
 
-/* `ctr-agent insmod FILE...`: load modules in one process (busybox insmod
- * would fork and exec once per module, which TCG makes dear). */
-static int insmod(int n, char **files)
+/* -- boot: what the init of the guest does before the command ---------------- */
+
+static void die(const char *fmt, ...)
 {
-    for (int i = 0; i < n; i++) {
-        int fd = open(files[i], O_RDONLY | O_CLOEXEC);
-        if (fd < 0 || (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)) {
-            say("loading %s: %s", files[i], strerror(errno));
-            return 1;
-        }
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    status("exit 125 the VM's init: %s\n", msg);
+    int con = open("/dev/console", O_WRONLY | O_CLOEXEC);
+    if (con >= 0) {
+        dprintf(con, "ctr init: %s\n", msg);
+        close(con);
+    }
+    power_off();
+}
+
+static void must_mount(const char *src, const char *dst, const char *type,
+                       unsigned long flags, const char *data)
+{
+    mkdir(dst, 0755);
+    if (mount(src, dst, type, flags, data) < 0)
+        die("mount %s on %s: %s", type ? type : src, dst, strerror(errno));
+}
+
+/* The modules listed in `list` (names, one a line, in load order), from /lib/ctr. */
+static void load_modules(const char *list)
+{
+    size_t len;
+    char *names = slurp(list, &len);
+    if (!names)
+        return;
+    names[len] = 0;
+    for (char *name = strtok(names, "\n"); name; name = strtok(NULL, "\n")) {
+        char path[300];
+        snprintf(path, sizeof(path), "/lib/ctr/%s", name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST))
+            die("loading module %s: %s", name, strerror(errno));
         close(fd);
     }
-    return 0;
+    free(names);
+}
+
+static void if_up(int sock, const char *ifname)
+{
+    struct ifreq ifr = {0};
+    strncpy(ifr.ifr_name, ifname, IFNAMSIZ - 1);
+    if (ioctl(sock, SIOCGIFFLAGS, &ifr) < 0)
+        die("no %s: %s", ifname, strerror(errno));
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(sock, SIOCSIFFLAGS, &ifr) < 0)
+        die("%s up: %s", ifname, strerror(errno));
+}
+
+static void set_addr(int sock, const char *ifname, unsigned long req, in_addr_t a)
+{
+    struct ifreq ifr = {0};
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
+    strncpy(ifr.ifr_name, ifname, IFNAMSIZ - 1);
+    sin->sin_family = AF_INET;
+    sin->sin_addr.s_addr = a;
+    if (ioctl(sock, req, &ifr) < 0)
+        die("configuring %s: %s", ifname, strerror(errno));
+}
+
+/* lo up; with /ctr/net ("IP PREFIXLEN GATEWAY"), eth0 and the default route. */
+static void network(void)
+{
+    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    size_t len;
+    char ip[64], gw[64];
+    int prefix;
+    if (sock < 0)
+        die("socket: %s", strerror(errno));
+    if_up(sock, "lo");
+    char *conf = slurp("/ctr/net", &len);
+    if (conf) {
+        conf[len] = 0;
+        if (sscanf(conf, "%63s %d %63s", ip, &prefix, gw) != 3 || prefix < 1 || prefix > 32)
+            die("bad /ctr/net");
+        set_addr(sock, "eth0", SIOCSIFADDR, inet_addr(ip));
+        set_addr(sock, "eth0", SIOCSIFNETMASK, htonl(~0u << (32 - prefix)));
+        if_up(sock, "eth0");
+        struct rtentry rt = {0};
+        struct sockaddr_in *dst = (struct sockaddr_in *)&rt.rt_dst;
+        struct sockaddr_in *gwa = (struct sockaddr_in *)&rt.rt_gateway;
+        struct sockaddr_in *mask = (struct sockaddr_in *)&rt.rt_genmask;
+        dst->sin_family = gwa->sin_family = mask->sin_family = AF_INET;
+        gwa->sin_addr.s_addr = inet_addr(gw);
+        rt.rt_flags = RTF_UP | RTF_GATEWAY;
+        if (ioctl(sock, SIOCADDRT, &rt) < 0)
+            die("default route via %s: %s", gw, strerror(errno));
+        free(conf);
+    }
+    close(sock);
+}
+
+/* The ports appear once virtio_console has talked to QEMU: wait a little. */
+static int wait_port(const char *name)
+{
+    for (int i = 0; i < 400; i++) {
+        int fd = open_port(name);
+        if (fd >= 0)
+            return fd;
+        usleep(5000);
+    }
+    return -1;
+}
+
+static void boot(void)
+{
+    must_mount("proc", "/proc", "proc", 0, NULL);
+    must_mount("sysfs", "/sys", "sysfs", 0, NULL);
+    must_mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
+    load_modules("/ctr/modules");
+    if (access("/ctr/net", F_OK) == 0)
+        load_modules("/ctr/modules.net");
+    status_fd = wait_port("ctr.status");
+    must_mount("root", ROOT, "9p", 0, "trans=virtio,version=9p2000.L,msize=524288,cache=mmap");
+    must_mount("proc", ROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    must_mount("sysfs", ROOT "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+               NULL);
+    must_mount("devtmpfs", ROOT "/dev", "devtmpfs", MS_NOSUID, NULL);
+    must_mount("devpts", ROOT "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+               "newinstance,ptmxmode=0666,mode=0620");
+    must_mount("shm", ROOT "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, NULL);
+    mkdir(ROOT "/tmp", 01777);
+    static const char *etc[] = {"hosts", "resolv.conf", "hostname"};
+    for (size_t i = 0; i < sizeof(etc) / sizeof(*etc); i++) {
+        char src[64], dst[64];
+        snprintf(src, sizeof(src), "/ctr/%s", etc[i]);
+        snprintf(dst, sizeof(dst), ROOT "/etc/%s", etc[i]);
+        struct stat st;
+        if (access(src, F_OK) == 0 && lstat(dst, &st) == 0 && S_ISREG(st.st_mode) &&
+            mount(src, dst, NULL, MS_BIND, NULL) < 0)
+            die("bind %s: %s", dst, strerror(errno));
+    }
+    size_t len;
+    char *name = slurp("/ctr/hostname", &len);
+    if (name) {
+        name[strcspn(name, "\n")] = 0;
+        sethostname(name, strlen(name));
+        free(name);
+    }
+    network();
 }
 
 int main(int argc, char **argv)
 {
     size_t len;
-    if (argc > 1 && strcmp(argv[1], "insmod") == 0)
-        return insmod(argc - 2, argv + 2);
     struct command main_cmd;
     int tty = argc > 1 && strcmp(argv[1], "--tty") == 0;
-    char *config = slurp("/ctr/config", &len);
 
-    status_fd = open_port("ctr.status");
+    if (getpid() == 1)
+        boot();
+    else
+        status_fd = open_port("ctr.status");
+    char *config = slurp("/ctr/config", &len);
     if (!config || parse_command(config, len, &main_cmd) < 0) {
         say("no usable /ctr/config");
         status("exit 125 the VM's init found no usable command\n");
@@ -491,7 +637,7 @@ int main(int argc, char **argv)
     }
     status("ready %d\n", main_pid);
 
-    int ctl = open_port("ctr.ctl"), port = open_port("ctr.agent");
+    int ctl = wait_port("ctr.ctl"), port = wait_port("ctr.agent");
     int ctl_up = 1, port_up = 1;
     watch_port(ctl);
     watch_port(port);

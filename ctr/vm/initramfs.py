@@ -1,16 +1,16 @@
 """The guest's initramfs: a base archive per kernel, and a small one per start.
 
-The base (cached beside the kernel, rebuilt when the init, the agent or busybox
-change) holds busybox, ctr-agent, the init script and the kernel's modules. The
-per-start archive holds /ctr/: the command, its environment, hostname, network
-and /etc files. The kernel unpacks concatenated cpio archives in order, so the
-instance's initrd is the two written one after the other: no kernel command
-line to encode the command on (it is short, and drops parameters with dots).
+The base (cached beside the kernel, rebuilt when the agent or the modules
+change) holds ctr-agent as /init and the kernel's modules: no shell, no busybox
+(the image brings its own). The per-start archive holds /ctr/: the command and
+its environment, the network, the hostname and /etc files. The kernel unpacks
+concatenated cpio archives in order, so the instance's initrd is the two
+written one after the other: no kernel command line to encode the command on
+(it is short, and drops parameters with dots).
 """
 
 import hashlib
 import os
-import shlex
 import shutil
 import stat
 
@@ -18,8 +18,6 @@ from ctr.errors import CtrError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 AGENT = os.path.join(HERE, "ctr-agent")
-INIT = os.path.join(HERE, "init.sh")
-BUSYBOX = "/bin/busybox"
 
 
 class Cpio:
@@ -59,7 +57,7 @@ class Cpio:
 
 def _digest(kernel):
     h = hashlib.sha256()
-    for path in (AGENT, INIT, BUSYBOX, *kernel.modules, *kernel.net_modules):
+    for path in (AGENT, *kernel.modules, *kernel.net_modules):
         with open(path, "rb") as f:
             h.update(f.read())
     return h.hexdigest()[:16]
@@ -67,9 +65,8 @@ def _digest(kernel):
 
 def base(kernel, cache):
     """The base archive for `kernel`, built once into `cache`."""
-    for path, what in ((BUSYBOX, "busybox-static"), (AGENT, "ctr's guest agent")):
-        if not os.path.isfile(path):
-            raise CtrError(f"the VM initramfs needs {what} ({path} is missing)")
+    if not os.path.isfile(AGENT):
+        raise CtrError(f"the VM initramfs needs ctr's guest agent ({AGENT} is missing)")
     path = os.path.join(cache, f"initramfs-{_digest(kernel)}.cpio")
     if os.path.exists(path):
         return path
@@ -77,12 +74,10 @@ def base(kernel, cache):
     tmp = f"{path}.{os.getpid()}"
     with open(tmp, "wb") as f:
         c = Cpio(f)
-        for d in ("bin", "dev", "proc", "sys", "newroot", "ctr", "lib", "lib/ctr"):
+        for d in ("dev", "proc", "sys", "newroot", "ctr", "lib", "lib/ctr"):
             c.dir(d)
         c.chardev("dev/console", 5, 1)
-        c.copy("bin/busybox", BUSYBOX, 0o755)
-        c.copy("bin/ctr-agent", AGENT, 0o755)
-        c.copy("init", INIT, 0o755)
+        c.copy("init", AGENT, 0o755)
         for mod in kernel.modules + kernel.net_modules:
             c.copy(f"lib/ctr/{os.path.basename(mod)}", mod, 0o644)
         for listing, mods in (("modules", kernel.modules), ("modules.net", kernel.net_modules)):
@@ -105,15 +100,13 @@ def command_config(uid, gid, workdir, argv, env):
     return b"".join(f.encode() + b"\0" for f in fields)
 
 
-def write_initrd(out, base_path, *, config, env, files):
-    """The instance's initrd: the base archive, then /ctr/{config,env,...}."""
+def write_initrd(out, base_path, *, config, files):
+    """The instance's initrd: the base archive, then /ctr/{config,net,...}."""
     with open(out, "wb") as f:
         with open(base_path, "rb") as src:
             shutil.copyfileobj(src, f)
         c = Cpio(f)
         c.file("ctr/config", config, 0o600)
-        c.file("ctr/env", "".join(f"{k}={shlex.quote(str(v))}\n"
-                                  for k, v in env.items()).encode(), 0o600)
         for name, data in files.items():
             c.file(f"ctr/{name}", data.encode() if isinstance(data, str) else data)
         c.close()
