@@ -312,6 +312,92 @@ def check_ip(value):
         raise InvalidSpec(f"invalid --ip {value!r}: expected an IPv4 address") from None
 
 
+# Linux capabilities, by number (linux/capability.h).
+ALL_CAPS = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+)
+# docker's default set.
+DEFAULT_CAPS = (
+    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
+    "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
+)
+
+
+def _cap_names(values, opt):
+    out = []
+    for value in values:
+        for name in str(value).split(","):
+            name = name.strip().upper().removeprefix("CAP_")
+            if name == "ALL":
+                out.extend(ALL_CAPS)
+            elif name in ALL_CAPS:
+                out.append(name)
+            else:
+                raise InvalidSpec(f"invalid {opt} {value!r}: unknown capability {name or '?'}")
+    return out
+
+
+def build_caps(cap_add=(), cap_drop=(), privileged=False):
+    """The capability set, docker's way: the default set (all with --privileged),
+    minus --cap-drop, plus --cap-add (ALL is every capability)."""
+    add, drop = _cap_names(cap_add, "--cap-add"), _cap_names(cap_drop, "--cap-drop")
+    base = ALL_CAPS if privileged else DEFAULT_CAPS
+    caps = [c for c in base if c not in drop] + [c for c in add if c not in drop]
+    return tuple(c for c in ALL_CAPS if c in caps)  # kernel order, no duplicates
+
+
+TMPFS_FLAGS = ("ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec")
+
+
+def check_tmpfs(values, read_only=False):
+    """--tmpfs PATH[:OPTIONS] (size=64m,mode=1777,noexec,...); --read-only adds
+    /tmp and /run unless given."""
+    out = []
+    for value in values:
+        path, _, opts = str(value).partition(":")
+        if not path.startswith("/") or "\0" in value or os.path.normpath(path) == "/":
+            raise InvalidSpec(f"invalid --tmpfs {value!r}: expected an absolute PATH[:OPTIONS]")
+        flags, data = [], []
+        for opt in filter(None, opts.split(",")):
+            key = opt.split("=", 1)[0]
+            if opt in TMPFS_FLAGS:
+                flags.append(opt)
+            elif key in ("size", "mode", "uid", "gid", "nr_inodes"):
+                data.append(opt)
+            else:
+                raise InvalidSpec(f"invalid --tmpfs {value!r}: unknown option {opt!r}")
+        out.append({"path": os.path.normpath(path), "flags": flags, "data": ",".join(data)})
+    if read_only:
+        given = {t["path"] for t in out}
+        out += [{"path": p, "flags": ["nosuid", "nodev"], "data": "mode=1777"}
+                for p in ("/tmp", "/run") if p not in given]
+    return tuple(out)
+
+
+def check_volumes(values):
+    """-v SRC:DST[:ro|rw]: SRC an existing absolute host path, DST absolute."""
+    out = []
+    for value in values:
+        parts = str(value).split(":")
+        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+            raise InvalidSpec(f"invalid -v {value!r}: expected SRC:DST[:ro]")
+        src, dst = parts[0], parts[1]
+        if not src.startswith("/") or not dst.startswith("/") or "\0" in value:
+            raise InvalidSpec(f"invalid -v {value!r}: both paths must be absolute")
+        if os.path.normpath(dst) == "/":
+            raise InvalidSpec(f"invalid -v {value!r}: cannot mount over the root")
+        if not os.path.exists(src):
+            raise InvalidSpec(f"-v {value}: {src} does not exist on the host")
+        out.append({"source": os.path.realpath(src), "target": os.path.normpath(dst),
+                    "readonly": len(parts) == 3 and parts[2] == "ro"})
+    return tuple(out)
+
+
 VM_MIN_MEMORY = 64 << 20
 VM_DEFAULT_MEMORY = 256 << 20
 
@@ -379,12 +465,20 @@ class InstanceSpec:
     resources: dict = dataclasses.field(default_factory=dict)
     cgroup_parent: str | None = None
     vm: dict = dataclasses.field(default_factory=dict)
+    caps: tuple = DEFAULT_CAPS
+    privileged: bool = False
+    read_only: bool = False
+    tmpfs: tuple = ()
+    volumes: tuple = ()
 
     def to_dict(self):
         d = dataclasses.asdict(self)
         d["command"] = list(self.command)
         d["env"] = list(self.env)
         d["ports"] = list(self.ports)
+        d["caps"] = list(self.caps)
+        d["tmpfs"] = list(self.tmpfs)
+        d["volumes"] = list(self.volumes)
         return d
 
     @classmethod
@@ -397,13 +491,17 @@ class InstanceSpec:
         d["command"] = tuple(d["command"])
         d["env"] = tuple(d.get("env", ()))
         d["ports"] = tuple(d.get("ports", ()))
+        for key in ("caps", "tmpfs", "volumes"):
+            if key in d:
+                d[key] = tuple(d[key])
         return cls(**d)
 
 
 def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
                user=None, hostname=None, tty=False, remove=False, kind="container",
                cgroup_parent=None, network=None, publish=(), ip=None, vm=False, kernel=None,
-               initrd=None, accel=None, **resources):
+               initrd=None, accel=None, cap_add=(), cap_drop=(), privileged=False,
+               read_only=False, tmpfs=(), volumes=(), **resources):
     """Validate CLI-level inputs against an image record and return an InstanceSpec."""
     name = check_name(name) if name is not None else generate_name()
     kind = "vm" if vm else kind
@@ -423,6 +521,12 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
         raise InvalidSpec(f"-p and --ip need a bridge network, not --network {network}")
     resources = build_resources(**resources)
     vm_options = check_vm(kind, resources, kernel, initrd, accel, tty, network)
+    caps = build_caps(cap_add, cap_drop, privileged)
+    tmpfs = check_tmpfs(tmpfs, read_only)
+    volumes = check_volumes(volumes)
+    if kind == "vm" and (volumes or tmpfs or read_only or privileged):
+        raise InvalidSpec("-v, --tmpfs, --read-only and --privileged are for containers, "
+                          "not VMs (yet)")
     instance_id = new_id()
     hostname = check_hostname(hostname) or instance_id[:12]
     base_env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"]
@@ -447,4 +551,9 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
         resources=resources,
         cgroup_parent=check_cgroup_parent(cgroup_parent),
         vm=vm_options,
+        caps=caps,
+        privileged=bool(privileged),
+        read_only=bool(read_only),
+        tmpfs=tmpfs,
+        volumes=volumes,
     )

@@ -37,6 +37,7 @@ from ctr.native import (
     CLONE_NEWPID,
     CLONE_NEWUTS,
 )
+from ctr.spec import ALL_CAPS, DEFAULT_CAPS
 
 CONTAINER_FLAGS = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET
 
@@ -45,11 +46,6 @@ CONTAINER_FLAGS = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLO
 JOIN_ORDER = (("cgroup", CLONE_NEWCGROUP), ("ipc", CLONE_NEWIPC), ("uts", CLONE_NEWUTS),
               ("net", CLONE_NEWNET), ("pid", CLONE_NEWPID), ("mnt", CLONE_NEWNS))
 
-# docker's default capability set.
-DEFAULT_CAPS = (
-    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
-    "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
-)
 
 
 class InitFailure(Exception):
@@ -142,7 +138,7 @@ def resolve_user(user, root="/"):
 def drop_privileges(uid, gid, groups, caps=DEFAULT_CAPS, pdeathsig=None):
     """Bounding set, ids, capability sets, no_new_privs, in that order: the
     bounding set needs CAP_SETPCAP, the ids need CAP_SETUID/SETGID."""
-    keep = [getattr(prctl, f"CAP_{c}") for c in caps]
+    keep = [ALL_CAPS.index(c) for c in caps]
     prctl.capbset.limit(*keep)
     os.setgroups(groups)
     os.setgid(gid)
@@ -261,7 +257,9 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
             os.close(netns_fd)
         step = "preparing the root filesystem"
         pty = rootfs_mod.prepare(SYSCALLS, lower=lower, upper=upper, work=work, root=rootfs,
-                                 tty=tty_sock is not None, binds=binds)
+                                 tty=tty_sock is not None, binds=binds, volumes=spec.volumes,
+                                 tmpfs=spec.tmpfs, read_only=spec.read_only,
+                                 privileged=spec.privileged)
         tty_slave = hand_over_pty(tty_sock, *pty) if pty else None
         if own_netns:
             step = "setting up the network"
@@ -275,7 +273,7 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         _prepare_workdir(spec.workdir)
         _stdio(tty_slave, stdio)
         step = "dropping privileges"
-        drop_privileges(uid, gid, groups, pdeathsig=pdeathsig)
+        drop_privileges(uid, gid, groups, spec.caps, pdeathsig=pdeathsig)
         _exec(list(spec.command), _env_home(list(spec.env), home), spec.workdir)
     except BaseException as err:  # noqa: BLE001 - every failure becomes a report
         report_failure(report_fd, err, step)
@@ -311,7 +309,7 @@ def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_sock, rep
         uid, gid, groups, home = resolve_user(user if user is not None else spec.user)
         _stdio(tty_slave, stdio)
         step = "dropping privileges"
-        drop_privileges(uid, gid, groups, pdeathsig=pdeathsig)
+        drop_privileges(uid, gid, groups, spec.caps, pdeathsig=pdeathsig)
         _exec(list(command), _env_home(list(env), home), workdir)
     except BaseException as err:  # noqa: BLE001
         report_failure(report_fd, err, step)

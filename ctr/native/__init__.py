@@ -66,6 +66,29 @@ class Syscalls:
     def realpath(self, path):
         return os.path.realpath(path)
 
+    def readlink(self, path):
+        """The target of a symlink at `path`, None if there is none."""
+        try:
+            return os.readlink(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as err:
+            if err.errno == 22:  # EINVAL: not a symlink
+                return None
+            raise
+
+    def host_devices(self):
+        """(name, mode, rdev) of the character and block devices in /dev."""
+        import stat
+
+        out = []
+        with os.scandir("/dev") as it:
+            for e in it:
+                st = e.stat(follow_symlinks=False)
+                if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                    out.append((e.name, st.st_mode, st.st_rdev))
+        return out
+
     def exists(self, path):
         return os.path.lexists(path)
 

@@ -139,7 +139,76 @@ def bind_files(sc, root, binds):
         sc.mount(source, path, None, MS_BIND)
 
 
-def prepare(sc, *, lower, upper, work, root, tty=False, binds=()):
+def resolve_in_root(sc, root, path):
+    """The host path of `path` as the container will see it: symlinks are
+    resolved as if `root` were /, so none can lead out of it ("securejoin")."""
+    parts = [p for p in path.split("/") if p]
+    current = ""
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            current = current.rsplit("/", 1)[0]
+            continue
+        candidate = f"{current}/{part}"
+        target = sc.readlink(root + candidate)
+        if target is None:
+            current = candidate
+            continue
+        links += 1
+        if links > 40:
+            raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+        if target.startswith("/"):
+            current = ""
+        parts = [p for p in target.split("/") if p] + parts
+    return root + current if current else root
+
+
+def _mount_point(sc, root, target, is_dir):
+    path = resolve_in_root(sc, root, target)
+    if is_dir:
+        sc.makedirs(path)
+    else:
+        sc.makedirs(os.path.dirname(path))
+        if not sc.exists(path):
+            sc.touch(path)
+    return path
+
+
+def mount_volumes(sc, root, volumes):
+    """-v SRC:DST[:ro]: host paths bound at their place inside the root."""
+    for vol in volumes:
+        path = _mount_point(sc, root, vol["target"], sc.isdir(vol["source"]))
+        sc.mount(vol["source"], path, None, MS_BIND | MS_REC)
+        if vol.get("readonly"):
+            sc.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+
+
+TMPFS_FLAG_BITS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV,
+                   "noexec": MS_NOEXEC}
+
+
+def mount_tmpfs(sc, root, mounts):
+    for m in mounts:
+        path = _mount_point(sc, root, m["path"], True)
+        flags = 0
+        for f in m.get("flags", ()):
+            flags |= TMPFS_FLAG_BITS.get(f, 0)
+        sc.mount("tmpfs", path, "tmpfs", flags, m.get("data") or None)
+
+
+def host_devices(sc, root):
+    """--privileged: the host's device nodes too (docker's behaviour)."""
+    dev = _join(root, "/dev")
+    for name, mode, rdev in sc.host_devices():
+        if not sc.exists(f"{dev}/{name}"):
+            sc.mknod(f"{dev}/{name}", mode, rdev)
+
+
+def prepare(sc, *, lower, upper, work, root, tty=False, binds=(), volumes=(), tmpfs=(),
+            read_only=False, privileged=False):
     """Build the container's tree at `root` (a folder on the host, seen from the
     container's own mount namespace). Returns mount_dev's pty, if any."""
     sc.mount(None, "/", None, MS_REC | MS_PRIVATE)
@@ -149,10 +218,18 @@ def prepare(sc, *, lower, upper, work, root, tty=False, binds=()):
     sc.mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     sys_ = _join(root, "/sys")
     sc.makedirs(sys_)
-    sc.mount("sysfs", sys_, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    sc.mount("sysfs", sys_, "sysfs",
+             (0 if privileged else MS_RDONLY) | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     pty = mount_dev(sc, root, tty)
-    mask_paths(sc, root)
+    if privileged:
+        host_devices(sc, root)
+    else:
+        mask_paths(sc, root)
     bind_files(sc, root, binds)
+    mount_volumes(sc, root, volumes)
+    mount_tmpfs(sc, root, tmpfs)
+    if read_only:
+        sc.mount(None, root, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     return pty
 
 

@@ -92,3 +92,37 @@ def test_an_etc_that_leads_out_of_the_root_is_refused():
     with pytest.raises(OSError, match="leads out of the image's root"):
         rootfs.bind_files(sc, "/r", [("/rec/hosts", "/etc/hosts")])
     assert sc.mounts() == []
+
+
+class Symlinks(Recorder):
+    def __init__(self, symlinks):
+        super().__init__()
+        self.symlinks = symlinks
+
+    def readlink(self, path):
+        return self.symlinks.get(path)
+
+
+@pytest.mark.parametrize("path, links, expected", [
+    ("/a/b", {}, "/r/a/b"),
+    ("/etc/x", {"/r/etc": "/host/etc"}, "/r/host/etc/x"),  # absolute: from the root
+    ("/l/x", {"/r/l": "../../../.."}, "/r/x"),  # .. stops at the root
+    ("/l/x", {"/r/l": "d/e"}, "/r/d/e/x"),  # relative: from the link's folder
+    ("/a/../../b", {}, "/r/b"),
+])
+def test_resolve_in_root_never_leaves_the_root(path, links, expected):
+    assert rootfs.resolve_in_root(Symlinks(links), "/r", path) == expected
+
+
+def test_resolve_in_root_loops_are_an_error():
+    with pytest.raises(OSError, match="too many levels"):
+        rootfs.resolve_in_root(Symlinks({"/r/a": "/b", "/r/b": "/a"}), "/r", "/a/x")
+
+
+def test_read_only_root_is_remounted_last():
+    sc = Recorder()
+    rootfs.prepare(sc, lower="/img", upper="/u", work="/w", root="/r", read_only=True,
+                   tmpfs=({"path": "/tmp", "flags": ["nosuid"], "data": "mode=1777"},))
+    mounts = sc.mounts()
+    assert mounts[-1] == (None, "/r", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    assert ("tmpfs", "/r/tmp", "tmpfs", rootfs.MS_NOSUID, "mode=1777") in mounts

@@ -166,3 +166,39 @@ def test_cgroup_parent(value, out):
 def test_bad_cgroup_parent(value):
     with pytest.raises(InvalidSpec, match="invalid --cgroup-parent"):
         check_cgroup_parent(value)
+
+
+def test_capabilities_docker_style():
+    from ctr.spec import ALL_CAPS, DEFAULT_CAPS, build_caps
+
+    assert build_caps() == tuple(c for c in ALL_CAPS if c in DEFAULT_CAPS)
+    assert build_caps(cap_drop=["ALL"]) == ()
+    assert build_caps(cap_drop=["ALL"], cap_add=["net_raw"]) == ()  # drop wins, as docker
+    assert "SYS_ADMIN" in build_caps(cap_add=["CAP_SYS_ADMIN"])
+    assert "CHOWN" not in build_caps(cap_drop=["chown"])
+    assert build_caps(privileged=True) == ALL_CAPS
+    with pytest.raises(InvalidSpec, match="unknown capability NOPE"):
+        build_caps(cap_add=["nope"])
+
+
+def test_tmpfs_and_read_only():
+    from ctr.spec import check_tmpfs
+
+    (t,) = check_tmpfs(["/data/:size=1m,noexec,mode=700"])
+    assert t == {"path": "/data", "flags": ["noexec"], "data": "size=1m,mode=700"}
+    paths = [m["path"] for m in check_tmpfs(["/run:size=1m"], read_only=True)]
+    assert paths == ["/run", "/tmp"]
+    for bad in ("rel", "/", "/x:bogus=1"):
+        with pytest.raises(InvalidSpec):
+            check_tmpfs([bad])
+
+
+def test_volumes(tmp_path):
+    from ctr.spec import check_volumes
+
+    (v,) = check_volumes([f"{tmp_path}:/data/:ro"])
+    assert v == {"source": str(tmp_path), "target": "/data", "readonly": True}
+    for bad in ("x", f"{tmp_path}:rel", f"{tmp_path}:/", f"{tmp_path}:/d:rx",
+                "/nonexistent-ctr:/d"):
+        with pytest.raises(InvalidSpec):
+            check_volumes([bad])
