@@ -242,6 +242,8 @@ class Instances:
             driver.signal(rec, state, signal.SIGTERM)
         except ProcessLookupError:
             pass
+        except CtrError:
+            timeout = 0  # a VM whose agent cannot be reached: nothing to wait for
         if not self._await_stopped(rec, state, timeout):
             self._kill_all(rec, state)
         self._await_stopped(rec, state, 30)

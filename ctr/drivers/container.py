@@ -39,10 +39,7 @@ class SignalForwarder:
 
     def _send(self, sig):
         try:
-            if hasattr(self.proc, "send_signal"):  # a VM's command, an exec in a VM
-                self.proc.send_signal(sig)
-            else:
-                os.kill(self.proc.pid, sig)
+            self.proc.send_signal(sig)
         except (ProcessLookupError, CtrError):
             pass
 
@@ -61,6 +58,9 @@ class Process:
         self.master = master
         self.cgroup = cgroup
         self.net = net
+
+    def send_signal(self, sig):
+        os.kill(self.pid, sig)
 
     def wait(self, stdin=0, stdout=1):
         """Relay the terminal if there is one (to stdin/stdout), reap, return the

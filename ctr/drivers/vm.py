@@ -62,6 +62,7 @@ class VmProcess:
         self.cgroup = cgroup
         self.net = net
         self.master = None
+        self.status = None  # QEMU's wait status, once reaped
 
     def send_signal(self, sig):
         send_signal(self.rec, self.pid, sig)
@@ -70,16 +71,12 @@ class VmProcess:
         del stdin, stdout  # QEMU holds the instance's stdio itself
         from ctr.vm.launch import read_status
 
-        while True:
-            try:
-                _, status = os.waitpid(self.pid, 0)
-                break
-            except InterruptedError:
-                continue
+        if self.status is None:
+            _, self.status = os.waitpid(self.pid, 0)
         report = read_status(os.path.join(run_dir(self.rec), "status"))
         if "exit" in report:
             return report["exit"]
-        code = os.waitstatus_to_exitcode(status)
+        code = os.waitstatus_to_exitcode(self.status)
         return 128 - code if code < 0 else EXIT_CTR
 
 
@@ -107,13 +104,6 @@ def _user(user, root):
     return uid, gid, home
 
 
-def _env(env, home):
-    env = list(env)
-    if not any(e.startswith("HOME=") for e in env):
-        env.append(f"HOME={home}")
-    return env
-
-
 def _launch(rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig, report_w):
     """The child: a mount namespace of its own with the instance's overlay,
     the cgroup, the initrd written, then QEMU."""
@@ -130,7 +120,7 @@ def _launch(rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig, report_w):
         mount_overlay(SYSCALLS, lower, rec.upper, rec.work, rec.rootfs)
         uid, gid, home = _user(spec.user, rec.rootfs)
         config = initramfs.command_config(uid, gid, spec.workdir, list(spec.command),
-                                          _env(spec.env, home))
+                                          namespaces.env_home(list(spec.env), home))
         os.chdir(run_dir(rec))
         with open("qemu.argv", "w") as f:  # for people debugging, and benchmarks/vm.py
             json.dump(argv.args, f)
@@ -178,8 +168,9 @@ class VmDriver:
             plan.prepare()
             tap_fd = plan.attach_tap()
             if tap_fd is not None:
-                argv.args += ["-netdev", f"tap,id=net0,fd={tap_fd}", "-device",
-                              f"virtio-net-device,netdev=net0,mac={plan.info['mac']}"]
+                from ctr.vm.launch import net_args
+
+                argv.args += net_args(tap_fd, plan.info["mac"])
                 argv.guest_files["net"] = (f"{plan.ip} {plan.info['prefixlen']} "
                                            f"{plan.info['gateway']}\n")
             argv.guest_files.update(self._etc_files(plan))
@@ -216,13 +207,13 @@ class VmDriver:
             base = initramfs.base(kern, kernel.cache_dir(rec.store))
         run = run_dir(rec)
         os.makedirs(run, exist_ok=True)
-        for name in launch_files():
+        for name in VM_FILES:
             try:
                 os.unlink(os.path.join(run, name))
             except FileNotFoundError:
                 pass
         args = launch.argv(kernel=kern.path, initrd="initrd", rootfs=rec.rootfs, accel=accel,
-                           memory=vm.get("memory", launch.DEFAULT_MEMORY),
+                           memory=vm["memory"],
                            cpus=launch.vcpus(spec.resources.get("cpus")),
                            tsc_khz=kernel.host_tsc_khz())
         return _Argv(args, base, {"hostname": spec.hostname + "\n"})
@@ -276,13 +267,12 @@ class VmDriver:
             done, status = os.waitpid(proc.pid, os.WNOHANG)
             if done or "exit" in report:
                 if not done:
-                    os.waitpid(proc.pid, 0)
+                    _, status = os.waitpid(proc.pid, 0)
+                proc.status = status
                 report = read_status(os.path.join(run, "status"))
                 if "exit" in report:
                     if "ready" in report:
-                        # It ran and already ended: hand the status over.
-                        proc.wait = lambda *a, code=report["exit"], **k: code
-                        return
+                        return  # it ran and already ended: wait() reads the status
                     raise StartError(f"starting {rec.name}: "
                                      f"{report['message'] or 'the command did not start'}",
                                      report["exit"])
@@ -329,23 +319,17 @@ class VmDriver:
              stdio=(None, None, None)):
         if tty:
             raise StartError("-t is not supported for VMs yet")
+        from ctr.vm.initramfs import command_config
+
+        user = user if user is not None else rec.spec.user  # as a container's exec
         uid, gid, home = _user(user, f"/proc/{state['pid']}/root{rec.rootfs}")
-        config = _config(uid, gid, workdir, command, _env(env, home))
+        config = command_config(uid, gid, workdir, list(command),
+                                namespaces.env_home(list(env), home))
         try:
             sock = _connect(rec, "agent.sock", timeout=None)
         except OSError as err:
             raise StartError(f"exec in {rec.name}: the VM's agent: {err.strerror}") from None
         return AgentSession(sock, config, rec.name)
-
-
-def _config(uid, gid, workdir, command, env):
-    from ctr.vm.initramfs import command_config
-
-    return command_config(uid, gid, workdir, list(command), env)
-
-
-def launch_files():
-    return VM_FILES
 
 
 def cgroup_resources(spec):

@@ -111,12 +111,23 @@ def _read_db(path):
         return []
 
 
+def _in_root(root, path):
+    """`path` of a root seen from outside it (a VM's overlay, from the host):
+    its symlinks are resolved inside that root, never on the host."""
+    if root == "/":
+        return path
+    from ctr.native import SYSCALLS
+    from ctr.rootfs import resolve_in_root
+
+    return resolve_in_root(SYSCALLS, root.rstrip("/"), path)
+
+
 def resolve_user(user, root="/"):
     """docker's -u: NAME, UID, NAME:GROUP or UID:GID, looked up in the container's
     /etc/passwd and /etc/group. Returns (uid, gid, supplementary gids, home)."""
     name, _, group = (user or "0").partition(":")
-    passwd = [e for e in _read_db(os.path.join(root, "etc/passwd")) if len(e) >= 7]
-    groups = [e for e in _read_db(os.path.join(root, "etc/group")) if len(e) >= 4]
+    passwd = [e for e in _read_db(_in_root(root, "/etc/passwd")) if len(e) >= 7]
+    groups = [e for e in _read_db(_in_root(root, "/etc/group")) if len(e) >= 4]
     entry = next((e for e in passwd if e[0] == name or (name.isdigit() and e[2] == name)), None)
     if entry is None and not name.isdigit():
         raise InitFailure(f"unable to find user {name}: no matching entries in /etc/passwd")
@@ -153,7 +164,7 @@ def drop_privileges(uid, gid, groups, caps=DEFAULT_CAPS, pdeathsig=None):
         prctl.set_pdeathsig(pdeathsig)
 
 
-def _env_home(env, home):
+def env_home(env, home):
     if any(e.startswith("HOME=") for e in env):
         return env
     return [*env, f"HOME={home}"]
@@ -274,7 +285,7 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         _stdio(tty_slave, stdio)
         step = "dropping privileges"
         drop_privileges(uid, gid, groups, spec.caps, pdeathsig=pdeathsig)
-        _exec(list(spec.command), _env_home(list(spec.env), home), spec.workdir)
+        _exec(list(spec.command), env_home(list(spec.env), home), spec.workdir)
     except BaseException as err:  # noqa: BLE001 - every failure becomes a report
         report_failure(report_fd, err, step)
     os._exit(EXIT_CTR)
@@ -310,7 +321,7 @@ def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_sock, rep
         _stdio(tty_slave, stdio)
         step = "dropping privileges"
         drop_privileges(uid, gid, groups, spec.caps, pdeathsig=pdeathsig)
-        _exec(list(command), _env_home(list(env), home), workdir)
+        _exec(list(command), env_home(list(env), home), workdir)
     except BaseException as err:  # noqa: BLE001
         report_failure(report_fd, err, step)
     os._exit(EXIT_CTR)

@@ -188,7 +188,7 @@ static int parse_command(char *buf, size_t len, struct command *c)
  * Fork and exec `c` with the given stdio. A failure before exec is written to
  * the returned fd (cloexec pipe) as "code message"; nothing there means exec'd.
  */
-static pid_t spawn(struct command *c, int in, int out, int err, int ctty, int *report)
+static pid_t spawn(struct command *c, int in, int out, int err, int *report)
 {
     int rp[2];
     if (pipe2(rp, O_CLOEXEC) < 0)
@@ -209,8 +209,6 @@ static pid_t spawn(struct command *c, int in, int out, int err, int ctty, int *r
         setsid();
         if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
             goto fail;
-        if (ctty)
-            ioctl(0, TIOCSCTTY, 0);
         step = "chroot";
         if (chroot(ROOT) < 0)
             goto fail;
@@ -340,7 +338,7 @@ static void start_session(struct session *s, int port, char *payload, uint32_t l
         send_frame(port, 'X', "125 pipe failed", 15);
         return;
     }
-    s->pid = spawn(&c, pin[0], pout[1], perr[1], 0, &report);
+    s->pid = spawn(&c, pin[0], pout[1], perr[1], &report);
     close(pin[0]);
     close(pout[1]);
     close(perr[1]);
@@ -431,17 +429,16 @@ static char *slurp(const char *path, size_t *len)
     return buf;
 }
 
-static int console(int tty)
+/* The command's console, raw: its bytes reach the host as written. */
+static int console(void)
 {
     int fd = open("/dev/hvc0", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    struct termios t;
     if (fd < 0)
         return open("/dev/console", O_RDWR | O_NOCTTY | O_CLOEXEC);
-    if (!tty) {
-        struct termios t;
-        if (tcgetattr(fd, &t) == 0) {
-            cfmakeraw(&t);
-            tcsetattr(fd, TCSANOW, &t);
-        }
+    if (tcgetattr(fd, &t) == 0) {
+        cfmakeraw(&t);
+        tcsetattr(fd, TCSANOW, &t);
     }
     return fd;
 }
@@ -595,11 +592,10 @@ static void boot(void)
     network();
 }
 
-int main(int argc, char **argv)
+int main(void)
 {
     size_t len;
     struct command main_cmd;
-    int tty = argc > 1 && strcmp(argv[1], "--tty") == 0;
 
     if (getpid() == 1)
         boot();
@@ -621,10 +617,10 @@ int main(int argc, char **argv)
     sa.sa_handler = SIG_DFL;
     sigaction(SIGCHLD, &sa, NULL);
 
-    int con = console(tty);
+    int con = console();
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     int report;
-    pid_t main_pid = spawn(&main_cmd, tty ? con : null, con, con, tty, &report);
+    pid_t main_pid = spawn(&main_cmd, null, con, con, &report);
     if (main_pid < 0) {
         status("exit 125 fork: %s\n", strerror(errno));
         power_off();

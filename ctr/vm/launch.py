@@ -27,8 +27,6 @@ from ctr.errors import CtrError
 
 QEMU = "qemu-system-x86_64"
 ACCELS = ("kvm", "tcg")
-DEFAULT_MEMORY = 256 << 20
-MIN_MEMORY = 64 << 20
 KERNEL_HZ = 250  # Debian's and Ubuntu's CONFIG_HZ: lpj is per jiffy
 
 
@@ -85,7 +83,7 @@ def cmdline(tsc_khz, extra=""):
         f"tsc_early_khz={tsc_khz} lpj={tsc_khz * 1000 // KERNEL_HZ}", extra)))
 
 
-def argv(*, kernel, initrd, rootfs, accel, memory, cpus, tsc_khz, tap_fd=None, mac=None):
+def argv(*, kernel, initrd, rootfs, accel, memory, cpus, tsc_khz):
     """QEMU's arguments; paths of the run directory are relative (QEMU runs in
     it), so socket paths stay short whatever the state root."""
     args = [
@@ -106,10 +104,13 @@ def argv(*, kernel, initrd, rootfs, accel, memory, cpus, tsc_khz, tap_fd=None, m
         "-device", "virtio-9p-device,fsdev=root,mount_tag=root",
         "-qmp", "unix:qmp.sock,server=on,wait=off",
     ]
-    if tap_fd is not None:
-        args += ["-netdev", f"tap,id=net0,fd={tap_fd}",
-                 "-device", f"virtio-net-device,netdev=net0,mac={mac}"]
     return args
+
+
+def net_args(tap_fd, mac):
+    """A virtio-net device on the tap QEMU inherits as `tap_fd`."""
+    return ["-netdev", f"tap,id=net0,fd={tap_fd}",
+            "-device", f"virtio-net-device,netdev=net0,mac={mac}"]
 
 
 def vcpus(cpus):

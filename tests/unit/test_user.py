@@ -30,3 +30,17 @@ def test_resolve(root, user, expected):
 def test_unknown(root, user, match):
     with pytest.raises(InitFailure, match=match):
         resolve_user(user, root)
+
+
+def test_a_symlinked_passwd_is_read_inside_the_root(tmp_path):
+    """Seen from outside (a VM's overlay from the host), /etc/passwd -> /x/passwd
+    means ROOT/x/passwd, never the host's /x/passwd."""
+    outside = tmp_path / "host"
+    outside.mkdir()
+    (outside / "passwd").write_text("evil:x:666:666::/evil:/bin/sh\n")
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / str(outside).lstrip("/")).mkdir(parents=True)
+    (root / str(outside).lstrip("/") / "passwd").write_text("evil:x:7:7::/in:/bin/sh\n")
+    (root / "etc" / "passwd").symlink_to(outside / "passwd")
+    assert resolve_user("evil", str(root))[:2] == (7, 7)
