@@ -76,8 +76,9 @@ def read(path, default=None):
     try:
         with open(path) as f:
             return f.read().strip()
-    except FileNotFoundError:
-        if default is None:
+    except OSError as err:
+        # ENODEV: a cgroup removed between the open and the read
+        if default is None or err.errno not in (errno.ENOENT, errno.ENODEV):
             raise
         return default
 
@@ -176,8 +177,10 @@ class BaseCgroup:
         for path in self.dirs.values():
             try:
                 return [int(x) for x in read(os.path.join(path, "cgroup.procs")).split()]
-            except FileNotFoundError:
-                continue
+            except OSError as err:
+                # ENODEV: the cgroup was removed while open (its reaper cleaned up)
+                if err.errno not in (errno.ENOENT, errno.ENODEV):
+                    raise
         return []
 
     def exists(self):
