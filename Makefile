@@ -3,7 +3,7 @@ VENV    ?= /opt/ctr/venv
 PYTHON  ?= python3
 BINDIR  ?= /usr/local/bin
 # What ctr needs from the distribution. Installed only when missing.
-APT_PACKAGES = busybox-static libcap-dev iproute2 gcc python3-dev python3-venv \
+APT_PACKAGES = busybox-static libcap-dev libseccomp-dev iproute2 gcc python3-dev python3-venv \
                util-linux cpio nftables qemu-system-x86 kmod
 # Peers for the side-by-side benchmarks.
 APT_BENCH    = crun runc

@@ -22,13 +22,14 @@ class BuildExtAndAgent(build_ext):
 setup(
     packages=[
         "ctr", "ctr.cli", "ctr.cgroups", "ctr.drivers", "ctr.namespaces",
-        "ctr.native", "ctr.net", "ctr.rootfs", "ctr.images", "ctr.vm",
+        "ctr.native", "ctr.net", "ctr.rootfs", "ctr.images", "ctr.seccomp", "ctr.vm",
     ],
     ext_modules=[
         Extension(
             "ctr.native._native",
             sources=["ctr/native/_native.c"],
             extra_compile_args=["-O2", "-Wall", "-Werror"],
+            libraries=["seccomp"],
         )
     ],
     cmdclass={"build_ext": BuildExtAndAgent},

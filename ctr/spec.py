@@ -398,6 +398,61 @@ def check_volumes(values):
     return tuple(out)
 
 
+def check_security_opts(values, privileged=False):
+    """--security-opt seccomp=unconfined|default|FILE.json, no-new-privileges[=BOOL]
+    (docker's spellings, also with ':'). Returns (seccomp, no_new_privs): seccomp
+    is "default", "unconfined" or the profile itself (kept in the spec, so a
+    later change of the file does not change the instance)."""
+    from ctr import seccomp
+
+    profile, nnp = seccomp.DEFAULT, True
+    for value in values:
+        value = str(value)
+        cut = min((i for i in (value.find("="), value.find(":")) if i >= 0), default=len(value))
+        key, sep, arg = value[:cut], value[cut:cut + 1], value[cut + 1:]
+        if key == "seccomp" and arg in (seccomp.UNCONFINED, seccomp.DEFAULT):
+            profile = arg
+        elif key == "seccomp" and arg:
+            try:
+                profile = seccomp.load_file(arg)
+            except seccomp.ProfileError as err:
+                raise InvalidSpec(f"--security-opt {value}: {err}") from err
+        elif key == "no-new-privileges" and arg.lower() in ("", "true", "false"):
+            nnp = arg.lower() != "false" or not sep
+        else:
+            raise InvalidSpec(f"invalid --security-opt {value!r}: expected "
+                              "seccomp=unconfined|FILE.json or no-new-privileges[=true|false]")
+    if privileged:
+        profile = seccomp.UNCONFINED
+    return profile, nnp
+
+
+ULIMITS = ("as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice",
+           "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack")
+
+
+def check_ulimits(values):
+    """--ulimit NAME=SOFT[:HARD] (docker's form; -1 or 'unlimited' for no limit)."""
+    out = {}
+    for value in values:
+        name, _, limits = str(value).partition("=")
+        soft, _, hard = limits.partition(":")
+        try:
+            if name not in ULIMITS:
+                raise ValueError(f"unknown limit {name!r} (one of {', '.join(ULIMITS)})")
+            soft, hard = (-1 if v in ("-1", "unlimited") else int(v)
+                          for v in (soft, hard or soft))
+            if soft < -1 or hard < -1:
+                raise ValueError("a limit is a number >= 0, or -1 for unlimited")
+            if hard != -1 and (soft == -1 or soft > hard):
+                raise ValueError("the soft limit is above the hard one")
+        except ValueError as err:
+            msg = str(err) if "limit" in str(err) else "expected NAME=SOFT[:HARD]"
+            raise InvalidSpec(f"invalid --ulimit {value!r}: {msg}") from err
+        out[name] = {"name": name, "soft": soft, "hard": hard}
+    return tuple(out.values())
+
+
 VM_MIN_MEMORY = 64 << 20
 VM_DEFAULT_MEMORY = 256 << 20
 
@@ -470,6 +525,9 @@ class InstanceSpec:
     read_only: bool = False
     tmpfs: tuple = ()
     volumes: tuple = ()
+    seccomp: str | dict = "default"
+    no_new_privs: bool = True
+    ulimits: tuple = ()
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -479,6 +537,7 @@ class InstanceSpec:
         d["caps"] = list(self.caps)
         d["tmpfs"] = list(self.tmpfs)
         d["volumes"] = list(self.volumes)
+        d["ulimits"] = list(self.ulimits)
         return d
 
     @classmethod
@@ -491,7 +550,7 @@ class InstanceSpec:
         d["command"] = tuple(d["command"])
         d["env"] = tuple(d.get("env", ()))
         d["ports"] = tuple(d.get("ports", ()))
-        for key in ("caps", "tmpfs", "volumes"):
+        for key in ("caps", "tmpfs", "volumes", "ulimits"):
             if key in d:
                 d[key] = tuple(d[key])
         return cls(**d)
@@ -501,7 +560,8 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
                user=None, hostname=None, tty=False, remove=False, kind="container",
                cgroup_parent=None, network=None, publish=(), ip=None, vm=False, kernel=None,
                initrd=None, accel=None, cap_add=(), cap_drop=(), privileged=False,
-               read_only=False, tmpfs=(), volumes=(), **resources):
+               read_only=False, tmpfs=(), volumes=(), security_opt=(), ulimit=(),
+               **resources):
     """Validate CLI-level inputs against an image record and return an InstanceSpec."""
     name = check_name(name) if name is not None else generate_name()
     kind = "vm" if vm else kind
@@ -524,9 +584,12 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
     caps = build_caps(cap_add, cap_drop, privileged)
     tmpfs = check_tmpfs(tmpfs, read_only)
     volumes = check_volumes(volumes)
-    if kind == "vm" and (volumes or tmpfs or read_only or privileged):
-        raise InvalidSpec("-v, --tmpfs, --read-only and --privileged are for containers, "
-                          "not VMs (yet)")
+    seccomp, no_new_privs = check_security_opts(security_opt, privileged)
+    ulimits = check_ulimits(ulimit)
+    if kind == "vm" and (volumes or tmpfs or read_only or privileged or security_opt
+                         or ulimits):
+        raise InvalidSpec("-v, --tmpfs, --read-only, --privileged, --security-opt and "
+                          "--ulimit are for containers, not VMs (yet)")
     instance_id = new_id()
     hostname = check_hostname(hostname) or instance_id[:12]
     base_env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"]
@@ -556,4 +619,7 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
         read_only=bool(read_only),
         tmpfs=tmpfs,
         volumes=volumes,
+        seccomp=seccomp,
+        no_new_privs=no_new_privs,
+        ulimits=ulimits,
     )

@@ -101,6 +101,17 @@ def host_memory():
     return 0
 
 
+# The devices a container may use, like runc's and docker's defaults: mknod of
+# anything (the node is useless without access), the /dev ctr makes, and
+# /dev/net/tun. Each is "type major:minor access" as the v1 devices cgroup reads.
+DEFAULT_DEVICES = (
+    "c *:* m", "b *:* m",
+    "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",  # null zero full (u)random
+    "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm",  # tty console ptmx pts
+    "c 10:200 rwm",  # net/tun
+)
+
+
 class BaseCgroup:
     """An instance's cgroup: one folder per hierarchy (a single one on v2).
     Backends add the controller files: apply, freeze/thaw, stats, oom_kills."""
@@ -139,6 +150,10 @@ class BaseCgroup:
 
     def _prepare(self, path, ctrls):
         """Called for each folder ctr creates, parents first."""
+
+    def restrict_devices(self, rules=None):
+        """Deny every device but `rules` (done before any task joins). Backends
+        without a device controller rely on the container's minimal /dev."""
 
     def _delegate(self):
         """Called once the folders exist, before the limits are applied."""

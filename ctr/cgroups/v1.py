@@ -61,6 +61,19 @@ class V1Cgroup(BaseCgroup):
         }.get(name, controllers.Controller)
         return cls(_Node(path))
 
+    def restrict_devices(self, rules=None):
+        from ctr.cgroups import DEFAULT_DEVICES
+
+        path = self.dir_of("devices")
+        if path is None:
+            return  # no devices hierarchy: the minimal /dev is the only guard
+        try:
+            write(os.path.join(path, "devices.deny"), "a")
+            for rule in DEFAULT_DEVICES if rules is None else rules:
+                write(os.path.join(path, "devices.allow"), rule)
+        except OSError as err:
+            raise CtrError(f"setting the device allowlist in {path}: {err.strerror}") from err
+
     # -- limits -------------------------------------------------------------------
 
     def apply(self, res):

@@ -69,6 +69,11 @@ def instance_options(f):
                      help="Mount a tmpfs (OPTS: size=64m,mode=1777,noexec,...)."),
         click.option("-v", "--volume", "volumes", multiple=True, metavar="SRC:DST[:ro]",
                      help="Bind a host path into the container."),
+        click.option("--security-opt", multiple=True, metavar="OPT",
+                     help="seccomp=unconfined|FILE.json (docker's format), "
+                          "no-new-privileges[=false]."),
+        click.option("--ulimit", multiple=True, metavar="NAME=SOFT[:HARD]",
+                     help="A resource limit (nofile=1024:2048, nproc=64, core=0...)."),
         resource_options,
         click.option("--vm", is_flag=True,
                      help="Boot the image as a VM under QEMU (-m is then its RAM, default 256m)."),

@@ -132,6 +132,8 @@ class ContainerDriver:
             plan.prepare()
             cg = cgroups.Cgroup(spec.cgroup_parent, spec.id).create(spec.resources)
             undo.append(cg.destroy)
+            if not spec.privileged:
+                cg.restrict_devices()
             return self._clone(rec, lower, plan, cg, stdio, tty, pdeathsig)
         except BaseException:
             for step in reversed(undo):

@@ -37,7 +37,7 @@ from ctr.native import (
     CLONE_NEWPID,
     CLONE_NEWUTS,
 )
-from ctr.spec import ALL_CAPS, DEFAULT_CAPS
+from ctr.spec import ALL_CAPS
 
 CONTAINER_FLAGS = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET
 
@@ -146,10 +146,45 @@ def resolve_user(user, root="/"):
     return uid, gid, extra, home or "/"
 
 
-def drop_privileges(uid, gid, groups, caps=DEFAULT_CAPS, pdeathsig=None):
-    """Bounding set, ids, capability sets, no_new_privs, in that order: the
-    bounding set needs CAP_SETPCAP, the ids need CAP_SETUID/SETGID."""
-    keep = [ALL_CAPS.index(c) for c in caps]
+def process_setup(spec):
+    """What the last steps need from ctr's own files, loaded while they are in
+    reach (before pivot_root or setns): the seccomp filter, built, and the
+    resource module."""
+    from ctr import seccomp
+
+    if spec.ulimits:
+        import resource  # noqa: F401
+    return seccomp.for_instance(spec)
+
+
+def set_ulimits(ulimits):
+    """--ulimit: before the capabilities go (raising a hard limit needs
+    CAP_SYS_RESOURCE, when ctr has it)."""
+    if not ulimits:
+        return
+    import resource
+
+    for u in ulimits:
+        soft, hard = (resource.RLIM_INFINITY if v == -1 else v for v in (u["soft"], u["hard"]))
+        try:
+            resource.setrlimit(getattr(resource, f"RLIMIT_{u['name'].upper()}"), (soft, hard))
+        except (ValueError, OSError) as err:
+            raise InitFailure(f"--ulimit {u['name']}={u['soft']}:{u['hard']}: "
+                              f"{getattr(err, 'strerror', None) or err}",
+                              getattr(err, "errno", 0) or 0) from err
+
+
+def drop_privileges(uid, gid, groups, spec, seccomp_filter=None, pdeathsig=None):
+    """Bounding set, ids, capability sets, no_new_privs, seccomp, in that order:
+    the bounding set needs CAP_SETPCAP, the ids need CAP_SETUID/SETGID, and the
+    filter comes last so it never stands in the way of the steps before it.
+    Without no_new_privs the filter goes first, while CAP_SYS_ADMIN (which
+    loading one then needs) is still held."""
+    from ctr import seccomp
+
+    if seccomp_filter is not None and not spec.no_new_privs:
+        seccomp.load(seccomp_filter)
+    keep = [ALL_CAPS.index(c) for c in spec.caps]
     prctl.capbset.limit(*keep)
     os.setgroups(groups)
     os.setgid(gid)
@@ -158,10 +193,13 @@ def drop_privileges(uid, gid, groups, caps=DEFAULT_CAPS, pdeathsig=None):
         prctl.cap_effective.limit(*keep)  # effective must stay within permitted
         prctl.cap_permitted.limit(*keep)
     prctl.cap_inheritable.limit()
-    prctl.set_no_new_privs(1)
     if pdeathsig:
         # After setuid, which clears it.
         prctl.set_pdeathsig(pdeathsig)
+    if spec.no_new_privs:
+        prctl.set_no_new_privs(1)
+        if seccomp_filter is not None:
+            seccomp.load(seccomp_filter)
 
 
 def env_home(env, home):
@@ -262,6 +300,8 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         os.close(go_fd)
         step = "entering the cgroup namespace"
         unshare(CLONE_NEWCGROUP)
+        step = "building the seccomp filter"
+        seccomp_filter = process_setup(spec)
         if netns_fd is not None:
             step = "joining the network namespace"
             setns(netns_fd, CLONE_NEWNET)
@@ -283,8 +323,10 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         uid, gid, groups, home = resolve_user(spec.user)
         _prepare_workdir(spec.workdir)
         _stdio(tty_slave, stdio)
+        step = "setting the ulimits"
+        set_ulimits(spec.ulimits)
         step = "dropping privileges"
-        drop_privileges(uid, gid, groups, spec.caps, pdeathsig=pdeathsig)
+        drop_privileges(uid, gid, groups, spec, seccomp_filter, pdeathsig=pdeathsig)
         _exec(list(spec.command), env_home(list(spec.env), home), spec.workdir)
     except BaseException as err:  # noqa: BLE001 - every failure becomes a report
         report_failure(report_fd, err, step)
@@ -304,6 +346,9 @@ def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_sock, rep
     step = "joining the namespaces"
     try:
         reset_signals()
+        step = "building the seccomp filter"
+        seccomp_filter = process_setup(spec)
+        step = "joining the namespaces"
         fds = []
         for name, flag in JOIN_ORDER:
             if name != "pid":
@@ -319,8 +364,10 @@ def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_sock, rep
         step = "setting up the process"
         uid, gid, groups, home = resolve_user(user if user is not None else spec.user)
         _stdio(tty_slave, stdio)
+        step = "setting the ulimits"
+        set_ulimits(spec.ulimits)
         step = "dropping privileges"
-        drop_privileges(uid, gid, groups, spec.caps, pdeathsig=pdeathsig)
+        drop_privileges(uid, gid, groups, spec, seccomp_filter, pdeathsig=pdeathsig)
         _exec(list(command), env_home(list(env), home), workdir)
     except BaseException as err:  # noqa: BLE001
         report_failure(report_fd, err, step)

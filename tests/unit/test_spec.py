@@ -202,3 +202,35 @@ def test_volumes(tmp_path):
                 "/nonexistent-ctr:/d"):
         with pytest.raises(InvalidSpec):
             check_volumes([bad])
+
+
+def test_security_opts():
+    from ctr.spec import check_security_opts
+
+    assert check_security_opts(()) == ("default", True)
+    assert check_security_opts(["seccomp=unconfined", "no-new-privileges=false"]) == (
+        "unconfined", False)
+    assert check_security_opts(["seccomp:unconfined", "no-new-privileges"]) == (
+        "unconfined", True)
+    assert check_security_opts([], privileged=True) == ("unconfined", True)
+
+
+def test_security_opt_profile_file(tmp_path):
+    from ctr.spec import check_security_opts
+
+    path = tmp_path / "a:b.json"  # a colon in the path is not a separator
+    path.write_text('{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": '
+                    '[{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]}')
+    profile, _ = check_security_opts([f"seccomp={path}"])
+    assert profile["syscalls"][0]["names"] == ["read"]
+
+
+def test_ulimits():
+    from ctr.spec import check_ulimits
+
+    assert check_ulimits(["nofile=10:20", "core=0", "nofile=5"]) == (
+        {"name": "nofile", "soft": 5, "hard": 5}, {"name": "core", "soft": 0, "hard": 0})
+    assert check_ulimits(["stack=unlimited"])[0]["hard"] == -1
+    for bad in ("nofile", "nofile=x", "nofile=-2", "nofile=-1:10", "x=1"):
+        with pytest.raises(InvalidSpec):
+            check_ulimits([bad])
