@@ -8,15 +8,19 @@ from setuptools.command.build_ext import build_ext
 
 
 class BuildExtAndAgent(build_ext):
-    """Also build ctr-agent, PID 1 of a ctr VM: static, as the guest has no libc."""
+    """Also build two static programs: ctr-agent, PID 1 of a ctr VM (the guest
+    has no libc), and ctr-exec, the last exec of a container's process (run from
+    a sealed memfd, see execstub.c)."""
 
     def run(self):
         super().run()
         target = self.build_lib if not self.inplace else "."
-        out = os.path.join(target, "ctr", "vm", "ctr-agent")
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        subprocess.check_call(["gcc", "-static", "-O2", "-Wall", "-Werror", "-o", out,
-                               os.path.join("ctr", "vm", "agent.c")])
+        for out, source in (("vm/ctr-agent", "vm/agent.c"), ("native/ctr-exec",
+                                                            "native/execstub.c")):
+            out = os.path.join(target, "ctr", out)
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            subprocess.check_call(["gcc", "-static", "-O2", "-s", "-Wall", "-Werror", "-o", out,
+                                   os.path.join("ctr", source)])
 
 
 setup(

@@ -18,6 +18,7 @@ The child never prints: any failure, including a Python exception, becomes a
 report and the child exits 125 without running the command.
 """
 
+import errno
 import fcntl
 import json
 import os
@@ -148,13 +149,17 @@ def resolve_user(user, root="/"):
 
 def process_setup(spec):
     """What the last steps need from ctr's own files, loaded while they are in
-    reach (before pivot_root or setns): the seccomp filter, built, and the
-    resource module."""
+    reach (before pivot_root or setns): the seccomp filter, built, the sealed
+    exec stub, and the resource module. The process turns non-dumpable: until
+    it execs, nothing in the container may open its /proc/PID/exe (the host's
+    interpreter) or its memory."""
     from ctr import seccomp
+    from ctr.native import sealed_exec_stub
 
+    prctl.set_dumpable(0)
     if spec.ulimits:
         import resource  # noqa: F401
-    return seccomp.for_instance(spec)
+    return seccomp.for_instance(spec), sealed_exec_stub()
 
 
 def set_ulimits(ulimits):
@@ -208,22 +213,37 @@ def env_home(env, home):
     return [*env, f"HOME={home}"]
 
 
-def _exec(command, env, workdir):
+def _lookup(name, env):
+    """execvpe's search of PATH: the first executable file; EACCES when only
+    files that are not executable were found."""
+    if "/" in name:
+        return name  # what is wrong with it, the stub's execve tells
+    denied = False
+    for d in (env.get("PATH") or os.defpath).split(":"):
+        path = os.path.join(d or ".", name)
+        if os.path.isfile(path):
+            if os.access(path, os.X_OK):
+                return path
+            denied = True
+    if denied:
+        raise InitFailure(f"{name}: permission denied", errno.EACCES, EXIT_CANNOT_INVOKE)
+    raise InitFailure(f"{name}: executable file not found in $PATH", errno.ENOENT,
+                      EXIT_NOT_FOUND)
+
+
+def _exec(command, env, workdir, stub, report_fd):
+    """Exec the command through the sealed stub (see ctr/native/execstub.c),
+    which reports its own execve's failure on `report_fd`."""
     envd = dict(e.split("=", 1) for e in env)
     try:
         os.chdir(workdir)
     except OSError as err:
         raise InitFailure(f"cannot use working directory {workdir}: {err.strerror}",
                           err.errno) from err
+    path = _lookup(command[0], envd)
+    os.set_inheritable(report_fd, True)
     try:
-        os.execvpe(command[0], command, envd)
-    except FileNotFoundError as err:
-        raise InitFailure(
-            f"{command[0]}: executable file not found in $PATH" if "/" not in command[0]
-            else f"{command[0]}: no such file or directory", err.errno, EXIT_NOT_FOUND) from err
-    except (PermissionError, IsADirectoryError) as err:
-        raise InitFailure(f"{command[0]}: permission denied", err.errno,
-                          EXIT_CANNOT_INVOKE) from err
+        os.execve(stub, ["ctr-exec", str(report_fd), path, *command], envd)
     except OSError as err:
         raise InitFailure(f"{command[0]}: cannot execute: {err.strerror}", err.errno,
                           EXIT_CANNOT_INVOKE) from err
@@ -301,7 +321,7 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         step = "entering the cgroup namespace"
         unshare(CLONE_NEWCGROUP)
         step = "building the seccomp filter"
-        seccomp_filter = process_setup(spec)
+        seccomp_filter, stub = process_setup(spec)
         if netns_fd is not None:
             step = "joining the network namespace"
             setns(netns_fd, CLONE_NEWNET)
@@ -327,7 +347,8 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         set_ulimits(spec.ulimits)
         step = "dropping privileges"
         drop_privileges(uid, gid, groups, spec, seccomp_filter, pdeathsig=pdeathsig)
-        _exec(list(spec.command), env_home(list(spec.env), home), spec.workdir)
+        _exec(list(spec.command), env_home(list(spec.env), home), spec.workdir, stub,
+              report_fd)
     except BaseException as err:  # noqa: BLE001 - every failure becomes a report
         report_failure(report_fd, err, step)
     os._exit(EXIT_CTR)
@@ -347,7 +368,7 @@ def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_sock, rep
     try:
         reset_signals()
         step = "building the seccomp filter"
-        seccomp_filter = process_setup(spec)
+        seccomp_filter, stub = process_setup(spec)
         step = "joining the namespaces"
         fds = []
         for name, flag in JOIN_ORDER:
@@ -368,7 +389,7 @@ def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_sock, rep
         set_ulimits(spec.ulimits)
         step = "dropping privileges"
         drop_privileges(uid, gid, groups, spec, seccomp_filter, pdeathsig=pdeathsig)
-        _exec(list(command), env_home(list(env), home), workdir)
+        _exec(list(command), env_home(list(env), home), workdir, stub, report_fd)
     except BaseException as err:  # noqa: BLE001
         report_failure(report_fd, err, step)
     os._exit(EXIT_CTR)

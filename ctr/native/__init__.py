@@ -32,6 +32,28 @@ clone = _native.clone
 unshare = _native.unshare
 setns = _native.setns
 
+EXEC_STUB = os.path.join(os.path.dirname(__file__), "ctr-exec")
+
+
+def sealed_exec_stub():
+    """ctr-exec (execstub.c) copied into a memfd sealed against any change: the
+    program a container's process is exec'd through, so that its
+    /proc/self/exe is never a host file (CVE-2019-5736). Close-on-exec."""
+    import fcntl
+
+    fd = os.memfd_create("ctr-exec", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        with open(EXEC_STUB, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            while size > 0:
+                size -= os.sendfile(fd, f.fileno(), None, size)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK
+                    | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
 
 class Syscalls:
     """The operations the container's init sequence performs on the kernel."""

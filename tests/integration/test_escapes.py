@@ -200,3 +200,39 @@ def test_bad_seccomp_profiles(ctr, tmp_path, profile, message):
     r = ctr("run", "--rm", "--security-opt", f"seccomp={path}", "busybox", "true")
     assert r.returncode == 125 and message in r.stderr, r.stderr
     assert len(r.stderr.splitlines()) == 1
+
+
+def test_proc_self_exe_is_never_the_host_runtime(ctr):
+    """CVE-2019-5736: a command "#!/proc/self/exe" (or /proc/self/exe itself)
+    makes the kernel run whatever the exec'ing process is. ctr's is a copy of
+    its exec stub in a sealed memfd, never the host's Python, so a process in
+    the container cannot reach a host binary through /proc/PID/exe."""
+    ctr("run", "-d", "--name", "cve", "--network", "none", "busybox", "sleep", "60", check=True)
+    upper = ctr.inspect("cve")["paths"]["upper"]
+    evil = os.path.join(upper, "evil")
+    with open(evil, "w") as f:
+        f.write("#!/proc/self/exe\n")
+    os.chmod(evil, 0o755)
+    for cmd in (("exec", "cve", "/evil"), ("exec", "cve", "/proc/self/exe"),
+                ("run", "--rm", "--network", "none", "busybox", "/proc/self/exe")):
+        r = ctr(*cmd)
+        assert r.returncode == 126 and "ctr-exec: ctr's exec stub" in r.stderr, r.stderr
+        assert "Python" not in r.stderr
+
+
+def test_the_exec_stub_cannot_be_written():
+    from ctr.native import sealed_exec_stub
+
+    fd = sealed_exec_stub()
+    try:
+        with pytest.raises(PermissionError):
+            os.pwrite(fd, b"\0", 0)
+        # nor through a new open of it, as /proc/PID/exe would give
+        rw = os.open(f"/proc/self/fd/{fd}", os.O_RDWR)
+        try:
+            with pytest.raises(PermissionError):
+                os.pwrite(rw, b"\0", 0)
+        finally:
+            os.close(rw)
+    finally:
+        os.close(fd)
