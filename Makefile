@@ -8,9 +8,15 @@ APT_PACKAGES = busybox-static libcap-dev libseccomp-dev iproute2 gcc python3-dev
 # Peers for the side-by-side benchmarks.
 APT_BENCH    = crun runc
 
-.PHONY: install apt venv kernel dev test unit lint bench clean
+.PHONY: install apt venv kernel subids dev test unit lint bench clean
 
-install: apt venv kernel
+install: apt venv kernel subids
+
+# The subordinate ids --userns=auto hands out, one block of 65536 per container.
+subids:
+	@for f in /etc/subuid /etc/subgid; do \
+	  grep -qs '^ctr:' $$f || echo 'ctr:1000000000:1000000000' >> $$f; \
+	done
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES) $(EXTRA_APT); do \

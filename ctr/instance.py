@@ -104,7 +104,37 @@ class Instances:
         self.store.ensure()
         img = self.images.ensure(image, progress=progress)
         spec = build_spec(image=img, **options)
+        if spec.userns:
+            return self._create_userns(spec)
         return self.store.create_record(spec)
+
+    def _create_userns(self, spec):
+        """Allocate the instance's block of ids and give it a root filesystem
+        owned by them (see ctr.userns)."""
+        import dataclasses
+
+        from ctr import userns
+
+        userns.check_reachable(self.store.instances_dir)
+        with userns.lock(self.store):
+            taken = []
+            for rec in self.store.records():
+                try:
+                    taken.append(rec.spec.userns)
+                except CtrError:
+                    continue  # a record being removed, or damaged: not holding ids
+            spec = dataclasses.replace(spec, userns=userns.allocate(taken))
+            rec = self.store.create_record(spec)
+        try:
+            ids = spec.userns
+            userns.shifted_copy(self.images.rootfs(spec.image), rec.lower, ids)
+            for path in (rec.upper, rec.work, rec.rootfs):
+                os.chown(path, ids["uid"], ids["gid"])
+            os.chmod(rec.dir, 0o711)  # the container's root walks to its layers
+        except BaseException:
+            rec.remove()
+            raise
+        return rec
 
     def get(self, name):
         return self.store.record(name)
@@ -113,7 +143,7 @@ class Instances:
         """The locked transition to running. Returns the driver's Process."""
         spec = rec.spec
         driver = driver_for(spec.kind)
-        lower = self.images.rootfs(spec.image)
+        lower = rec.lower if spec.userns else self.images.rootfs(spec.image)
         if not os.path.isdir(lower):
             raise NotFound(f"the image {spec.image} of {spec.name} is gone")
         with rec.lock():

@@ -427,6 +427,23 @@ def check_security_opts(values, privileged=False):
     return profile, nnp
 
 
+def check_userns(value, kind="container", privileged=False, network="bridge"):
+    """--userns=host (the default: container root is host root, as in docker)
+    or auto (ids of its own; the block is allocated when the record is made)."""
+    if value in (None, "", "host"):
+        return {}
+    if value != "auto":
+        raise InvalidSpec(f"invalid --userns {value!r}: expected auto or host")
+    if kind != "container":
+        raise InvalidSpec("--userns=auto is for containers (a VM has its own kernel)")
+    if privileged:
+        raise InvalidSpec("--userns=auto and --privileged exclude each other")
+    if network == "host" or network.startswith("container:"):
+        raise InvalidSpec(f"--userns=auto needs a network namespace of its own, "
+                          f"not --network {network}")
+    return {"mode": "auto"}
+
+
 ULIMITS = ("as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice",
            "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack")
 
@@ -525,6 +542,7 @@ class InstanceSpec:
     read_only: bool = False
     tmpfs: tuple = ()
     volumes: tuple = ()
+    userns: dict = dataclasses.field(default_factory=dict)
     seccomp: str | dict = "default"
     no_new_privs: bool = True
     ulimits: tuple = ()
@@ -561,7 +579,7 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
                cgroup_parent=None, network=None, publish=(), ip=None, vm=False, kernel=None,
                initrd=None, accel=None, cap_add=(), cap_drop=(), privileged=False,
                read_only=False, tmpfs=(), volumes=(), security_opt=(), ulimit=(),
-               **resources):
+               userns=None, **resources):
     """Validate CLI-level inputs against an image record and return an InstanceSpec."""
     name = check_name(name) if name is not None else generate_name()
     kind = "vm" if vm else kind
@@ -586,6 +604,7 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
     volumes = check_volumes(volumes)
     seccomp, no_new_privs = check_security_opts(security_opt, privileged)
     ulimits = check_ulimits(ulimit)
+    userns = check_userns(userns, kind, privileged, network)
     if kind == "vm" and (volumes or tmpfs or read_only or privileged or security_opt
                          or ulimits):
         raise InvalidSpec("-v, --tmpfs, --read-only, --privileged, --security-opt and "
@@ -619,6 +638,7 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
         read_only=bool(read_only),
         tmpfs=tmpfs,
         volumes=volumes,
+        userns=userns,
         seccomp=seccomp,
         no_new_privs=no_new_privs,
         ulimits=ulimits,

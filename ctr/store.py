@@ -3,7 +3,7 @@
 Layout under the root (default /var/lib/ctr, --root or CTR_ROOT to override):
 
     images/NAME/{image.json, rootfs/}
-    instances/NAME/{spec.json, state.json, lock, log, upper/, work/, rootfs/}
+    instances/NAME/{spec.json, state.json, lock, log, upper/, work/, rootfs/, lower/}
 
 A record is written atomically (temp file, fsync, rename), so a crash leaves
 either the old or the new file. A record whose process died
@@ -149,6 +149,7 @@ class Record:
         self.upper = os.path.join(self.dir, "upper")
         self.work = os.path.join(self.dir, "work")
         self.rootfs = os.path.join(self.dir, "rootfs")
+        self.lower = os.path.join(self.dir, "lower")  # --userns=auto: the shifted image
         self._spec = None
 
     @property

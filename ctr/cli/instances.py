@@ -72,6 +72,8 @@ def instance_options(f):
         click.option("--security-opt", multiple=True, metavar="OPT",
                      help="seccomp=unconfined|FILE.json (docker's format), "
                           "no-new-privileges[=false]."),
+        click.option("--userns", metavar="auto|host",
+                     help="auto: ids of its own from ctr's /etc/subuid range (default: host)."),
         click.option("--ulimit", multiple=True, metavar="NAME=SOFT[:HARD]",
                      help="A resource limit (nofile=1024:2048, nproc=64, core=0...)."),
         resource_options,

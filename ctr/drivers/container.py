@@ -150,8 +150,11 @@ class ContainerDriver:
         sock, child_sock = _pty_channel(tty)
         go_r, go_w = os.pipe()
         rep_r, rep_w = os.pipe()
+        flags = plan.clone_flags(namespaces.CONTAINER_FLAGS)
+        if spec.userns:
+            flags |= namespaces.CLONE_NEWUSER
         try:
-            pid = clone(plan.clone_flags(namespaces.CONTAINER_FLAGS))
+            pid = clone(flags)
         except OSError as err:
             for fd in (go_r, go_w, rep_r, rep_w, join_fd):
                 if fd is not None:
@@ -171,6 +174,10 @@ class ContainerDriver:
             os.close(join_fd)
         _close(child_sock)
         try:
+            if spec.userns:
+                from ctr.userns import write_maps
+
+                write_maps(pid, spec.userns)
             cg.add(pid)
             net = plan.attach(pid, proc_starttime(pid))
             os.write(go_w, b"G")

@@ -36,6 +36,7 @@ from ctr.native import (
     CLONE_NEWNET,
     CLONE_NEWNS,
     CLONE_NEWPID,
+    CLONE_NEWUSER,
     CLONE_NEWUTS,
 )
 from ctr.spec import ALL_CAPS
@@ -145,6 +146,14 @@ def resolve_user(user, root="/"):
     extra = sorted({int(e[2]) for e in groups
                     if login and login in e[3].split(",") and e[2].isdigit()} | {gid})
     return uid, gid, extra, home or "/"
+
+
+def _become_userns_root():
+    """In a user namespace of its own the process is still host root, which the
+    namespace does not map: files it made would be refused (EOVERFLOW). Its
+    root is the block's first id."""
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
 
 
 def process_setup(spec):
@@ -318,6 +327,8 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         if os.read(go_fd, 1) != b"G":
             os._exit(EXIT_CTR)  # the parent gave up; it cleans up
         os.close(go_fd)
+        if spec.userns:
+            _become_userns_root()
         step = "entering the cgroup namespace"
         unshare(CLONE_NEWCGROUP)
         step = "building the seccomp filter"
@@ -330,7 +341,7 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         pty = rootfs_mod.prepare(SYSCALLS, lower=lower, upper=upper, work=work, root=rootfs,
                                  tty=tty_sock is not None, binds=binds, volumes=spec.volumes,
                                  tmpfs=spec.tmpfs, read_only=spec.read_only,
-                                 privileged=spec.privileged)
+                                 privileged=spec.privileged, userns=bool(spec.userns))
         tty_slave = hand_over_pty(tty_sock, *pty) if pty else None
         if own_netns:
             step = "setting up the network"
@@ -375,10 +386,15 @@ def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_sock, rep
             if name != "pid":
                 fds.append((os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC),
                             flag))
+        if spec.userns:  # joined last: after it, ctr's own powers are gone
+            fds.append((os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC),
+                        CLONE_NEWUSER))
         cgroup.add(0)
         for fd, flag in fds:
             setns(fd, flag)
             os.close(fd)
+        if spec.userns:
+            _become_userns_root()
         tty_slave = None
         if tty_sock is not None:  # a pty of the container's own devpts
             tty_slave = hand_over_pty(tty_sock, *rootfs_mod.open_pty(SYSCALLS))

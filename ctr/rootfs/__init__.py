@@ -61,9 +61,11 @@ def _join(root, path):
     return root + path
 
 
-def mount_overlay(sc, lower, upper, work, target):
+def mount_overlay(sc, lower, upper, work, target, userns=False):
     opts = f"lowerdir={lower},upperdir={upper},workdir={work}"
-    sc.mount("overlay", target, "overlay", 0, opts)
+    # In a user namespace overlayfs may not use trusted.* xattrs for its
+    # whiteouts and opaque dirs: user.* ones instead.
+    sc.mount("overlay", target, "overlay", 0, opts + (",userxattr" if userns else ""))
 
 
 def open_pty(sc, dev="/dev"):
@@ -72,7 +74,7 @@ def open_pty(sc, dev="/dev"):
     return master, f"{dev}/pts/{number}"
 
 
-def mount_dev(sc, root, tty=False):
+def mount_dev(sc, root, tty=False, userns=False):
     """A minimal /dev on tmpfs: device nodes, devpts, shm, mqueue, links, console.
 
     With `tty`, a pty is opened in the container's own devpts (so `tty` inside
@@ -83,6 +85,10 @@ def mount_dev(sc, root, tty=False):
     sc.mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
     for name, major, minor in DEVICES:
         path = f"{dev}/{name}"
+        if userns:  # no mknod in a user namespace: the host's node, bound
+            sc.touch(path)
+            sc.mount(f"/dev/{name}", path, None, MS_BIND)
+            continue
         sc.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
         sc.chmod(path, 0o666)  # mknod is subject to the umask
     sc.makedirs(f"{dev}/pts")
@@ -208,11 +214,11 @@ def host_devices(sc, root):
 
 
 def prepare(sc, *, lower, upper, work, root, tty=False, binds=(), volumes=(), tmpfs=(),
-            read_only=False, privileged=False):
+            read_only=False, privileged=False, userns=False):
     """Build the container's tree at `root` (a folder on the host, seen from the
     container's own mount namespace). Returns mount_dev's pty, if any."""
     sc.mount(None, "/", None, MS_REC | MS_PRIVATE)
-    mount_overlay(sc, lower, upper, work, root)
+    mount_overlay(sc, lower, upper, work, root, userns)
     proc = _join(root, "/proc")
     sc.makedirs(proc)
     sc.mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -220,7 +226,7 @@ def prepare(sc, *, lower, upper, work, root, tty=False, binds=(), volumes=(), tm
     sc.makedirs(sys_)
     sc.mount("sysfs", sys_, "sysfs",
              (0 if privileged else MS_RDONLY) | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    pty = mount_dev(sc, root, tty)
+    pty = mount_dev(sc, root, tty, userns)
     if privileged:
         host_devices(sc, root)
     else:

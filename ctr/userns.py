@@ -1,0 +1,124 @@
+"""--userns=auto: each container gets its own block of host ids.
+
+The blocks come from the subordinate ranges of the user `ctr` in /etc/subuid
+and /etc/subgid (`make install` adds `ctr:1000000000:1000000000` to both when
+there is none; CTR_SUBUID / CTR_SUBGID name other files). Each instance takes
+the first block of SIZE ids that no other instance of the state root holds; the
+spec records it, so the block is free again when the instance is removed. Two
+instances never share ids, and the container's root is a host uid nobody else
+has.
+
+The root filesystem: a one-time copy of the image, with every owner shifted
+into the block, becomes the overlay's lower layer (and the empty upper and work
+dirs are chowned likewise); the container's own root mounts the overlay
+(unprivileged overlayfs, Linux 5.11+, with user.* xattrs). Idmapped lower layers
+(Linux 5.19+) would avoid the copy; not used yet. A copy of busybox costs a few
+milliseconds, once per instance.
+"""
+
+import fcntl
+import os
+
+from ctr.errors import CtrError
+
+SIZE = 65536
+USER = "ctr"
+
+
+def _ranges(kind):
+    path = os.environ.get(f"CTR_SUB{kind.upper()}") or f"/etc/sub{kind}"
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                fields = line.strip().split(":")
+                if len(fields) == 3 and fields[0] == USER and fields[1].isdigit() \
+                        and fields[2].isdigit():
+                    out.append((int(fields[1]), int(fields[2])))
+    except FileNotFoundError:
+        pass
+    if not any(count >= SIZE for _, count in out):
+        raise CtrError(f"--userns=auto needs a range of at least {SIZE} ids for the user "
+                       f"{USER} in {path} (e.g. {USER}:1000000000:1000000000; "
+                       "make install adds one)")
+    return out
+
+
+def _blocks(ranges):
+    for start, count in ranges:
+        yield from range(start, start + count - SIZE + 1, SIZE)
+
+
+def allocate(taken):
+    """(uid base, gid base) of a free block. `taken`: the specs' userns dicts
+    of every other instance; the caller holds `lock(store)`."""
+    used_uids = {u["uid"] for u in taken if u}
+    used_gids = {u["gid"] for u in taken if u}
+    uids = (b for b in _blocks(_ranges("uid")) if b not in used_uids)
+    gids = (b for b in _blocks(_ranges("gid")) if b not in used_gids)
+    uid, gid = next(uids, None), next(gids, None)
+    if uid is None or gid is None:
+        raise CtrError("--userns=auto: every block of subordinate ids is in use")
+    return {"uid": uid, "gid": gid, "size": SIZE}
+
+
+class lock:
+    """Held across allocation and the record's creation, so two creates
+    cannot take the same block."""
+
+    def __init__(self, store):
+        self.path = os.path.join(store.root, "userns.lock")
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+
+def shifted_copy(image, dest, userns):
+    """Copy the image's tree to `dest` (cp -a: hard links, devices, xattrs kept)
+    with every owner moved into the block."""
+    import subprocess
+
+    du, dg = userns["uid"], userns["gid"]
+    r = subprocess.run(["cp", "-a", "--reflink=auto", image, dest], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        raise CtrError(f"copying the image for --userns=auto: {r.stderr.strip()}")
+    seen = set()
+    for top, dirs, files in os.walk(dest):
+        for path in [top] + [os.path.join(top, n) for n in files + dirs
+                             if n in files or os.path.islink(os.path.join(top, n))]:
+            st = os.lstat(path)
+            if (st.st_ino in seen) or st.st_dev != os.lstat(dest).st_dev:
+                continue
+            seen.add(st.st_ino)
+            os.lchown(path, st.st_uid + du if st.st_uid < SIZE else du,
+                      st.st_gid + dg if st.st_gid < SIZE else dg)
+            if not os.path.islink(path):
+                os.chmod(path, st.st_mode & 0o7777)  # chown clears the set-id bits
+
+
+def check_reachable(path):
+    """The container's root, an unprivileged uid, walks to its layers under the
+    state root: every folder above must be searchable by others."""
+    import stat
+
+    path = os.path.abspath(path)
+    while True:
+        if not os.stat(path).st_mode & stat.S_IXOTH:
+            raise CtrError(f"--userns=auto: the container's uid cannot reach {path} "
+                           f"(chmod o+x {path}, or a state root under /var/lib)")
+        if path == "/":
+            return
+        path = os.path.dirname(path)
+
+
+def write_maps(pid, userns):
+    """The parent's side, after clone(CLONE_NEWUSER) and before the child goes."""
+    for kind, base in (("uid", userns["uid"]), ("gid", userns["gid"])):
+        with open(f"/proc/{pid}/{kind}_map", "w") as f:
+            f.write(f"0 {base} {userns['size']}\n")
