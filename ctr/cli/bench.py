@@ -56,7 +56,8 @@ def bench(obj, fmt, no_probes, no_memory, command, **opts):
     """Compare startup, memory and isolation of containers and VMs.
 
     Runs `-- CMD...` (default: echo ready) as each kind; exits 1 when a
-    threshold is missed or a probe finds an isolation it should not."""
+    threshold is missed or a probe finds the instance exposed where it should
+    be isolated."""
     from ctr import __version__
     from ctr.bench import harness, report
     from ctr.cli import progress
