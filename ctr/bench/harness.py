@@ -97,7 +97,7 @@ def configure(*, image="busybox", kinds="container,vm", runs=5, warmup=1, memory
               network="none", cgroup_parent=None, command=(), max_start_ms=(), probes=True,
               measure_memory=True, only_probes=(), json_path=None, junit_path=None, plot_path=None):
     """Every input checked, before anything is created."""
-    from ctr.spec import check_cgroup_parent, check_name, check_network, parse_size
+    from ctr.spec import VM_MIN_MEMORY, check_cgroup_parent, check_name, check_network, parse_size
 
     kind_list = tuple(k.strip() for k in kinds.split(",") if k.strip())
     unknown = [k for k in kind_list if k not in KINDS]
@@ -110,6 +110,8 @@ def configure(*, image="busybox", kinds="container,vm", runs=5, warmup=1, memory
     check_name(image, "image name")
     memory_bytes = parse_size(memory, "--memory")
     network = check_network(network)
+    if "vm" in kind_list and memory_bytes < VM_MIN_MEMORY:
+        raise InvalidSpec(f"--memory {memory}: a VM needs at least {VM_MIN_MEMORY >> 20}m")
     if "vm" in kind_list and (network == "host" or network.startswith("container:")):
         raise InvalidSpec(f"--network {network} is not possible for a VM")
     thresholds = tuple(parse_threshold(t) for t in max_start_ms)
@@ -150,8 +152,6 @@ def prepare(config, root=None, progress=None):
         from ctr.vm import kernel
 
         kernel.find(store)
-        if config.memory_bytes < (64 << 20):
-            raise InvalidSpec("a VM needs at least 64m of memory (--memory)")
 
 
 # -- running ctr ---------------------------------------------------------------------

@@ -119,6 +119,7 @@ def test_table_has_phases_memory_and_the_probe_matrix():
     ({"runs": 0}, "invalid --runs"),
     ({"warmup": -1}, "invalid --warmup"),
     ({"memory": "lots"}, "invalid --memory"),
+    ({"memory": "8m"}, "a VM needs at least"),
     ({"max_start_ms": ["qemu=5"]}, "invalid --max-start-ms"),
     ({"max_start_ms": ["vm=soon"]}, "invalid --max-start-ms"),
     ({"kinds": "container", "max_start_ms": ["vm=5"]}, "vm is not benchmarked"),
