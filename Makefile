@@ -2,6 +2,8 @@
 VENV    ?= /opt/ctr/venv
 PYTHON  ?= python3
 BINDIR  ?= /usr/local/bin
+# Extras of the Python package: plot (matplotlib, for ctr bench --plot); dev adds tests and lint.
+EXTRAS  ?= plot
 # What ctr needs from the distribution. Installed only when missing.
 APT_PACKAGES = busybox-static libcap-dev libseccomp-dev iproute2 gcc python3-dev python3-venv \
                util-linux cpio nftables qemu-system-x86 kmod
@@ -31,7 +33,7 @@ venv:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "ctr needs Python >= 3.11"; exit 1; }
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	@$(VENV)/bin/pip install -q --disable-pip-version-check $(PIP_EXTRA) .
+	@$(VENV)/bin/pip install -q --disable-pip-version-check '.[$(EXTRAS)]'
 	@ln -sf $(VENV)/bin/ctr $(BINDIR)/ctr
 	@echo "ctr installed: $(BINDIR)/ctr -> $(VENV)/bin/ctr"
 
@@ -40,7 +42,7 @@ kernel:
 	@$(BINDIR)/ctr kernel ls --format json | grep -q '"version"' || $(BINDIR)/ctr kernel fetch
 
 dev:
-	@$(MAKE) --no-print-directory install PIP_EXTRA='.[dev]' EXTRA_APT='$(APT_BENCH)'
+	@$(MAKE) --no-print-directory install EXTRAS='plot,dev' EXTRA_APT='$(APT_BENCH)'
 
 # pytest from the venv (not `python -m pytest`, which would import the source
 # tree without its built C helper). The integration suite runs inside a network namespace of its own, which plays

@@ -25,7 +25,7 @@ class BuildExtAndAgent(build_ext):
 
 setup(
     packages=[
-        "ctr", "ctr.cli", "ctr.cgroups", "ctr.drivers", "ctr.namespaces",
+        "ctr", "ctr.bench", "ctr.cli", "ctr.cgroups", "ctr.drivers", "ctr.namespaces",
         "ctr.native", "ctr.net", "ctr.rootfs", "ctr.images", "ctr.seccomp", "ctr.vm",
     ],
     ext_modules=[
