@@ -220,6 +220,24 @@ def test_proc_self_exe_is_never_the_host_runtime(ctr):
         assert "Python" not in r.stderr
 
 
+def test_ctr_exec_never_shows_the_host_runtime_to_the_container(ctr, probe):
+    """While `ctr exec` sets a process up inside the container (it is the host's
+    Python until it execs), a process of the container scanning /proc must not
+    be able to open its /proc/PID/exe: the process is non-dumpable. (Without
+    that, this test sees the host's python3.11 open.)"""
+    ctr("run", "-d", "--name", "watch", "--network", "none", "-v", f"{probe}:/probe:ro",
+        "busybox", "sleep", "60", check=True)
+    watcher = ctr.popen("exec", "watch", "/probe", "exe-watch", "4")
+    for _ in range(12):
+        ctr("exec", "watch", "true", check=True)
+    out, _ = watcher.communicate(timeout=30)
+    assert out.splitlines()[-1].startswith("denied ")
+    # the sealed stub (between the exec of the stub and the command's) is fine
+    opened = [line for line in out.splitlines() if line.startswith("opened")
+              and not line.startswith("opened /memfd:ctr-exec")]
+    assert not opened, out
+
+
 def test_the_exec_stub_cannot_be_written():
     from ctr.native import sealed_exec_stub
 

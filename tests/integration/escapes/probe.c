@@ -10,6 +10,10 @@
  *   exe-write PATH       open PATH (e.g. /proc/PID/exe) for writing and write
  *                        its first byte back to where it was: a change of
  *                        nothing, but only possible if the file is writable
+ *   exe-watch SECONDS    scan /proc for SECONDS, opening every other process's
+ *                        exe: print "opened LINK" for each that opens and is
+ *                        not one of the container's files (/bin/...), then
+ *                        "denied N" (the opens refused)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -18,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <time.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -57,6 +63,37 @@ int main(int argc, char **argv)
         if (fd < 0 || pread(fd, &c, 1, 0) != 1)
             return verdict(-1);
         return verdict(pwrite(fd, &c, 1, 0) == 1 ? 0 : -1);
+    }
+    if (!strcmp(argv[1], "exe-watch") && argc == 3) {
+        time_t end = time(NULL) + atoi(argv[2]);
+        long denied = 0;
+        while (time(NULL) < end) {
+            DIR *d = opendir("/proc");
+            struct dirent *e;
+            while (d && (e = readdir(d))) {
+                char path[64], link[4096];
+                int pid = atoi(e->d_name), fd;
+                ssize_t n;
+                if (pid <= 0 || pid == getpid())
+                    continue;
+                snprintf(path, sizeof(path), "/proc/%d/exe", pid);
+                fd = open(path, O_RDONLY);
+                if (fd < 0) {
+                    denied += errno == EACCES || errno == EPERM;
+                    continue;
+                }
+                snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);  /* what was opened */
+                n = readlink(path, link, sizeof(link) - 1);
+                link[n > 0 ? n : 0] = 0;
+                if (strncmp(link, "/bin/", 5) != 0)
+                    printf("opened %s\n", link);
+                close(fd);
+            }
+            if (d)
+                closedir(d);
+        }
+        printf("denied %ld\n", denied);
+        return 0;
     }
     return 2;
 }
