@@ -492,7 +492,9 @@ def check_vm(kind, resources, kernel, initrd, accel, tty, network):
     out = {"memory": resources.get("memory", VM_DEFAULT_MEMORY)}
     if out["memory"] < VM_MIN_MEMORY:
         raise InvalidSpec(f"a VM needs at least {VM_MIN_MEMORY >> 20}m of memory")
-    total = _host_memory()
+    from ctr.cgroups import host_memory
+
+    total = host_memory()
     if total and out["memory"] > total:
         raise InvalidSpec(f"-m {out['memory'] >> 20}m: more than the host has "
                           f"({total >> 20}m)")
@@ -504,17 +506,6 @@ def check_vm(kind, resources, kernel, initrd, accel, tty, network):
     if accel:
         out["accel"] = accel
     return out
-
-
-def _host_memory():
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -88,12 +88,12 @@ def shifted_copy(image, dest, userns):
                        text=True)
     if r.returncode != 0:
         raise CtrError(f"copying the image for --userns=auto: {r.stderr.strip()}")
-    seen = set()
+    seen, dev = set(), os.lstat(dest).st_dev
     for top, dirs, files in os.walk(dest):
         for path in [top] + [os.path.join(top, n) for n in files + dirs
                              if n in files or os.path.islink(os.path.join(top, n))]:
             st = os.lstat(path)
-            if (st.st_ino in seen) or st.st_dev != os.lstat(dest).st_dev:
+            if st.st_ino in seen or st.st_dev != dev:
                 continue
             seen.add(st.st_ino)
             os.lchown(path, st.st_uid + du if st.st_uid < SIZE else du,

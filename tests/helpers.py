@@ -62,6 +62,15 @@ def leftovers(root):
     return left
 
 
+def assert_refused(ctr, r, message):
+    """A bad input's contract: exit 125, one line `ctr: error: ...` naming the
+    problem, and no instance record left."""
+    assert r.returncode == 125, r.stderr
+    assert r.stderr.startswith("ctr: error: ") and message in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1, r.stderr
+    assert not os.listdir(ctr.path("instances"))
+
+
 class Ctr:
     """Runs the real ctr binary against one state root."""
 

@@ -238,14 +238,9 @@ def _kind_args(kind, config):
 
 
 def _rss_bytes(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+    from ctr.cgroups import read_kib
+
+    return read_kib(f"/proc/{pid}/status", "VmRSS")
 
 
 def _interrupt(signum, frame):

@@ -93,12 +93,21 @@ def read_keyed(path):
     return out
 
 
-def host_memory():
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
+def read_kib(path, key):
+    """A "Key:  N kB" line of /proc/meminfo or /proc/PID/status, in bytes; 0
+    when the file or the key is not there (a process that ended)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(f"{key}:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     return 0
+
+
+def host_memory():
+    return read_kib("/proc/meminfo", "MemTotal")
 
 
 # The devices a container may use, like runc's and docker's defaults: mknod of

@@ -13,7 +13,6 @@ them legitimate (docker's default profile, read as a denylist).
 
 import json
 import os
-import platform
 
 DEFAULT = "default"
 UNCONFINED = "unconfined"
@@ -90,7 +89,7 @@ def _kernel_at_least(version):
     def parts(v):
         return tuple(int(x) for x in v.split("-")[0].split(".")[:2] if x.isdigit())
 
-    return parts(platform.release()) >= parts(version)
+    return parts(os.uname().release) >= parts(version)
 
 
 def _applies(entry, caps, arch):
@@ -120,7 +119,7 @@ def _arches(profile, arch):
 def build(profile, caps, machine=None):
     """(default action, errno), arches, rules for the C helper, for an instance
     holding `caps` (names without CAP_) on this machine."""
-    arch = MACHINE_ARCH.get(machine or platform.machine(), "")
+    arch = MACHINE_ARCH.get(machine or os.uname().machine, "")
     have = {f"CAP_{c}" for c in caps}
     default_errno = profile.get("defaultErrnoRet", EPERM)
     rules = []

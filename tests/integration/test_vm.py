@@ -6,7 +6,7 @@ import platform
 import time
 
 import pytest
-from helpers import wait_for
+from helpers import assert_refused, wait_for
 
 
 @pytest.fixture
@@ -118,10 +118,7 @@ def test_command_not_found_and_not_executable(vm):
     (("--network", "host"), "not possible for a VM"),
 ])
 def test_bad_vm_options(vm, args, message):
-    r = vm("run", "--vm", *args, "busybox", "true")
-    assert r.returncode == 125
-    assert r.stderr.startswith("ctr: error: ") and message in r.stderr, r.stderr
-    assert not os.listdir(vm.path("instances"))
+    assert_refused(vm, vm("run", "--vm", *args, "busybox", "true"), message)
 
 
 def test_kvm_without_hardware_virtualization_is_refused(vm):
