@@ -6,7 +6,7 @@ BINDIR  ?= /usr/local/bin
 EXTRAS  ?= plot
 # What ctr needs from the distribution. Installed only when missing.
 APT_PACKAGES = busybox-static libcap-dev libseccomp-dev iproute2 gcc python3-dev python3-venv \
-               util-linux cpio nftables qemu-system-x86 kmod
+               util-linux cpio nftables qemu-system-x86 kmod debootstrap
 # Peers for the side-by-side benchmarks.
 APT_BENCH    = crun runc
 

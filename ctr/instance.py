@@ -17,7 +17,7 @@ import time
 from ctr import store as st
 from ctr.errors import Conflict, CtrError, NotFound, StartError, StateError
 from ctr.rootfs.images import ImageStore
-from ctr.spec import build_spec, check_user, check_workdir, merge_env, parse_env
+from ctr.spec import build_spec, check_user, check_workdir, merge_env, parse_env, parse_signal
 from ctr.store import Store, alive, now
 
 DRIVERS = {"container": ("ctr.drivers.container", "ContainerDriver"),
@@ -259,8 +259,9 @@ class Instances:
         return True
 
     def stop(self, name, timeout=10):
-        """SIGTERM, then SIGKILL after `timeout` seconds. Stopping a stopped
-        instance is not an error."""
+        """The instance's stop signal (SIGTERM unless its spec names another:
+        SIGRTMIN+3 for an init), then SIGKILL after `timeout` seconds. Stopping a
+        stopped instance is not an error."""
         rec = self.get(name)
         state = rec.state()
         if state["status"] not in (st.RUNNING, st.PAUSED):
@@ -269,7 +270,7 @@ class Instances:
             state = self.unpause(name)
         driver = driver_for(rec.spec.kind)
         try:
-            driver.signal(rec, state, signal.SIGTERM)
+            driver.signal(rec, state, parse_signal(rec.spec.stop_signal))
         except ProcessLookupError:
             pass
         except CtrError:

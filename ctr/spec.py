@@ -470,6 +470,72 @@ def check_ulimits(values):
     return tuple(out.values())
 
 
+def parse_signal(value, what="signal"):
+    """A signal by name (KILL, SIGTERM, RTMIN+3, SIGRTMAX-2) or number -> its number."""
+    import signal
+
+    name = str(value).strip().upper()
+    if name.isdigit():
+        num = int(name)
+        if 0 < num < signal.NSIG:
+            return num
+        raise InvalidSpec(f"invalid {what} {value!r}")
+    name = name if name.startswith("SIG") else f"SIG{name}"
+    for base, sign in (("SIGRTMIN+", 1), ("SIGRTMAX-", -1)):
+        if name.startswith(base) and name[len(base):].isdigit():
+            num = getattr(signal, base[:-1]) + sign * int(name[len(base):])
+            if signal.SIGRTMIN <= num <= signal.SIGRTMAX:
+                return num
+            raise InvalidSpec(f"invalid {what} {value!r}: outside SIGRTMIN..SIGRTMAX")
+    sig = getattr(signal.Signals, name, None) if name.isidentifier() else None
+    if isinstance(sig, signal.Signals):
+        return sig.value
+    raise InvalidSpec(f"invalid {what} {value!r}")
+
+
+def signal_name(num):
+    """The name a spec keeps: SIGTERM, SIGRTMIN+3 (real-time ones relative to SIGRTMIN)."""
+    import signal
+
+    if signal.SIGRTMIN <= num <= signal.SIGRTMAX:
+        return f"SIGRTMIN+{num - signal.SIGRTMIN}" if num != signal.SIGRTMIN else "SIGRTMIN"
+    return signal.Signals(num).name
+
+
+INIT = "/sbin/init"
+# systemd's request to halt (systemd.special(7)): what `ctr stop` sends an init.
+INIT_STOP_SIGNAL = "SIGRTMIN+3"
+# What systemd mounts itself at boot (a failure is fatal for /run/lock) and cannot
+# without CAP_SYS_ADMIN: ctr mounts them, as podman does for --systemd.
+INIT_TMPFS = (
+    {"path": "/run", "flags": ["nosuid", "nodev"], "data": "mode=755"},
+    {"path": "/run/lock", "flags": ["nosuid", "nodev", "noexec"], "data": "mode=1777,size=5m"},
+    {"path": "/tmp", "flags": ["nosuid", "nodev"], "data": "mode=1777"},
+)
+
+
+def check_init(image, command, kind, userns):
+    """--init: the command is the image's /sbin/init unless one is given, which
+    must then exist in the image. Returns the command."""
+    if kind != "container":
+        raise InvalidSpec("--init is for containers: a VM (--vm) boots ctr's own agent as "
+                          "its init")
+    if userns:
+        raise InvalidSpec("--init with --userns=auto is not supported yet")
+    if command:
+        return tuple(command)
+    root = image.get("rootfs")
+    if root:
+        from ctr.native import SYSCALLS
+        from ctr.rootfs import resolve_in_root
+
+        path = resolve_in_root(SYSCALLS, root.rstrip("/"), INIT)
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise InvalidSpec(f"--init: the image {image['name']} has no {INIT} to boot "
+                              "(give the init's path as the command)")
+    return (INIT,)
+
+
 VM_MIN_MEMORY = 64 << 20
 VM_DEFAULT_MEMORY = 256 << 20
 
@@ -537,6 +603,8 @@ class InstanceSpec:
     seccomp: str | dict = "default"
     no_new_privs: bool = True
     ulimits: tuple = ()
+    init: bool = False
+    stop_signal: str = "SIGTERM"
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -570,7 +638,7 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
                cgroup_parent=None, network=None, publish=(), ip=None, vm=False, kernel=None,
                initrd=None, accel=None, cap_add=(), cap_drop=(), privileged=False,
                read_only=False, tmpfs=(), volumes=(), security_opt=(), ulimit=(),
-               userns=None, **resources):
+               userns=None, init=False, stop_signal=None, **resources):
     """Validate CLI-level inputs against an image record and return an InstanceSpec."""
     name = check_name(name) if name is not None else generate_name()
     kind = "vm" if vm else kind
@@ -578,6 +646,8 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
         raise InvalidSpec(f"unknown instance kind {kind!r}")
     env_layers = [read_env_file(p) for p in env_files]
     user_env = merge_env(*env_layers, parse_env(env))
+    if init:
+        command = check_init(image, command, kind, userns not in (None, "", "host"))
     command = tuple(command) or tuple(image.get("cmd") or ())
     if not command:
         raise InvalidSpec("no command given and the image has no default command")
@@ -592,8 +662,15 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
     vm_options = check_vm(kind, resources, kernel, initrd, accel, tty, network)
     caps = build_caps(cap_add, cap_drop, privileged)
     tmpfs = check_tmpfs(tmpfs, read_only)
+    if init:
+        given = {t["path"] for t in tmpfs}
+        tmpfs += tuple(t for t in INIT_TMPFS if t["path"] not in given)
+    stop_signal = signal_name(parse_signal(stop_signal, "--stop-signal")) if stop_signal \
+        else (INIT_STOP_SIGNAL if init else "SIGTERM")
     volumes = check_volumes(volumes)
     seccomp, no_new_privs = check_security_opts(security_opt, privileged)
+    if init and not any(str(o).startswith("no-new-privileges") for o in security_opt):
+        no_new_privs = False  # a whole system has setuid programs (su, passwd): docker's default
     ulimits = check_ulimits(ulimit)
     userns = check_userns(userns, kind, privileged, network)
     if kind == "vm" and (volumes or tmpfs or read_only or privileged or security_opt
@@ -603,6 +680,8 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
     instance_id = new_id()
     hostname = check_hostname(hostname) or instance_id[:12]
     base_env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"]
+    if init:
+        base_env.append("container=ctr")  # how systemd knows it runs in a container
     if tty:
         base_env.append("TERM=xterm")
     return InstanceSpec(
@@ -633,4 +712,6 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
         seccomp=seccomp,
         no_new_privs=no_new_privs,
         ulimits=ulimits,
+        init=bool(init),
+        stop_signal=stop_signal,
     )

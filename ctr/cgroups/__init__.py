@@ -198,13 +198,19 @@ class BaseCgroup:
                     f"adding process {pid} to cgroup {path}: {err.strerror}") from err
 
     def pids(self):
+        """Every process of the instance, also those in cgroups an init inside
+        made beneath its own."""
         for path in self.dirs.values():
             try:
-                return [int(x) for x in read(os.path.join(path, "cgroup.procs")).split()]
+                pids = [int(x) for x in read(os.path.join(path, "cgroup.procs")).split()]
             except OSError as err:
                 # ENODEV: the cgroup was removed while open (its reaper cleaned up)
                 if err.errno not in (errno.ENOENT, errno.ENODEV):
                     raise
+                continue
+            for sub in _subdirs(path):
+                pids += [int(x) for x in read(os.path.join(sub, "cgroup.procs"), "").split()]
+            return pids
         return []
 
     def exists(self):
@@ -252,16 +258,11 @@ class BaseCgroup:
         parent the user named is left, as docker leaves it."""
         deadline = time.monotonic() + timeout
         for path in self.dirs.values():
-            while True:
-                try:
-                    os.rmdir(path)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as err:
-                    if err.errno != errno.EBUSY or time.monotonic() > deadline:
-                        raise CtrError(f"removing cgroup {path}: {err.strerror}") from err
-                    time.sleep(0.005)
+            # An init in the container (ctr run --init) made cgroups of its own
+            # beneath: they go first, deepest first.
+            for sub in _subdirs(path):
+                _rmdir(sub, deadline)
+            _rmdir(path, deadline)
             if self.default_parent:
                 try:
                     os.rmdir(os.path.dirname(path))
@@ -284,6 +285,29 @@ class BaseCgroup:
 
     def oom_kills(self):
         raise NotImplementedError
+
+
+def _subdirs(path):
+    """The cgroups beneath `path`, deepest first."""
+    out = []
+    for dirpath, dirnames, _ in os.walk(path, topdown=False):
+        out += [os.path.join(dirpath, d) for d in dirnames]
+    return out
+
+
+def _rmdir(path, deadline):
+    """Remove one cgroup; one whose last task is still exiting is busy for a
+    moment: retry until the deadline."""
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            if err.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise CtrError(f"removing cgroup {path}: {err.strerror}") from err
+            time.sleep(0.005)
 
 
 def _backend(found):

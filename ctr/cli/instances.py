@@ -7,6 +7,7 @@ import click
 
 from ctr.cli import progress
 from ctr.errors import CtrError, InvalidSpec
+from ctr.spec import parse_signal
 
 pass_ctx = click.pass_obj
 
@@ -76,6 +77,12 @@ def instance_options(f):
                      help="auto: ids of its own from ctr's /etc/subuid range (default: host)."),
         click.option("--ulimit", multiple=True, metavar="NAME=SOFT[:HARD]",
                      help="A resource limit (nofile=1024:2048, nproc=64, core=0...)."),
+        click.option("--init", "--systemd", "init", is_flag=True,
+                     help="Boot the image's init system (systemd) as PID 1: /sbin/init "
+                          "unless a command is given; stop signal SIGRTMIN+3."),
+        click.option("--stop-signal", metavar="SIG",
+                     help="Signal `ctr stop` sends first (default SIGTERM; SIGRTMIN+3 "
+                          "with --init)."),
         resource_options,
         click.option("--vm", is_flag=True,
                      help="Boot the image as a VM under QEMU (-m is then its RAM, default 256m)."),
@@ -114,22 +121,6 @@ def _notice(rec):
     _, notice = choose_accel(rec.spec.vm.get("accel"))
     if notice:
         click.echo(f"ctr: notice: {notice}", err=True)
-
-
-def _parse_signal(value):
-    import signal
-
-    name = value.upper()
-    if name.isdigit():
-        num = int(name)
-        if 0 < num < signal.NSIG:
-            return num
-    else:
-        name = name if name.startswith("SIG") else f"SIG{name}"
-        sig = getattr(signal.Signals, name, None) if name.isidentifier() else None
-        if isinstance(sig, signal.Signals):
-            return sig.value
-    raise InvalidSpec(f"invalid signal {value!r}")
 
 
 @click.command(context_settings=CMD_SETTINGS)
@@ -180,11 +171,12 @@ def start(obj, attach, name):
 
 @click.command()
 @click.option("-t", "--time", "timeout", type=click.IntRange(min=0), default=10,
-              show_default=True, help="Seconds to wait after SIGTERM before SIGKILL.")
+              show_default=True, help="Seconds to wait after the stop signal before SIGKILL.")
 @click.argument("names", nargs=-1, required=True)
 @pass_ctx
 def stop(obj, timeout, names):
-    """Stop instances: SIGTERM, then SIGKILL after the timeout."""
+    """Stop instances: their stop signal (SIGTERM unless --stop-signal or --init
+    chose another), then SIGKILL after the timeout."""
     for name in names:
         obj.instances.stop(name, timeout)
         click.echo(name)
@@ -197,7 +189,7 @@ def stop(obj, timeout, names):
 @pass_ctx
 def kill(obj, sig, names):
     """Send a signal to the instances' main process (SIGKILL: to every process)."""
-    signum = _parse_signal(sig)
+    signum = parse_signal(sig)
     for name in names:
         obj.instances.kill(name, signum)
         click.echo(name)

@@ -130,7 +130,11 @@ class ContainerDriver:
         undo = [plan.abort]
         try:
             plan.prepare()
-            cg = cgroups.Cgroup(spec.cgroup_parent, spec.id).create(spec.resources)
+            cg = cgroups.Cgroup(spec.cgroup_parent, spec.id)
+            if spec.init and cg.dir_of("unified") is None:
+                raise StartError("--init needs a cgroup2 hierarchy on the host (systemd's view "
+                                 "of its own cgroup): this host mounts only cgroup v1")
+            cg = cg.create(spec.resources)
             undo.append(cg.destroy)
             if not spec.privileged:
                 cg.restrict_devices()

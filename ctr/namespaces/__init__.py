@@ -148,6 +148,20 @@ def resolve_user(user, root="/"):
     return uid, gid, extra, home or "/"
 
 
+def check_own_cgroup2(path="/proc/self/cgroup"):
+    """Before an init's cgroup namespace is made: the process must sit in a
+    cgroup2 folder of its own (ctr's, not the host's root), or the init's view
+    at /sys/fs/cgroup would be the host's whole hierarchy."""
+    with open(path) as f:
+        for line in f:
+            if line.startswith("0::"):
+                if line[3:].strip() not in ("", "/"):
+                    return
+                break
+    raise InitFailure("--init: the container has no cgroup2 folder of its own; refusing "
+                      "to boot an init that would see the host's cgroups")
+
+
 def _become_userns_root():
     """In a user namespace of its own the process is still host root, which the
     namespace does not map: files it made would be refused (EOVERFLOW). Its
@@ -330,6 +344,8 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         if spec.userns:
             _become_userns_root()
         step = "entering the cgroup namespace"
+        if spec.init:
+            check_own_cgroup2()
         unshare(CLONE_NEWCGROUP)
         step = "building the seccomp filter"
         seccomp_filter, stub = process_setup(spec)
@@ -341,7 +357,8 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         pty = rootfs_mod.prepare(SYSCALLS, lower=lower, upper=upper, work=work, root=rootfs,
                                  tty=tty_sock is not None, binds=binds, volumes=spec.volumes,
                                  tmpfs=spec.tmpfs, read_only=spec.read_only,
-                                 privileged=spec.privileged, userns=bool(spec.userns))
+                                 privileged=spec.privileged, userns=bool(spec.userns),
+                                 init=spec.init)
         tty_slave = hand_over_pty(tty_sock, *pty) if pty else None
         if own_netns:
             step = "setting up the network"

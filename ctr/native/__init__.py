@@ -79,6 +79,16 @@ class Syscalls:
     def touch(self, path):
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
 
+    def write_file(self, path, text, mode=0o444):
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, mode)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+
+    def unlink(self, path):
+        os.unlink(path)
+
     def plain_file(self, path):
         """Make `path` a regular file; a symlink there is removed, never followed."""
         if os.path.islink(path):

@@ -120,12 +120,7 @@ def mask_paths(sc, root):
         else:
             sc.mount(null, target, None, MS_BIND)
     for path in READONLY_PATHS:
-        target = _join(root, path)
-        if not sc.exists(target):
-            continue
-        sc.mount(target, target, None, MS_BIND | MS_REC)
-        sc.mount(None, target, None,
-                 MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        readonly_path(sc, root, path)
 
 
 def bind_files(sc, root, binds):
@@ -205,6 +200,56 @@ def mount_tmpfs(sc, root, mounts):
         sc.mount("tmpfs", path, "tmpfs", flags, m.get("data") or None)
 
 
+def mount_cgroup_view(sc, root):
+    """An init's own cgroup2 view at /sys/fs/cgroup, writable: mounted inside the
+    container's cgroup namespace, its root is the container's cgroup (the caller
+    checked that it has one). The same on a cgroup2-only host and on a hybrid
+    one (there the container's folder in the host's cgroup2 mount). systemd
+    finds cgroup2 there and runs in unified mode: it never mounts, nor creates
+    anything in, the host's v1 hierarchies."""
+    path = _join(root, "/sys/fs/cgroup")
+    sc.makedirs(path)
+    sc.mount("cgroup2", path, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+
+
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+def new_boot_id():
+    """A random (version 4) UUID, as the kernel's boot_id reads."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}\n"
+
+
+def bind_boot_id(sc, root):
+    """A boot id of the container's own over the host's (systemd's journal and
+    `systemctl` tell boots apart by it), the way systemd-nspawn does it: a file
+    on the container's /run tmpfs, bound read-only, then unlinked."""
+    target = _join(root, BOOT_ID)
+    if not sc.exists(target):
+        return
+    source = _join(root, "/run/.ctr-boot-id")
+    sc.write_file(source, new_boot_id())
+    try:
+        sc.mount(source, target, None, MS_BIND)
+        sc.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV
+                 | MS_NOEXEC)
+    finally:
+        sc.unlink(source)
+
+
+def readonly_path(sc, root, path):
+    target = _join(root, path)
+    if not sc.exists(target):
+        return
+    sc.mount(target, target, None, MS_BIND | MS_REC)
+    sc.mount(None, target, None,
+             MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
 def host_devices(sc, root):
     """--privileged: the host's device nodes too (docker's behaviour)."""
     dev = _join(root, "/dev")
@@ -214,9 +259,12 @@ def host_devices(sc, root):
 
 
 def prepare(sc, *, lower, upper, work, root, tty=False, binds=(), volumes=(), tmpfs=(),
-            read_only=False, privileged=False, userns=False):
+            read_only=False, privileged=False, userns=False, init=False):
     """Build the container's tree at `root` (a folder on the host, seen from the
-    container's own mount namespace). Returns mount_dev's pty, if any."""
+    container's own mount namespace). Returns mount_dev's pty, if any. `init`:
+    what an init system needs besides (its cgroup view, a boot id, /proc/sys
+    read-only even with --privileged, lest it apply the image's sysctl.d files
+    to the host)."""
     sc.mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount_overlay(sc, lower, upper, work, root, userns)
     proc = _join(root, "/proc")
@@ -226,14 +274,20 @@ def prepare(sc, *, lower, upper, work, root, tty=False, binds=(), volumes=(), tm
     sc.makedirs(sys_)
     sc.mount("sysfs", sys_, "sysfs",
              (0 if privileged else MS_RDONLY) | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if init:
+        mount_cgroup_view(sc, root)
     pty = mount_dev(sc, root, tty, userns)
     if privileged:
         host_devices(sc, root)
+        if init:
+            readonly_path(sc, root, "/proc/sys")
     else:
         mask_paths(sc, root)
     bind_files(sc, root, binds)
     mount_volumes(sc, root, volumes)
     mount_tmpfs(sc, root, tmpfs)
+    if init:
+        bind_boot_id(sc, root)
     if read_only:
         sc.mount(None, root, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     return pty

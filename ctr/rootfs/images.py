@@ -76,6 +76,49 @@ def _rootfs_filter(member, dest):
     return member
 
 
+RECIPE_SANDBOX = ("unshare", "--mount", "--propagation", "private", "--pid", "--fork",
+                  "--kill-child=SIGKILL")
+
+
+def run_recipe(recipe, rootfs, progress=None):
+    """Run a recipe: `sh RECIPE ROOTFS`, in mount and pid namespaces of its own.
+    Whatever the recipe mounts (debootstrap mounts proc, sys and dev in its
+    target) dies with the namespaces, and every process of the build with ctr:
+    a failed, interrupted or killed build leaves no mount and no process.
+    Lines starting with "==> " are passed to `progress`. Returns (exit status,
+    the last lines of output)."""
+    import collections
+    import signal
+    import subprocess
+
+    def die_with_parent():
+        import prctl
+
+        prctl.set_pdeathsig(signal.SIGKILL)
+
+    tail = collections.deque(maxlen=20)
+    proc = subprocess.Popen([*RECIPE_SANDBOX, "sh", recipe, rootfs], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True, preexec_fn=die_with_parent)
+    try:
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            if line.startswith("==> "):
+                if progress:
+                    progress(line[4:])
+            elif line:
+                tail.append(line)
+        return proc.wait(), list(tail)
+    finally:
+        if proc.poll() is None:  # interrupted: the whole build goes, then its files
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        proc.stdout.close()
+
+
 class ImageStore:
     def __init__(self, store):
         self.store = store
@@ -116,10 +159,18 @@ class ImageStore:
         return self.get(name)
 
     def _staging(self):
+        """A folder to assemble an image in, named after this process. What a
+        build killed outright (kill -9) left is removed here, once its process
+        is gone."""
+        import shutil
         import tempfile
 
         self.store.ensure()
-        return tempfile.mkdtemp(prefix=".build-", dir=self.dir)
+        for entry in os.listdir(self.dir):
+            owner = entry.split("-")[1] if entry.startswith(".build-") else ""
+            if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+                shutil.rmtree(os.path.join(self.dir, entry), ignore_errors=True)
+        return tempfile.mkdtemp(prefix=f".build-{os.getpid()}-", dir=self.dir)
 
     def _commit(self, name, staging, source, cmd=None):
         rootfs = os.path.join(staging, "rootfs")
@@ -142,7 +193,6 @@ class ImageStore:
 
     def build(self, name, progress=None):
         import shutil
-        import subprocess
 
         check_name(name, "image name")
         recipe = recipe_path(name)
@@ -154,13 +204,9 @@ class ImageStore:
         try:
             if progress:
                 progress(f"building image {name} from {recipe}")
-            proc = subprocess.run(
-                ["sh", recipe, os.path.join(staging, "rootfs")],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            )
-            if proc.returncode != 0:
-                last = proc.stdout.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
-                raise CtrError(f"building image {name} failed: {last[0]}")
+            code, tail = run_recipe(recipe, os.path.join(staging, "rootfs"), progress)
+            if code != 0:
+                raise CtrError(f"building image {name} failed: {(tail or ['?'])[-1]}")
             return self._commit(name, staging, f"recipe {recipe}")
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from ctr.cli.instances import _parse_signal
 from ctr.errors import InvalidSpec
+from ctr.spec import parse_signal
 
 
 def run(*args, root):
@@ -41,10 +41,10 @@ def test_ls_on_an_empty_root(tmp_path):
 
 @pytest.mark.parametrize("value,num", [("KILL", 9), ("sigterm", 15), ("1", 1), ("HUP", 1)])
 def test_parse_signal(value, num):
-    assert _parse_signal(value) == num
+    assert parse_signal(value) == num
 
 
 @pytest.mark.parametrize("value", ["", "0", "65", "NOPE", "SIG_DFL", "-9"])
 def test_parse_bad_signal(value):
     with pytest.raises(InvalidSpec):
-        _parse_signal(value)
+        parse_signal(value)
