@@ -188,12 +188,26 @@ class BaseCgroup:
                 if attempt == attempts - 1:
                     raise
 
-    def add(self, pid):
-        """Move a process (0: the caller) into every hierarchy's folder."""
-        for path in self.dirs.values():
+    def add(self, pid, init_pid=None):
+        """Move a process (0: the caller) into every hierarchy's folder.
+
+        `init_pid`, for `ctr exec`: on cgroup2 a folder whose children have
+        controllers enabled takes no process (EBUSY), which is what an init in
+        the container (systemd) makes of the container's folder on a
+        cgroup2-only host: the process joins the init's own cgroup instead, as
+        runc does."""
+        for ctrls, path in self.dirs.items():
             try:
                 write(os.path.join(path, "cgroup.procs"), pid)
             except OSError as err:
+                if err.errno == errno.EBUSY and init_pid and ctrls == ("unified",):
+                    alt = _cgroup_of(init_pid, path)
+                    if alt and alt != path:
+                        try:
+                            write(os.path.join(alt, "cgroup.procs"), pid)
+                            continue
+                        except OSError:
+                            pass
                 raise CtrError(
                     f"adding process {pid} to cgroup {path}: {err.strerror}") from err
 
@@ -285,6 +299,24 @@ class BaseCgroup:
 
     def oom_kills(self):
         raise NotImplementedError
+
+
+def _cgroup_of(pid, inside, proc="/proc", found=None):
+    """The cgroup2 folder process `pid` sits in, if it lies beneath `inside`
+    (the instance's own folder): None otherwise."""
+    try:
+        with open(f"{proc}/{pid}/cgroup") as f:
+            rel = next((line[3:].strip() for line in f if line.startswith("0::")), None)
+    except OSError:
+        return None
+    if not rel:
+        return None
+    for mountpoint, ctrls in hierarchies() if found is None else found:
+        if ctrls == ("unified",):
+            path = os.path.normpath(f"{mountpoint}/{rel}")
+            if path.startswith(inside.rstrip("/") + "/"):
+                return path
+    return None
 
 
 def _subdirs(path):

@@ -406,7 +406,7 @@ def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_sock, rep
         if spec.userns:  # joined last: after it, ctr's own powers are gone
             fds.append((os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC),
                         CLONE_NEWUSER))
-        cgroup.add(0)
+        cgroup.add(0, init_pid=pid)
         for fd, flag in fds:
             setns(fd, flag)
             os.close(fd)
