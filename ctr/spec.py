@@ -682,6 +682,10 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
     base_env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"]
     if init:
         base_env.append("container=ctr")  # how systemd knows it runs in a container
+        if not tty:
+            # No terminal: /dev/console is /dev/null, where systemd's console getty
+            # would fail until its start limit, leaving the system degraded.
+            base_env.append("SYSTEMD_GETTY_AUTO=0")
     if tty:
         base_env.append("TERM=xterm")
     return InstanceSpec(

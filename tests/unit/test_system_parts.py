@@ -65,6 +65,9 @@ def test_init_boots_sbin_init_with_what_systemd_expects(image):
     spec = build_spec(image=image, command=(), init=True)
     assert spec.init and spec.command == ("/sbin/init",)
     assert "container=ctr" in spec.env
+    assert "SYSTEMD_GETTY_AUTO=0" in spec.env  # no terminal: no console getty
+    assert "SYSTEMD_GETTY_AUTO=0" not in build_spec(image=image, command=(), init=True,
+                                                    tty=True).env
     assert spec.stop_signal == "SIGRTMIN+3"
     assert [t["path"] for t in spec.tmpfs] == ["/run", "/run/lock", "/tmp"]
     assert not spec.no_new_privs  # su, passwd and friends work in a whole system
