@@ -76,6 +76,13 @@ def instance_options(f):
                      help="auto: ids of its own from ctr's /etc/subuid range (default: host)."),
         click.option("--ulimit", multiple=True, metavar="NAME=SOFT[:HARD]",
                      help="A resource limit (nofile=1024:2048, nproc=64, core=0...)."),
+        click.option("--restart", metavar="POLICY",
+                     help="Detached: no (default), on-failure[:N], always, unless-stopped; "
+                          "restarts back off from 100 ms to 1 min."),
+        click.option("--log-max-size", metavar="SIZE",
+                     help="Detached: rotate the log at this size (default 10m; -1: never)."),
+        click.option("--log-max-files", metavar="N",
+                     help="Detached: log files kept, the current one included (default 3)."),
         resource_options,
         click.option("--vm", is_flag=True,
                      help="Boot the image as a VM under QEMU (-m is then its RAM, default 256m)."),
@@ -216,9 +223,12 @@ def rm(obj, force, names):
 
 def _status(spec, state):
     status = state["status"]
-    if status == "stopped" and state.get("exit_code") is not None:
-        return f"stopped ({state['exit_code']})"
+    if status in ("stopped", "restarting") and state.get("exit_code") is not None:
+        return f"{status} ({state['exit_code']})"
     return status
+
+
+LIVE = ("running", "paused", "restarting")
 
 
 def _row(rec, spec, state):
@@ -229,6 +239,7 @@ def _row(rec, spec, state):
         "image": spec.image if spec else None,
         "status": state["status"],
         "exit_code": state.get("exit_code"),
+        "restarts": state.get("restart_count", 0),
         "pid": state.get("pid") if state["status"] in ("running", "paused") else None,
         "created": state.get("created"),
         "command": list(spec.command) if spec else None,
@@ -244,15 +255,15 @@ def ls(obj, show_all, fmt):
     """List instances (running ones unless -a)."""
     rows = []
     for rec, spec, state in obj.instances.list():
-        if show_all or state["status"] in ("running", "paused"):
+        if show_all or state["status"] in LIVE:
             rows.append((_row(rec, spec, state), spec, state))
     if fmt == "json":
         click.echo(json.dumps([r for r, _, _ in rows], indent=2))
         return
-    table = [("NAME", "KIND", "IMAGE", "STATUS", "PID", "CREATED", "COMMAND")]
+    table = [("NAME", "KIND", "IMAGE", "STATUS", "RESTARTS", "PID", "CREATED", "COMMAND")]
     for row, spec, state in rows:
         table.append((row["name"], row["kind"] or "-", row["image"] or "-",
-                      _status(spec, state), str(row["pid"] or "-"),
+                      _status(spec, state), str(row["restarts"]), str(row["pid"] or "-"),
                       (row["created"] or "-")[:19].replace("T", " "),
                       " ".join(row["command"] or ["-"])[:40]))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
@@ -268,16 +279,37 @@ def inspect(obj, name):
     click.echo(json.dumps(obj.instances.inspect(name), indent=2, sort_keys=True))
 
 
+def _tail(value):
+    if value is None or value == "all":
+        return None
+    if not value.isdigit():
+        raise InvalidSpec(f"invalid --tail {value!r}: expected a number of lines or 'all'")
+    return int(value)
+
+
 @click.command()
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the instance stops.")
+@click.option("-n", "--tail", metavar="N", help="Only the last N lines (default: all).")
+@click.option("--since", metavar="TIME",
+              help="Lines written since TIME: 2026-01-02T15:04:05Z, a Unix time, or 10m ago.")
+@click.option("--until", metavar="TIME", help="Lines written before TIME (same forms).")
+@click.option("-t", "--timestamps", is_flag=True, help="Prefix each line with its time (UTC).")
 @click.argument("name")
 @pass_ctx
-def logs(obj, follow, name):
-    """Print the output of a detached instance."""
-    out = sys.stdout.buffer
-    for chunk in obj.instances.logs(name, follow=follow):
-        out.write(chunk)
-        out.flush()
+def logs(obj, follow, tail, since, until, timestamps, name):
+    """Print the output of a detached instance (its stderr on stderr)."""
+    from ctr.logs import parse_time
+
+    tail = _tail(tail)
+    since = parse_time(since, "--since") if since else None
+    until = parse_time(until, "--until") if until else None
+    out = {b"stdout": sys.stdout.buffer, b"stderr": sys.stderr.buffer}
+    for line in obj.instances.logs(name, follow=follow, tail=tail, since=since, until=until):
+        stream = out[line.stream]
+        if timestamps:
+            stream.write(line.ts + b" ")
+        stream.write(line.data)
+        stream.flush()
 
 
 @click.command(name="exec", context_settings=CMD_SETTINGS)
