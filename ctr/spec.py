@@ -537,6 +537,7 @@ class InstanceSpec:
     seccomp: str | dict = "default"
     no_new_privs: bool = True
     ulimits: tuple = ()
+    sd_notify: str = "conmon"
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -570,7 +571,7 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
                cgroup_parent=None, network=None, publish=(), ip=None, vm=False, kernel=None,
                initrd=None, accel=None, cap_add=(), cap_drop=(), privileged=False,
                read_only=False, tmpfs=(), volumes=(), security_opt=(), ulimit=(),
-               userns=None, **resources):
+               userns=None, sd_notify=None, **resources):
     """Validate CLI-level inputs against an image record and return an InstanceSpec."""
     name = check_name(name) if name is not None else generate_name()
     kind = "vm" if vm else kind
@@ -596,6 +597,9 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
     seccomp, no_new_privs = check_security_opts(security_opt, privileged)
     ulimits = check_ulimits(ulimit)
     userns = check_userns(userns, kind, privileged, network)
+    from ctr.sdnotify import check_mode
+
+    sd_notify = check_mode(sd_notify, kind)
     if kind == "vm" and (volumes or tmpfs or read_only or privileged or security_opt
                          or ulimits):
         raise InvalidSpec("-v, --tmpfs, --read-only, --privileged, --security-opt and "
@@ -633,4 +637,5 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
         seccomp=seccomp,
         no_new_privs=no_new_privs,
         ulimits=ulimits,
+        sd_notify=sd_notify,
     )
