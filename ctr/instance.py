@@ -261,20 +261,25 @@ class Instances:
         except (NotFound, StateError):
             pass
 
-    def run_attached(self, rec):
-        """Start in the foreground: the caller's stdio, its exit status returned."""
+    def run_attached(self, rec, cgroup_parent=None):
+        """Start in the foreground: the caller's stdio, its exit status returned.
+        `cgroup_parent`: this start's own (ctr start --cgroup-parent self)."""
+        from ctr import sdnotify
         from ctr.drivers.container import SignalForwarder
 
         forwarder = SignalForwarder()
-        try:
-            proc = self._start(rec, pdeathsig=signal.SIGKILL)
-        except CtrError:
-            if rec.spec.remove:
-                self._remove(rec, rec.spec)
-            raise
-        forwarder.attach(proc)
-        code = proc.wait()
-        self._finish(rec, proc, code)
+        # systemd's side (NOTIFY_SOCKET): MAINPID/READY once the command runs.
+        with sdnotify.Session(rec, cgroup_parent) as notify:
+            try:
+                proc = self._start(notify.record, pdeathsig=signal.SIGKILL)
+            except CtrError:
+                if rec.spec.remove:
+                    self._remove(rec, rec.spec)
+                raise
+            notify.started(proc)
+            forwarder.attach(proc)
+            code = proc.wait()
+            self._finish(rec, proc, code)
         return code
 
     def start_detached(self, rec):
@@ -342,6 +347,9 @@ class Instances:
         state = self._request_stop(rec)
         if state["status"] not in (st.RUNNING, st.PAUSED):
             return rec.state()
+        from ctr.sdnotify import stopping_for
+
+        stopping_for(state)  # under the instance's own unit's ExecStop=: STOPPING=1
         if state["status"] == st.PAUSED:
             state = self.unpause(name)
         driver = driver_for(rec.spec.kind)

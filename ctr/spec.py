@@ -573,6 +573,7 @@ class InstanceSpec:
     ulimits: tuple = ()
     restart: dict = dataclasses.field(default_factory=lambda: check_restart(None))
     log: dict = dataclasses.field(default_factory=lambda: dict(LOG_DEFAULTS))
+    sd_notify: str = "conmon"
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -607,7 +608,7 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
                initrd=None, accel=None, cap_add=(), cap_drop=(), privileged=False,
                read_only=False, tmpfs=(), volumes=(), security_opt=(), ulimit=(),
                userns=None, restart=None, log_max_size=None, log_max_files=None,
-               **resources):
+               sd_notify=None, **resources):
     """Validate CLI-level inputs against an image record and return an InstanceSpec."""
     name = check_name(name) if name is not None else generate_name()
     kind = "vm" if vm else kind
@@ -635,6 +636,9 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
     userns = check_userns(userns, kind, privileged, network)
     restart = check_restart(restart, remove)
     log = check_log(log_max_size, log_max_files)
+    from ctr.sdnotify import check_mode
+
+    sd_notify = check_mode(sd_notify, kind)
     if kind == "vm" and (volumes or tmpfs or read_only or privileged or security_opt
                          or ulimits):
         raise InvalidSpec("-v, --tmpfs, --read-only, --privileged, --security-opt and "
@@ -674,4 +678,5 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
         ulimits=ulimits,
         restart=restart,
         log=log,
+        sd_notify=sd_notify,
     )

@@ -173,6 +173,15 @@ class Record:
                 raise StateError(f"the spec of {self.name} is corrupt: {err}") from err
         return self._spec
 
+    def with_spec(self, spec):
+        """The same record as one run sees it: `spec` instead of the one on disk
+        (run-time additions such as the notify relay's bind); nothing is written."""
+        import copy
+
+        other = copy.copy(self)
+        other._spec = spec
+        return other
+
     def write_spec(self, spec):
         """Replace the spec (ctr update); the caller holds the lock."""
         atomic_write_json(self.spec_path, spec.to_dict())

@@ -90,6 +90,9 @@ def instance_options(f):
         click.option("--initrd", metavar="PATH", help="VM: an initramfs of one's own."),
         click.option("--accel", metavar="kvm|tcg",
                      help="VM: acceleration (default: kvm with vmx/svm, else tcg)."),
+        click.option("--sd-notify", metavar="conmon|container|ignore",
+                     help="Under systemd (NOTIFY_SOCKET): ctr says READY=1 once the command "
+                          "runs (conmon, default), or the command says it (container)."),
         click.argument("image"),
         click.argument("command", nargs=-1, type=click.UNPROCESSED),
     ]
@@ -171,15 +174,21 @@ def create(obj, **opts):
 
 @click.command()
 @click.option("-a", "--attach", is_flag=True, help="Attach: wait and return its exit status.")
+@click.option("--cgroup-parent", metavar="PATH",
+              help="With -a: the cgroup to nest in for this run ('self': ctr's own, as "
+                   "systemd units do).")
 @click.argument("name")
 @pass_ctx
-def start(obj, attach, name):
+def start(obj, attach, cgroup_parent, name):
     """Start a created or stopped instance."""
     instances = obj.instances
     rec = instances.get(name)
     _notice(rec)
+    if cgroup_parent is not None and not attach:
+        raise InvalidSpec("--cgroup-parent on start needs -a (a detached start keeps "
+                          "the instance's own)")
     if attach:
-        return instances.run_attached(rec)
+        return instances.run_attached(rec, cgroup_parent=cgroup_parent)
     instances.start_detached(rec)
     click.echo(name)
     return 0
