@@ -9,6 +9,8 @@ APT_PACKAGES = busybox-static libcap-dev libseccomp-dev iproute2 gcc python3-dev
                util-linux cpio nftables qemu-system-x86 kmod debootstrap
 # Peers for the side-by-side benchmarks.
 APT_BENCH    = crun runc
+# Tests: systemd-analyze verify of generated units (systemd need not be PID 1).
+APT_TEST     = systemd
 
 .PHONY: install apt venv kernel subids dev test unit lint bench clean
 
@@ -42,7 +44,7 @@ kernel:
 	@$(BINDIR)/ctr kernel ls --format json | grep -q '"version"' || $(BINDIR)/ctr kernel fetch
 
 dev:
-	@$(MAKE) --no-print-directory install EXTRAS='plot,dev' EXTRA_APT='$(APT_BENCH)'
+	@$(MAKE) --no-print-directory install EXTRAS='plot,dev' EXTRA_APT='$(APT_BENCH) $(APT_TEST)'
 
 # pytest from the venv (not `python -m pytest`, which would import the source
 # tree without its built C helper). The integration suite runs inside a network namespace of its own, which plays

@@ -2,6 +2,7 @@
 
     created --start--> running --exit/stop/kill--> stopped --start--> running
                        running --pause--> paused --unpause--> running
+                       running --exit, restart policy--> restarting --backoff--> running
                                                    stopped --rm--> (removed)
 
 Whoever starts an instance reaps it and records how it ended: the CLI itself in
@@ -83,6 +84,47 @@ def _ended(code):
     return "signalled" if code > 128 else "exited"
 
 
+def wants_restart(policy, restarts, code, stop_requested=False):
+    """Whether an instance that exited with `code` after `restarts` restarts
+    is started again. `ctr stop` (stop_requested) is never undone."""
+    name = policy.get("policy", "no")
+    if stop_requested or name == "no":
+        return False
+    if name == "on-failure":
+        limit = policy.get("max_retries", 0)
+        return code != 0 and (not limit or restarts < limit)
+    return True  # always, unless-stopped
+
+
+def _settle(state, policy, code, supervised):
+    """After an exit (or a failed restart): `restarting` when the instance's
+    monitor should start it again, else `stopped`. True when restarting."""
+    restart = supervised and wants_restart(policy, state.get("restart_count", 0), code,
+                                           state.get("stop_requested", False))
+    state["status"] = st.RESTARTING if restart else st.STOPPED
+    return restart
+
+
+def _check_startable(rec, state):
+    status = state["status"]
+    if status in (st.RUNNING, st.PAUSED) and alive(state.get("pid"), state.get("starttime")):
+        raise Conflict(f"instance {rec.name} is already running")
+    if status == st.RESTARTING and alive(state.get("reaper_pid"), state.get("reaper_starttime")):
+        raise Conflict(f"instance {rec.name} is restarting: stop it first")
+
+
+def _end_monitor(state):
+    """SIGTERM to a monitor waiting out a backoff, and wait for it to go."""
+    pid, starttime = state.get("reaper_pid"), state.get("reaper_starttime")
+    if not alive(pid, starttime):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    wait_exit(pid, starttime, 5)
+
+
 def cgroup_of(rec, state):
     """The instance's cgroup: the folders its state recorded at start, else the
     ones its spec names."""
@@ -139,8 +181,13 @@ class Instances:
     def get(self, name):
         return self.store.record(name)
 
-    def _start(self, rec, *, stdio=(None, None, None), pdeathsig=None):
-        """The locked transition to running. Returns the driver's Process."""
+    def _start(self, rec, *, stdio=(None, None, None), pdeathsig=None, fresh=True):
+        """The locked transition to running. Returns the driver's Process.
+
+        fresh: a start someone asked for (run, start), which resets the restart
+        count. Otherwise a restart by the monitor, which happens only while the
+        instance is `restarting` and nobody asked it to stop; else None.
+        """
         spec = rec.spec
         driver = driver_for(spec.kind)
         lower = rec.lower if spec.userns else self.images.rootfs(spec.image)
@@ -148,26 +195,34 @@ class Instances:
             raise NotFound(f"the image {spec.image} of {spec.name} is gone")
         with rec.lock():
             state = rec.read_state()
-            if state["status"] in (st.RUNNING, st.PAUSED) and alive(
-                    state.get("pid"), state.get("starttime")):
-                raise Conflict(f"instance {spec.name} is already running")
+            if not fresh and (state["status"] != st.RESTARTING or state.get("stop_requested")):
+                return None
+            if fresh:
+                _check_startable(rec, state)
             try:
                 proc = driver.start(rec, lower, stdio=stdio, tty=spec.tty, pdeathsig=pdeathsig)
             except StartError as err:
-                if state["status"] != st.CREATED:
-                    state["status"] = st.STOPPED
                 state.update(exit_code=err.exit_code, reason=f"start failed: {err}")
+                if not fresh:
+                    _settle(state, spec.restart, err.exit_code, supervised=True)
+                elif state["status"] != st.CREATED:
+                    state["status"] = st.STOPPED
                 rec.write_state(state)
                 raise
+            restarts = 0 if fresh else state.get("restart_count", 0) + 1
             state.update(status=st.RUNNING, pid=proc.pid, starttime=proc.starttime,
                          started=now(), finished=None, exit_code=None, reason=None,
-                         oom_killed=False, net=proc.net,
-                         reaper_pid=os.getpid(), cgroups=proc.cgroup.paths)
+                         oom_killed=False, net=proc.net, restart_count=restarts,
+                         stop_requested=False, reaper_pid=os.getpid(),
+                         reaper_starttime=st.proc_starttime(os.getpid()),
+                         cgroups=proc.cgroup.paths)
             rec.write_state(state)
         return proc
 
-    def _finish(self, rec, proc, code):
-        """Record how the instance ended and release what its run held."""
+    def _finish(self, rec, proc, code, supervised=False):
+        """Record how the instance ended and release what its run held. True
+        when the restart policy wants it started again (supervised: the caller
+        is its monitor, which applies the policy)."""
         spec = rec.spec
         oom = _oom_killed(proc.cgroup)
         try:
@@ -176,36 +231,61 @@ class Instances:
             pass  # `rm` retries; never lose the exit status over it
         _detach(rec, spec, proc.net)
         try:
-            rec.update_state(status=st.STOPPED, exit_code=code, finished=now(),
+            with rec.lock():
+                state = rec.read_state()
+                state.update(exit_code=code, finished=now(),
                              reason="oom-killed" if oom else _ended(code), pid=None,
                              oom_killed=oom, net={"network": spec.network})
-        except NotFound:
-            return  # removed meanwhile (rm -f)
+                restart = _settle(state, spec.restart, code, supervised)
+                rec.write_state(state)
+        except (NotFound, StateError):
+            return False  # removed meanwhile (rm -f)
         if spec.remove:
             self._remove(rec, spec)
+        return restart
 
-    def run_attached(self, rec):
-        """Start in the foreground: the caller's stdio, its exit status returned."""
+    def restarting(self, rec):
+        try:
+            return rec.read_state()["status"] == st.RESTARTING
+        except (NotFound, StateError):
+            return False
+
+    def _give_up(self, rec, err):
+        """A restart that cannot be attempted (the image is gone...): stopped."""
+        try:
+            with rec.lock():
+                state = rec.read_state()
+                if state["status"] == st.RESTARTING:
+                    state.update(status=st.STOPPED, reason=f"restart failed: {err}")
+                    rec.write_state(state)
+        except (NotFound, StateError):
+            pass
+
+    def run_attached(self, rec, cgroup_parent=None):
+        """Start in the foreground: the caller's stdio, its exit status returned.
+        `cgroup_parent`: this start's own (ctr start --cgroup-parent self)."""
+        from ctr import sdnotify
         from ctr.drivers.container import SignalForwarder
 
         forwarder = SignalForwarder()
-        try:
-            proc = self._start(rec, pdeathsig=signal.SIGKILL)
-        except CtrError:
-            if rec.spec.remove:
-                self._remove(rec, rec.spec)
-            raise
-        forwarder.attach(proc)
-        code = proc.wait()
-        self._finish(rec, proc, code)
+        # systemd's side (NOTIFY_SOCKET): MAINPID/READY once the command runs.
+        with sdnotify.Session(rec, cgroup_parent) as notify:
+            try:
+                proc = self._start(notify.record, pdeathsig=signal.SIGKILL)
+            except CtrError:
+                if rec.spec.remove:
+                    self._remove(rec, rec.spec)
+                raise
+            notify.started(proc)
+            forwarder.attach(proc)
+            code = proc.wait()
+            self._finish(rec, proc, code)
         return code
 
     def start_detached(self, rec):
         from ctr import monitor
 
-        state = rec.state()
-        if state["status"] in (st.RUNNING, st.PAUSED):
-            raise Conflict(f"instance {rec.name} is already running")
+        _check_startable(rec, rec.state())
         try:
             return monitor.spawn(self, rec)
         except CtrError:
@@ -231,6 +311,7 @@ class Instances:
         if state["status"] == st.PAUSED:
             raise Conflict(f"instance {name} is paused: unpause it first")
         if sig == signal.SIGKILL:
+            state = self._request_stop(rec)  # as docker: a killed instance stays down
             self._kill_all(rec, state)  # every process, not only the main one
             return state
         try:
@@ -263,9 +344,13 @@ class Instances:
         SIGRTMIN+3 for an init), then SIGKILL after `timeout` seconds. Stopping a
         stopped instance is not an error."""
         rec = self.get(name)
-        state = rec.state()
+        rec.state()  # reconciled first: a dead instance is not signalled
+        state = self._request_stop(rec)
         if state["status"] not in (st.RUNNING, st.PAUSED):
-            return state
+            return rec.state()
+        from ctr.sdnotify import stopping_for
+
+        stopping_for(state)  # under the instance's own unit's ExecStop=: STOPPING=1
         if state["status"] == st.PAUSED:
             state = self.unpause(name)
         driver = driver_for(rec.spec.kind)
@@ -279,6 +364,22 @@ class Instances:
             self._kill_all(rec, state)
         self._await_stopped(rec, state, 30)
         return rec.state()
+
+    def _request_stop(self, rec):
+        """Tell the instance's monitor not to restart it (`stop_requested`, under
+        the lock, before any signal: a restart happens under the same lock). One
+        waiting to restart is stopped here, and its monitor ended."""
+        with rec.lock():
+            state = rec.read_state()
+            if state["status"] not in (st.RUNNING, st.PAUSED, st.RESTARTING):
+                return state
+            state["stop_requested"] = True
+            if state["status"] == st.RESTARTING:
+                state.update(status=st.STOPPED, finished=now(),
+                             reason="stopped while waiting to restart")
+                _end_monitor(state)
+            rec.write_state(state)
+        return state
 
     def _kill_all(self, rec, state):
         """SIGKILL the instance's main process and everything else in its cgroup
@@ -384,11 +485,14 @@ class Instances:
             spec = rec.spec
         except StateError:
             spec = None
-        if state and state["status"] in (st.RUNNING, st.PAUSED):
+        if state and state["status"] in (st.RUNNING, st.PAUSED, st.RESTARTING):
             if not force:
-                raise Conflict(f"instance {name} is running: stop it first or use rm -f")
-            self._kill_all(rec, state)
-            self._await_stopped(rec, state, 30)
+                raise Conflict(f"instance {name} is {state['status']}: stop it first "
+                               "or use rm -f")
+            state = self._request_stop(rec)
+            if state["status"] != st.STOPPED:
+                self._kill_all(rec, state)
+                self._await_stopped(rec, state, 30)
         self._remove(rec, spec, state, force=force)
 
     def _remove(self, rec, spec, state=None, force=True):
@@ -496,35 +600,33 @@ class Instances:
         forwarder.attach(proc)
         return proc.wait()
 
-    def logs(self, name, follow=False, poll=0.1):
-        """The output of a detached instance, as chunks of bytes."""
+    def logs(self, name, *, follow=False, tail=None, since=None, until=None, poll=0.1):
+        """The output of a detached instance, as ctr.logs.Line objects (every
+        file of the rotated log, oldest first): the last `tail` lines, those
+        written within [since, until] (timestamp strings), then with `follow`
+        what comes until the instance stops for good."""
+        from ctr import logs
+
         rec = self.get(name)
-        try:
-            f = open(rec.log_path, "rb")
-        except FileNotFoundError:
-            if not follow:
+
+        def running():
+            try:
+                return rec.state()["status"] in (st.RUNNING, st.PAUSED, st.RESTARTING)
+            except (NotFound, StateError):
+                return False
+
+        def wanted(line):
+            return (since is None or line.ts >= since) and (until is None or line.ts <= until)
+
+        backlog, current = logs.backlog(rec.log_path, follow and running())
+        backlog = [line for line in backlog if wanted(line)]
+        if tail is not None:
+            backlog = backlog[-tail:] if tail else []
+        yield from backlog
+        if current is None:
+            return
+        for line in logs.follow(rec.log_path, current, running, poll):
+            if until is not None and line.ts > until:
                 return
-            f = None
-        try:
-            while True:
-                if f is None and os.path.exists(rec.log_path):
-                    f = open(rec.log_path, "rb")
-                chunk = f.read(65536) if f else b""
-                if chunk:
-                    yield chunk
-                    continue
-                if not follow:
-                    return
-                try:
-                    running = rec.state()["status"] in (st.RUNNING, st.PAUSED)
-                except (NotFound, StateError):
-                    running = False
-                if not running:
-                    rest = f.read() if f else b""
-                    if rest:
-                        yield rest
-                    return
-                time.sleep(poll)
-        finally:
-            if f:
-                f.close()
+            if wanted(line):
+                yield line

@@ -2,16 +2,32 @@
 
 `spawn` double-forks: the monitor is reparented away from the CLI at once, has
 its own session, and holds nothing of the CLI's (its stdio is /dev/null, so
-`$(ctr run -d ...)` returns). It starts the instance with its output appended
-to the instance's log, tells the CLI how the start went through a pipe, then
-reaps the instance and records its exit status.
+`$(ctr run -d ...)` returns). It starts the instance with its stdout and stderr
+on pipes (or its pty), tells the CLI how the start went through a pipe, copies
+the output into the instance's log (ctr.logs: timestamped records, rotated by
+size), reaps the instance and records its exit status. Then it applies the
+restart policy: after an exit the policy wants restarted, it waits (100 ms,
+doubling up to a minute, back to 100 ms after a run of 10 s or more) and
+starts the instance again, until a start fails for good, the policy says no,
+or `ctr stop` says stop.
+
+If the monitor is killed, the instance keeps running; what it writes then has
+no reader (EPIPE, or SIGPIPE if it does not ignore it), as with conmon, and
+`ctr ls`/`stop`/`rm` go by the recorded pid and cgroup.
 """
 
 import json
 import os
+import select
 import signal
+import threading
+import time
 
-from ctr.errors import EXIT_CTR, CtrError
+from ctr.errors import EXIT_CTR, CtrError, StartError
+
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 60.0
+STABLE_RUN = 10.0  # a run this long resets the backoff
 
 
 def _detach_stdio():
@@ -31,29 +47,119 @@ def _title(name):
         pass
 
 
+def pump(sources, writer):
+    """Copy [(fd, stream)] into the log until every source ends (EOF, or EIO
+    from a pty whose last holder went). Closes the fds."""
+    streams = dict(sources)
+    poller = select.poll()
+    for fd in streams:
+        poller.register(fd, select.POLLIN)
+    try:
+        while streams:
+            for fd, _ in poller.poll():
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    data = b""
+                if data:
+                    writer.write(streams[fd], data)
+                else:
+                    poller.unregister(fd)
+                    del streams[fd]
+                    os.close(fd)
+    finally:
+        for fd in streams:
+            os.close(fd)
+
+
+class Run:
+    """One run of the instance: its output pipes and the thread copying them."""
+
+    def __init__(self):
+        self.out_r, self.out_w = os.pipe()
+        self.err_r, self.err_w = os.pipe()
+        self.thread = None
+
+    def close_writers(self):
+        for fd in (self.out_w, self.err_w):
+            os.close(fd)
+
+    def abandon(self):
+        self.close_writers()
+        os.close(self.out_r)
+        os.close(self.err_r)
+
+    def follow(self, proc, writer):
+        sources = [(self.out_r, b"stdout"), (self.err_r, b"stderr")]
+        if proc.master is not None:  # -t: the output comes through the pty
+            sources.append((proc.master, b"stdout"))
+            proc.master = None
+        self.thread = threading.Thread(target=pump, args=(sources, writer), daemon=True)
+        self.thread.start()
+
+    def drain(self):
+        """Let the copy finish after the instance ended (its pipes close with it)."""
+        self.thread.join(timeout=5.0)
+
+
+def _start(instances, rec, null, fresh):
+    run = Run()
+    try:
+        proc = instances._start(rec, stdio=(null, run.out_w, run.err_w), fresh=fresh)
+    except BaseException:
+        run.abandon()
+        raise
+    run.close_writers()
+    if proc is None:  # stopped while it waited to restart
+        os.close(run.out_r)
+        os.close(run.err_r)
+    return proc, run
+
+
 def _monitor(instances, rec, report_w):
+    from ctr.logs import LogWriter
+
     os.setsid()
     _detach_stdio()
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _title(rec.name)
-    log = os.open(rec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    limits = rec.spec.log
+    writer = LogWriter(rec.log_path, limits["max_size"], limits["max_files"])
     null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        proc = instances._start(rec, stdio=(null, log, log))
+        proc, run = _start(instances, rec, null, fresh=True)
     except CtrError as err:
-        os.close(log)
         os.write(report_w, json.dumps({"error": str(err), "code": err.exit_code}).encode())
         return
-    finally:
-        os.close(null)
     os.write(report_w, json.dumps({"pid": proc.pid}).encode())
     os.close(report_w)
-    # With -t the output comes through the pty: the monitor copies it to the log.
-    code = proc.wait(stdin=None, stdout=log)
-    os.close(log)
-    instances._finish(rec, proc, code)
+    delay = BACKOFF_FIRST
+    while True:
+        began = time.monotonic()
+        run.follow(proc, writer)
+        code = proc.wait(stdin=None)
+        run.drain()
+        if not instances._finish(rec, proc, code, supervised=True):
+            return
+        if time.monotonic() - began >= STABLE_RUN:
+            delay = BACKOFF_FIRST
+        while True:
+            time.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+            try:
+                proc, run = _start(instances, rec, null, fresh=False)
+            except StartError:
+                if instances.restarting(rec):  # the policy counted it as a failed run
+                    continue
+                return
+            except CtrError as err:
+                instances._give_up(rec, err)
+                return
+            if proc is None:  # stopped while it waited
+                return
+            break
 
 
 def spawn(instances, rec):

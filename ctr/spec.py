@@ -534,6 +534,38 @@ def check_init(image, command, kind, userns):
             raise InvalidSpec(f"--init: the image {image['name']} has no {INIT} to boot "
                               "(give the init's path as the command)")
     return (INIT,)
+RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
+LOG_DEFAULTS = {"max_size": 10 << 20, "max_files": 3}  # at most 30 MiB of log per instance
+LOG_MIN_SIZE = 4 << 10
+
+
+def check_restart(value, remove=False):
+    """docker's --restart: no | on-failure[:N] | always | unless-stopped."""
+    if value is None:
+        return {"policy": "no", "max_retries": 0}
+    policy, sep, count = str(value).partition(":")
+    if policy not in RESTART_POLICIES or (sep and policy != "on-failure"):
+        raise InvalidSpec(f"invalid --restart {value!r}: expected no, on-failure[:N], "
+                          "always or unless-stopped")
+    retries = _int_in(count, "--restart retry count", 1, 1 << 31) if sep else 0
+    if remove and policy != "no":
+        raise InvalidSpec("--restart and --rm conflict: an instance removed on exit "
+                          "cannot be restarted")
+    return {"policy": policy, "max_retries": retries}
+
+
+def check_log(max_size=None, max_files=None):
+    """Size-based rotation of a detached instance's log: --log-max-size (-1: no limit)
+    and --log-max-files (the current file included)."""
+    log = dict(LOG_DEFAULTS)
+    if max_size is not None:
+        size = -1 if str(max_size).strip() == "-1" else parse_size(max_size, "--log-max-size")
+        if size != -1 and size < LOG_MIN_SIZE:
+            raise InvalidSpec(f"invalid --log-max-size {max_size!r}: at least 4k")
+        log["max_size"] = size
+    if max_files is not None:
+        log["max_files"] = _int_in(max_files, "--log-max-files", 1, 100)
+    return log
 
 
 VM_MIN_MEMORY = 64 << 20
@@ -605,6 +637,9 @@ class InstanceSpec:
     ulimits: tuple = ()
     init: bool = False
     stop_signal: str = "SIGTERM"
+    restart: dict = dataclasses.field(default_factory=lambda: check_restart(None))
+    log: dict = dataclasses.field(default_factory=lambda: dict(LOG_DEFAULTS))
+    sd_notify: str = "conmon"
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -638,7 +673,8 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
                cgroup_parent=None, network=None, publish=(), ip=None, vm=False, kernel=None,
                initrd=None, accel=None, cap_add=(), cap_drop=(), privileged=False,
                read_only=False, tmpfs=(), volumes=(), security_opt=(), ulimit=(),
-               userns=None, init=False, stop_signal=None, **resources):
+               userns=None, restart=None, log_max_size=None, log_max_files=None,
+               sd_notify=None, init=False, stop_signal=None, **resources):
     """Validate CLI-level inputs against an image record and return an InstanceSpec."""
     name = check_name(name) if name is not None else generate_name()
     kind = "vm" if vm else kind
@@ -673,6 +709,11 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
         no_new_privs = False  # a whole system has setuid programs (su, passwd): docker's default
     ulimits = check_ulimits(ulimit)
     userns = check_userns(userns, kind, privileged, network)
+    restart = check_restart(restart, remove)
+    log = check_log(log_max_size, log_max_files)
+    from ctr.sdnotify import check_mode
+
+    sd_notify = check_mode(sd_notify, kind)
     if kind == "vm" and (volumes or tmpfs or read_only or privileged or security_opt
                          or ulimits):
         raise InvalidSpec("-v, --tmpfs, --read-only, --privileged, --security-opt and "
@@ -718,4 +759,7 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
         ulimits=ulimits,
         init=bool(init),
         stop_signal=stop_signal,
+        restart=restart,
+        log=log,
+        sd_notify=sd_notify,
     )

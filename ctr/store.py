@@ -23,6 +23,7 @@ from ctr.errors import Conflict, NotFound, StateError
 DEFAULT_ROOT = "/var/lib/ctr"
 
 CREATED, RUNNING, PAUSED, STOPPED = "created", "running", "paused", "stopped"
+RESTARTING = "restarting"  # exited; its monitor starts it again after a backoff
 CORRUPT = "corrupt"
 
 
@@ -75,6 +76,14 @@ def proc_starttime(pid):
 
 def alive(pid, starttime):
     return bool(pid) and proc_starttime(pid) == starttime
+
+
+def _lost(state):
+    if state["status"] in (RUNNING, PAUSED):
+        return not alive(state.get("pid"), state.get("starttime"))
+    if state["status"] == RESTARTING:
+        return not alive(state.get("reaper_pid"), state.get("reaper_starttime"))
+    return False
 
 
 class Store:
@@ -164,6 +173,15 @@ class Record:
                 raise StateError(f"the spec of {self.name} is corrupt: {err}") from err
         return self._spec
 
+    def with_spec(self, spec):
+        """The same record as one run sees it: `spec` instead of the one on disk
+        (run-time additions such as the notify relay's bind); nothing is written."""
+        import copy
+
+        other = copy.copy(self)
+        other._spec = spec
+        return other
+
     def write_spec(self, spec):
         """Replace the spec (ctr update); the caller holds the lock."""
         atomic_write_json(self.spec_path, spec.to_dict())
@@ -209,17 +227,22 @@ class Record:
             raise NotFound(f"no such instance: {self.name}") from None
 
     def state(self):
-        """The state, reconciled with the kernel: a dead process is never `running`."""
+        """The state, reconciled with the kernel: a dead process is never `running`,
+        and an instance whose monitor died is not `restarting`."""
         state = self.read_state()
-        if state["status"] in (RUNNING, PAUSED) and not alive(
-                state.get("pid"), state.get("starttime")):
+        if _lost(state):
             with self.lock():
                 state = self.read_state()
-                if state["status"] in (RUNNING, PAUSED) and not alive(
-                        state.get("pid"), state.get("starttime")):
-                    state.update(status=STOPPED, exit_code=None,
-                                 reason="lost: the instance died while nobody watched it",
-                                 finished=state.get("finished") or now())
+                if _lost(state):
+                    if state["status"] == RESTARTING:
+                        why = "its monitor died while it waited to restart"
+                    elif state.get("stop_requested"):
+                        why = "stopped, but its monitor was gone: the exit status is unknown"
+                    else:
+                        why = "the instance died while nobody watched it"
+                    state.update(status=STOPPED, exit_code=state.get("exit_code") if
+                                 state["status"] == RESTARTING else None,
+                                 reason=f"lost: {why}", finished=state.get("finished") or now())
                     self.write_state(state)
         return state
 

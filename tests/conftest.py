@@ -14,7 +14,7 @@ def cgroup_parents_before():
     is left, and remove the /ctr parents if this session made them."""
     before = set(cgroup_parents())
     yield before
-    left = instance_cgroups() + processes("ctr-monitor")
+    left = instance_cgroups() + processes("ctr-monitor", ours_only=True)
     assert not left, f"the test session left things behind: {left}"
     for parent in set(cgroup_parents()) - before:
         try:

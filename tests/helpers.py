@@ -9,12 +9,15 @@ import subprocess
 CTR = os.environ.get("CTR_BIN") or (
     "/opt/ctr/venv/bin/ctr" if os.path.exists("/opt/ctr/venv/bin/ctr") else "ctr")
 CGROUP_ROOT = "/sys/fs/cgroup"
+# The session's own default cgroup parent (ctr's is /ctr): what another test
+# session running at the same time leaves in its parent is not this one's leftover.
+PARENT = os.environ.setdefault("CTR_CGROUP_PARENT", f"ctr-test-{os.getpid()}")
 
 
 def cgroup_parents():
-    """Every /ctr parent folder ctr may create, one per hierarchy."""
-    return [os.path.join(CGROUP_ROOT, h, "ctr") for h in os.listdir(CGROUP_ROOT)
-            if os.path.isdir(os.path.join(CGROUP_ROOT, h, "ctr"))]
+    """Every parent folder ctr may create by default, one per hierarchy."""
+    return [os.path.join(CGROUP_ROOT, h, PARENT) for h in os.listdir(CGROUP_ROOT)
+            if os.path.isdir(os.path.join(CGROUP_ROOT, h, PARENT))]
 
 
 def instance_cgroups():
@@ -30,7 +33,17 @@ def mounts_under(path):
         return [line for line in f if path in line]
 
 
-def processes(pattern):
+def _ours(pid):
+    """A process started under this session's cgroup parent (what a concurrent
+    session runs is not ours)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f"CTR_CGROUP_PARENT={PARENT}".encode() in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def processes(pattern, ours_only=False):
     out = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -40,7 +53,7 @@ def processes(pattern):
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if pattern in cmd:
+        if pattern in cmd and (not ours_only or _ours(pid)):
             out.append(f"{pid} {cmd}")
     return out
 
@@ -57,7 +70,7 @@ def leftovers(root):
     left = mounts_under(root)
     left += links("tap")
     left += instance_cgroups()
-    left += processes("ctr-monitor")
+    left += processes("ctr-monitor", ours_only=True)
     left += processes(root)
     return left
 

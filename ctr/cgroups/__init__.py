@@ -20,7 +20,11 @@ import time
 
 from ctr.errors import CtrError
 
-DEFAULT_PARENT = "/ctr"
+# ctr's own folder at each hierarchy's root (docker: /docker). CTR_CGROUP_PARENT
+# names another one: a test session uses its own, apart from any other on the host.
+DEFAULT_PARENT = "/" + (os.environ.get("CTR_CGROUP_PARENT") or "ctr").strip("/")
+if "/" in DEFAULT_PARENT[1:] or DEFAULT_PARENT in ("/", "/.", "/.."):
+    raise CtrError(f"CTR_CGROUP_PARENT must be one folder name, not {DEFAULT_PARENT!r}")
 
 
 def hierarchies(mountinfo="/proc/self/mountinfo"):

@@ -3,6 +3,7 @@ folder per instance, plain files; controllers are enabled in
 cgroup.subtree_control of every folder along the path, as runc's fs2 does.
 """
 
+import errno
 import os
 
 from ctr.cgroups import BaseCgroup, host_memory, read, read_keyed, write
@@ -21,8 +22,27 @@ def shares_to_weight(shares):
     return 1 + ((shares - 2) * 9999) // 262142
 
 
+SUPERVISOR = "supervisor"
+
+
+def leave_for_supervisor(folder):
+    """cgroup v2's no-internal-processes rule: a cgroup with processes of its own
+    cannot enable controllers for its children. When ctr itself is what sits in
+    `folder` (--cgroup-parent self: a systemd unit's delegated cgroup, whose main
+    process is the foreground ctr), ctr moves into `folder`/supervisor, a leaf
+    beside the instance's, as podman's --cgroups=split does. True if it moved."""
+    procs = os.path.join(folder, "cgroup.procs")
+    if str(os.getpid()) not in read(procs, "").split():
+        return False
+    leaf = os.path.join(folder, SUPERVISOR)
+    os.makedirs(leaf, exist_ok=True)
+    write(os.path.join(leaf, "cgroup.procs"), os.getpid())
+    return True
+
+
 class V2Cgroup(BaseCgroup):
     version = 2
+    wanted = WANTED
 
     @property
     def path(self):
@@ -42,12 +62,17 @@ class V2Cgroup(BaseCgroup):
         for folder in reversed(chain):
             offered = read(os.path.join(folder, "cgroup.controllers"), "").split()
             enabled = read(os.path.join(folder, "cgroup.subtree_control"), "").split()
-            todo = [c for c in WANTED if c in offered and c not in enabled]
+            todo = [c for c in self.wanted if c in offered and c not in enabled]
             if not todo:
                 continue
+            control = os.path.join(folder, "cgroup.subtree_control")
             try:
-                write(os.path.join(folder, "cgroup.subtree_control"),
-                      " ".join("+" + c for c in todo))
+                try:
+                    write(control, " ".join("+" + c for c in todo))
+                except OSError as err:
+                    if err.errno != errno.EBUSY or not leave_for_supervisor(folder):
+                        raise
+                    write(control, " ".join("+" + c for c in todo))
             except OSError as err:
                 raise CtrError(f"enabling {' '.join(todo)} in {folder}: {err.strerror} "
                                "(a cgroup with processes of its own cannot delegate "

@@ -46,13 +46,14 @@ def cli(ctx, root, debug):
 
 
 def _register():
-    from ctr.cli import bench, images, instances, kernels, networks
+    from ctr.cli import bench, generate, images, instances, kernels, networks
 
     instances.register(cli)
     images.register(cli)
     networks.register(cli)
     kernels.register(cli)
     bench.register(cli)
+    generate.register(cli)
 
 
 _register()

@@ -83,6 +83,13 @@ def instance_options(f):
         click.option("--stop-signal", metavar="SIG",
                      help="Signal `ctr stop` sends first (default SIGTERM; SIGRTMIN+3 "
                           "with --init)."),
+        click.option("--restart", metavar="POLICY",
+                     help="Detached: no (default), on-failure[:N], always, unless-stopped; "
+                          "restarts back off from 100 ms to 1 min."),
+        click.option("--log-max-size", metavar="SIZE",
+                     help="Detached: rotate the log at this size (default 10m; -1: never)."),
+        click.option("--log-max-files", metavar="N",
+                     help="Detached: log files kept, the current one included (default 3)."),
         resource_options,
         click.option("--vm", is_flag=True,
                      help="Boot the image as a VM under QEMU (-m is then its RAM, default 256m)."),
@@ -90,6 +97,9 @@ def instance_options(f):
         click.option("--initrd", metavar="PATH", help="VM: an initramfs of one's own."),
         click.option("--accel", metavar="kvm|tcg",
                      help="VM: acceleration (default: kvm with vmx/svm, else tcg)."),
+        click.option("--sd-notify", metavar="conmon|container|ignore",
+                     help="Under systemd (NOTIFY_SOCKET): ctr says READY=1 once the command "
+                          "runs (conmon, default), or the command says it (container)."),
         click.argument("image"),
         click.argument("command", nargs=-1, type=click.UNPROCESSED),
     ]
@@ -155,15 +165,21 @@ def create(obj, **opts):
 
 @click.command()
 @click.option("-a", "--attach", is_flag=True, help="Attach: wait and return its exit status.")
+@click.option("--cgroup-parent", metavar="PATH",
+              help="With -a: the cgroup to nest in for this run ('self': ctr's own, as "
+                   "systemd units do).")
 @click.argument("name")
 @pass_ctx
-def start(obj, attach, name):
+def start(obj, attach, cgroup_parent, name):
     """Start a created or stopped instance."""
     instances = obj.instances
     rec = instances.get(name)
     _notice(rec)
+    if cgroup_parent is not None and not attach:
+        raise InvalidSpec("--cgroup-parent on start needs -a (a detached start keeps "
+                          "the instance's own)")
     if attach:
-        return instances.run_attached(rec)
+        return instances.run_attached(rec, cgroup_parent=cgroup_parent)
     instances.start_detached(rec)
     click.echo(name)
     return 0
@@ -208,9 +224,12 @@ def rm(obj, force, names):
 
 def _status(spec, state):
     status = state["status"]
-    if status == "stopped" and state.get("exit_code") is not None:
-        return f"stopped ({state['exit_code']})"
+    if status in ("stopped", "restarting") and state.get("exit_code") is not None:
+        return f"{status} ({state['exit_code']})"
     return status
+
+
+LIVE = ("running", "paused", "restarting")
 
 
 def _row(rec, spec, state):
@@ -221,6 +240,7 @@ def _row(rec, spec, state):
         "image": spec.image if spec else None,
         "status": state["status"],
         "exit_code": state.get("exit_code"),
+        "restarts": state.get("restart_count", 0),
         "pid": state.get("pid") if state["status"] in ("running", "paused") else None,
         "created": state.get("created"),
         "command": list(spec.command) if spec else None,
@@ -236,15 +256,15 @@ def ls(obj, show_all, fmt):
     """List instances (running ones unless -a)."""
     rows = []
     for rec, spec, state in obj.instances.list():
-        if show_all or state["status"] in ("running", "paused"):
+        if show_all or state["status"] in LIVE:
             rows.append((_row(rec, spec, state), spec, state))
     if fmt == "json":
         click.echo(json.dumps([r for r, _, _ in rows], indent=2))
         return
-    table = [("NAME", "KIND", "IMAGE", "STATUS", "PID", "CREATED", "COMMAND")]
+    table = [("NAME", "KIND", "IMAGE", "STATUS", "RESTARTS", "PID", "CREATED", "COMMAND")]
     for row, spec, state in rows:
         table.append((row["name"], row["kind"] or "-", row["image"] or "-",
-                      _status(spec, state), str(row["pid"] or "-"),
+                      _status(spec, state), str(row["restarts"]), str(row["pid"] or "-"),
                       (row["created"] or "-")[:19].replace("T", " "),
                       " ".join(row["command"] or ["-"])[:40]))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
@@ -260,16 +280,37 @@ def inspect(obj, name):
     click.echo(json.dumps(obj.instances.inspect(name), indent=2, sort_keys=True))
 
 
+def _tail(value):
+    if value is None or value == "all":
+        return None
+    if not value.isdigit():
+        raise InvalidSpec(f"invalid --tail {value!r}: expected a number of lines or 'all'")
+    return int(value)
+
+
 @click.command()
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the instance stops.")
+@click.option("-n", "--tail", metavar="N", help="Only the last N lines (default: all).")
+@click.option("--since", metavar="TIME",
+              help="Lines written since TIME: 2026-01-02T15:04:05Z, a Unix time, or 10m ago.")
+@click.option("--until", metavar="TIME", help="Lines written before TIME (same forms).")
+@click.option("-t", "--timestamps", is_flag=True, help="Prefix each line with its time (UTC).")
 @click.argument("name")
 @pass_ctx
-def logs(obj, follow, name):
-    """Print the output of a detached instance."""
-    out = sys.stdout.buffer
-    for chunk in obj.instances.logs(name, follow=follow):
-        out.write(chunk)
-        out.flush()
+def logs(obj, follow, tail, since, until, timestamps, name):
+    """Print the output of a detached instance (its stderr on stderr)."""
+    from ctr.logs import parse_time
+
+    tail = _tail(tail)
+    since = parse_time(since, "--since") if since else None
+    until = parse_time(until, "--until") if until else None
+    out = {b"stdout": sys.stdout.buffer, b"stderr": sys.stderr.buffer}
+    for line in obj.instances.logs(name, follow=follow, tail=tail, since=since, until=until):
+        stream = out[line.stream]
+        if timestamps:
+            stream.write(line.ts + b" ")
+        stream.write(line.data)
+        stream.flush()
 
 
 @click.command(name="exec", context_settings=CMD_SETTINGS)

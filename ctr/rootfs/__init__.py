@@ -284,8 +284,13 @@ def prepare(sc, *, lower, upper, work, root, tty=False, binds=(), volumes=(), tm
     else:
         mask_paths(sc, root)
     bind_files(sc, root, binds)
-    mount_volumes(sc, root, volumes)
-    mount_tmpfs(sc, root, tmpfs)
+    # Volumes and tmpfs parents first (docker sorts mounts the same way): a -v
+    # below a --tmpfs, or below --read-only's /run and /tmp, lands on the tmpfs
+    # instead of being hidden by it. Equal depths keep volumes first.
+    mounts = [(v["target"], mount_volumes, v) for v in volumes]
+    mounts += [(m["path"], mount_tmpfs, m) for m in tmpfs]
+    for _, mount, m in sorted(mounts, key=lambda e: e[0].rstrip("/").count("/")):
+        mount(sc, root, [m])
     if init:
         bind_boot_id(sc, root)
     if read_only:

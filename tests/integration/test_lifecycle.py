@@ -103,8 +103,9 @@ def test_detached_logs_and_exec(ctr):
     r = ctr("run", "-d", "--name", "d1", "busybox", "sh", "-c",
             "echo line1; echo err1 >&2; while true; do sleep 0.05; done")
     assert r.stdout == "d1\n"
-    assert wait_for(lambda: "err1" in ctr("logs", "d1").stdout)
-    assert ctr("logs", "d1").stdout == "line1\nerr1\n"
+    assert wait_for(lambda: "err1" in ctr("logs", "d1").stderr)
+    r = ctr("logs", "d1")
+    assert (r.stdout, r.stderr) == ("line1\n", "err1\n")  # each stream where it belongs
     r = ctr("exec", "d1", "sh", "-c", "echo $$; cat /proc/1/cmdline | tr '\\0' ' '")
     lines = r.stdout.splitlines()
     assert lines[0] != "1"  # a new process in the same pid namespace

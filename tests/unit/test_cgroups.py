@@ -1,7 +1,14 @@
 import pytest
 
+import ctr.cgroups
 from ctr.cgroups import Cgroup, at, hierarchies
 from ctr.errors import CtrError
+
+
+@pytest.fixture(autouse=True)
+def default_parent(monkeypatch):
+    """ctr's own default, whatever CTR_CGROUP_PARENT the test session set."""
+    monkeypatch.setattr(ctr.cgroups, "DEFAULT_PARENT", "/ctr")
 
 MOUNTINFO = """\
 30 24 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755

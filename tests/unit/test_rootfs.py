@@ -126,3 +126,15 @@ def test_read_only_root_is_remounted_last():
     mounts = sc.mounts()
     assert mounts[-1] == (None, "/r", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     assert ("tmpfs", "/r/tmp", "tmpfs", rootfs.MS_NOSUID, "mode=1777") in mounts
+
+
+def test_a_volume_below_a_tmpfs_is_mounted_after_it():
+    sc = Recorder()
+    vol = {"source": "/host/s", "target": "/run/notify/notify.sock", "readonly": False}
+    tmp = [{"path": "/run", "flags": ["nosuid"], "data": "mode=1777"},
+           {"path": "/tmp", "flags": [], "data": ""}]
+    rootfs.prepare(sc, lower="/img", upper="/u", work="/w", root="/r", volumes=[vol],
+                   tmpfs=tmp)
+    targets = [m[1] for m in sc.mounts()]
+    assert targets.index("/r/run") < targets.index("/r/run/notify/notify.sock")
+    assert targets.index("/r/tmp") < targets.index("/r/run/notify/notify.sock")
