@@ -12,7 +12,7 @@ APT_BENCH    = crun runc
 # Tests: systemd-analyze verify of generated units (systemd need not be PID 1).
 APT_TEST     = systemd
 
-.PHONY: install apt venv kernel subids dev test unit lint bench clean
+.PHONY: install apt venv kernel subids dev test-images test unit lint bench clean
 
 install: apt venv kernel subids
 
@@ -45,6 +45,14 @@ kernel:
 
 dev:
 	@$(MAKE) --no-print-directory install EXTRAS='plot,dev' EXTRA_APT='$(APT_BENCH) $(APT_TEST)'
+	@$(MAKE) --no-print-directory test-images
+
+# The debian image the system-container tests boot, built once (debootstrap, ~40 s)
+# in the default state root: the tests run in a network namespace of their own,
+# which reaches no mirror.
+test-images:
+	@$(BINDIR)/ctr image ls --format json | grep -q '"name": "debian"' || \
+	  $(BINDIR)/ctr image build debian
 
 # pytest from the venv (not `python -m pytest`, which would import the source
 # tree without its built C helper). The integration suite runs inside a network namespace of its own, which plays

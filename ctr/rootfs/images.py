@@ -21,6 +21,10 @@ DEFAULT_CMD = ["sh"]
 
 
 def recipes_dir():
+    """Where `ctr image build NAME` finds NAME/build.sh: ctr's own recipes, or
+    the folder CTR_RECIPES names (recipes of one's own)."""
+    if os.environ.get("CTR_RECIPES"):
+        return os.environ["CTR_RECIPES"]
     import ctr.images
 
     return os.path.dirname(ctr.images.__file__)

@@ -1,11 +1,11 @@
 """System containers: the debian image (debootstrap), systemd booted as PID 1 with
 `ctr run --init`, stopped with its own signal, and the host's cgroups untouched.
 
-The debian image is built once per session from the Debian mirror the host's apt
-uses (~40 s); every test hard-links it into its own state root. The suite runs in a
-network namespace of its own (`make test`), which cannot reach the mirror: builds
-run in the network namespace the suite was started from, and only they. A build
-sets up no network, it downloads.
+The debian image is built by the set-up (`make dev`, ~40 s, from the Debian
+mirror the host's apt uses); every test hard-links it into its own state root.
+The suite's own network namespace reaches no mirror, and its tests reach none:
+the interrupted build is a local recipe that mounts in its target like
+debootstrap does.
 """
 
 import json
@@ -22,34 +22,16 @@ from helpers import CTR, assert_refused, mounts_under, processes, wait_for
 BOOT_TIMEOUT = 60  # seconds; it takes ~0.5 s here
 
 
-def _outer_netns():
-    """The network namespace of the nearest ancestor outside the suite's own
-    (`unshare --net` of make test): where the mirror can be reached."""
-    own = os.stat("/proc/self/ns/net").st_ino
-    pid = os.getppid()
-    while pid > 1:
-        try:
-            if os.stat(f"/proc/{pid}/ns/net").st_ino != own:
-                return ("nsenter", f"--net=/proc/{pid}/ns/net")
-            with open(f"/proc/{pid}/stat") as f:
-                pid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            break
-    return ()
-
-
-ONLINE = _outer_netns()
+SHARED_IMAGE = "/var/lib/ctr/images/debian"  # built by the set-up: make dev (test-images)
 
 
 @pytest.fixture(scope="session")
-def debian_image(tmp_path_factory):
-    """One debian image per session. Built piped: no progress on stderr."""
-    root = str(tmp_path_factory.mktemp("debian-root"))
-    r = subprocess.run([*ONLINE, CTR, "--root", root, "image", "build", "debian"],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert r.stderr == "" and r.stdout.startswith("debian sha256:"), (r.stdout, r.stderr)
-    return os.path.join(root, "images", "debian")
+def debian_image():
+    """The debian image `make dev` built (debootstrap needs the mirror, and the
+    suite's network namespace reaches none); each test hard-links it."""
+    assert os.path.isfile(os.path.join(SHARED_IMAGE, "image.json")), \
+        "no debian image: run `make dev` (it builds one with `ctr image build debian`)"
+    return SHARED_IMAGE
 
 
 @pytest.fixture
@@ -248,10 +230,23 @@ def _read_until(fd, pattern, timeout):
     return out
 
 
-def _build_in_a_pty(root):
+SLOW_RECIPE = """#!/bin/sh
+# Like debootstrap: progress, then mounts in its target, then a long wait.
+set -eu
+echo "==> fetching"
+mkdir -p "$1/proc" "$1/dev"
+mount -t proc proc "$1/proc"
+mount -t tmpfs dev "$1/dev"
+echo "==> unpacking"
+exec sleep 600
+"""
+
+
+def _build_in_a_pty(root, recipes):
     pid, fd = pty.fork()
     if pid == 0:
-        argv = [*ONLINE, CTR, "--root", root, "image", "build", "debian"]
+        os.environ["CTR_RECIPES"] = recipes
+        argv = [CTR, "--root", root, "image", "build", "slow"]
         os.execvp(argv[0], argv)
     return pid, fd
 
@@ -270,25 +265,32 @@ def _staging_mounts(root):
 
 
 def test_an_interrupted_build_leaves_nothing(tmp_path):
-    """Ctrl-C while downloading, and kill -9 of ctr once debootstrap has mounted
-    proc in its target: no image, no mount in any namespace, no process; the
-    staging folder of the killed build goes with the next build."""
+    """Ctrl-C, and kill -9 of ctr, once the recipe has mounted proc and a tmpfs
+    in its target (as debootstrap does): no image, no mount in any namespace,
+    no process; the staging folder of the killed build goes with the next build."""
     root = str(tmp_path / "root")
     images = os.path.join(root, "images")
+    recipes = tmp_path / "recipes"
+    (recipes / "slow").mkdir(parents=True)
+    (recipes / "slow" / "build.sh").write_text(SLOW_RECIPE)
+    (recipes / "slow" / "build.sh").chmod(0o755)
+    recipes = str(recipes)
     # on a terminal, progress; Ctrl-C (SIGINT to ctr) stops the build
-    pid, fd = _build_in_a_pty(root)
-    out = _read_until(fd, b"downloading packages", 60)
-    assert b"ctr: debootstrap bookworm" in out, out
+    pid, fd = _build_in_a_pty(root, recipes)
+    out = _read_until(fd, b"unpacking", 60)
+    assert b"fetching" in out, out
+    assert wait_for(lambda: _staging_mounts(images), 10), "the recipe mounted nothing"
     os.kill(pid, signal.SIGINT)
     _read_until(fd, b"\0", 10)
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 130
     assert os.listdir(images) == []
+    assert wait_for(lambda: not _staging_mounts(images) and not processes(images), 10)
     # kill -9 of ctr once the target has a mount (proc, in the build's namespace)
-    pid, fd = _build_in_a_pty(root)
+    pid, fd = _build_in_a_pty(root, recipes)
     try:
-        assert wait_for(lambda: _staging_mounts(images), 120), "debootstrap mounted nothing"
+        assert wait_for(lambda: _staging_mounts(images), 60), "the recipe mounted nothing"
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
