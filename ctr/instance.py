@@ -125,6 +125,24 @@ def _end_monitor(state):
     wait_exit(pid, starttime, 5)
 
 
+def _final_state(rec):
+    """The state after a stop; an instance run with --rm may be gone already."""
+    try:
+        return rec.state()
+    except (NotFound, StateError):
+        if os.path.isdir(rec.dir):
+            raise
+        return {"status": st.STOPPED, "removed": True}
+
+
+def _foreground_stop_signal(spec):
+    """What a SIGTERM to ctr in the foreground becomes: the instance's stop
+    signal (SIGTERM would make a booted systemd re-execute, not halt). For a
+    system container Ctrl-C (SIGINT, systemd's ctrl-alt-del: reboot) stops it too."""
+    sig = parse_signal(spec.stop_signal)
+    return {signal.SIGTERM: sig, **({signal.SIGINT: sig} if spec.init else {})}
+
+
 def cgroup_of(rec, state):
     """The instance's cgroup: the folders its state recorded at start, else the
     ones its spec names."""
@@ -267,7 +285,7 @@ class Instances:
         from ctr import sdnotify
         from ctr.drivers.container import SignalForwarder
 
-        forwarder = SignalForwarder()
+        forwarder = SignalForwarder(stop_signal=_foreground_stop_signal(rec.spec))
         # systemd's side (NOTIFY_SOCKET): MAINPID/READY once the command runs.
         with sdnotify.Session(rec, cgroup_parent) as notify:
             try:
@@ -336,7 +354,7 @@ class Instances:
             if not reaper or not os.path.exists(f"/proc/{reaper}"):
                 break
             time.sleep(0.005)
-        rec.state()
+        _final_state(rec)
         return True
 
     def stop(self, name, timeout=10):
@@ -363,7 +381,7 @@ class Instances:
         if not self._await_stopped(rec, state, timeout):
             self._kill_all(rec, state)
         self._await_stopped(rec, state, 30)
-        return rec.state()
+        return _final_state(rec)
 
     def _request_stop(self, rec):
         """Tell the instance's monitor not to restart it (`stop_requested`, under

@@ -25,13 +25,15 @@ class SignalForwarder:
     process is known.
     """
 
-    def __init__(self, signals=FORWARDED):
+    def __init__(self, signals=FORWARDED, stop_signal=None):
         self.proc = None
         self.pending = []
+        self.translate = stop_signal or {}  # {received: sent}: SIGTERM -> the stop signal
         for sig in signals:
             signal.signal(sig, self._handle)
 
     def _handle(self, sig, _frame):
+        sig = self.translate.get(sig, sig)
         if self.proc is None:
             self.pending.append(sig)
         else:
