@@ -152,3 +152,9 @@ def in_a_pty(ctr, *args, wrapper=()):
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     return os.waitstatus_to_exitcode(status), out
+
+
+def compile_static(src, out):
+    """A static binary of a test's own C source, to bind into containers."""
+    subprocess.run(["gcc", "-static", "-O2", "-Wall", "-o", out, src], check=True)
+    return out

@@ -9,17 +9,15 @@ import signal
 import subprocess
 
 import pytest
-from helpers import assert_refused
+from helpers import assert_refused, compile_static
 
 HERE = os.path.dirname(__file__)
 
 
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("probe") / "probe")
-    subprocess.run(["gcc", "-static", "-O2", "-Wall", "-o", out,
-                    os.path.join(HERE, "escapes", "probe.c")], check=True)
-    return out
+    return compile_static(os.path.join(HERE, "escapes", "probe.c"),
+                          str(tmp_path_factory.mktemp("probe") / "probe"))
 
 
 def sh(ctr, *opts, script, probe=None):

@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from helpers import CTR
+from helpers import CTR, compile_static
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -54,10 +54,8 @@ def systemd(request, tmp_path):
 @pytest.fixture(scope="module")
 def notify_tool(tmp_path_factory):
     """A static systemd-notify of our own (busybox has none), bound into containers."""
-    out = str(tmp_path_factory.mktemp("notify") / "notify")
-    subprocess.run(["gcc", "-static", "-O2", "-Wall", "-o", out,
-                    os.path.join(HERE, "sdnotify", "notify.c")], check=True)
-    return out
+    return compile_static(os.path.join(HERE, "sdnotify", "notify.c"),
+                          str(tmp_path_factory.mktemp("notify") / "notify"))
 
 
 def start(ctr, systemd, *args, extra_env=None):

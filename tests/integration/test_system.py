@@ -157,28 +157,21 @@ def test_systemd_alias_rm_f_and_restart(dctr):
 
 def test_init_in_the_foreground_ends_with_ctr_stop(dctr):
     ctr = dctr
-    fg = ctr.popen("run", "--rm", "--name", "sys", "--network", "none", "--init", "debian")
-    try:
-        assert wait_for(lambda: system_state(ctr) in ("running", "degraded"), BOOT_TIMEOUT)
-        ctr("stop", "sys", check=True)
-        assert fg.wait(timeout=15) == 0
-    finally:
-        if fg.poll() is None:
-            fg.kill()
-            fg.wait()
-    assert not os.listdir(ctr.path("instances"))
-    # SIGTERM to ctr itself (systemd stopping a unit, kill): the stop signal is
-    # what reaches the init, which halts (SIGTERM would make systemd re-execute)
-    fg = ctr.popen("run", "--rm", "--name", "sys", "--network", "none", "--init", "debian")
-    try:
-        assert wait_for(lambda: system_state(ctr) in ("running", "degraded"), BOOT_TIMEOUT)
-        fg.send_signal(signal.SIGTERM)
-        assert fg.wait(timeout=15) == 0
-    finally:
-        if fg.poll() is None:
-            fg.kill()
-            fg.wait()
-    assert not os.listdir(ctr.path("instances"))
+    # `ctr stop`, then SIGTERM to ctr itself (systemd stopping a unit, kill): the
+    # stop signal is what reaches the init, which halts (SIGTERM would make
+    # systemd re-execute)
+    for stop in (lambda fg: ctr("stop", "sys", check=True),
+                 lambda fg: fg.send_signal(signal.SIGTERM)):
+        fg = ctr.popen("run", "--rm", "--name", "sys", "--network", "none", "--init", "debian")
+        try:
+            assert wait_for(lambda: system_state(ctr) in ("running", "degraded"), BOOT_TIMEOUT)
+            stop(fg)
+            assert fg.wait(timeout=15) == 0
+        finally:
+            if fg.poll() is None:
+                fg.kill()
+                fg.wait()
+        assert not os.listdir(ctr.path("instances"))
 
 
 def test_stop_signal_of_a_plain_container(ctr):
