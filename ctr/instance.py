@@ -135,7 +135,7 @@ def _final_state(rec):
         return {"status": st.STOPPED, "removed": True}
 
 
-def _foreground_stop_signal(spec):
+def _foreground_signals(spec):
     """What a SIGTERM to ctr in the foreground becomes: the instance's stop
     signal (SIGTERM would make a booted systemd re-execute, not halt). For a
     system container Ctrl-C (SIGINT, systemd's ctrl-alt-del: reboot) stops it too."""
@@ -285,7 +285,7 @@ class Instances:
         from ctr import sdnotify
         from ctr.drivers.container import SignalForwarder
 
-        forwarder = SignalForwarder(stop_signal=_foreground_stop_signal(rec.spec))
+        forwarder = SignalForwarder(translate=_foreground_signals(rec.spec))
         # systemd's side (NOTIFY_SOCKET): MAINPID/READY once the command runs.
         with sdnotify.Session(rec, cgroup_parent) as notify:
             try:

@@ -25,10 +25,10 @@ class SignalForwarder:
     process is known.
     """
 
-    def __init__(self, signals=FORWARDED, stop_signal=None):
+    def __init__(self, signals=FORWARDED, translate=None):
         self.proc = None
         self.pending = []
-        self.translate = stop_signal or {}  # {received: sent}: SIGTERM -> the stop signal
+        self.translate = translate or {}  # {received: sent}: SIGTERM -> the stop signal
         for sig in signals:
             signal.signal(sig, self._handle)
 
