@@ -24,11 +24,17 @@ class _Node:
 
 
 def copy_cpuset(parent_dir, child_dir):
-    # A new v1 cpuset cgroup has no cpus and no mems: tasks cannot join it.
+    # A new v1 cpuset cgroup has no cpus and no mems: tasks cannot join it. A
+    # parent another ctr has just made may not be filled yet either: fill it
+    # first (the hierarchy's root always has both).
     for name in ("cpuset.cpus", "cpuset.mems"):
-        if read(os.path.join(child_dir, name), ""):
+        if read(os.path.join(child_dir, name), "").strip():
             continue
-        write(os.path.join(child_dir, name), read(os.path.join(parent_dir, name)))
+        value = read(os.path.join(parent_dir, name), "").strip()
+        if not value:
+            copy_cpuset(os.path.dirname(parent_dir), parent_dir)
+            value = read(os.path.join(parent_dir, name)).strip()
+        write(os.path.join(child_dir, name), value)
 
 
 def _unsupported(what, path, err):
