@@ -6,8 +6,10 @@
                                                    stopped --rm--> (removed)
 
 Whoever starts an instance reaps it and records how it ended: the CLI itself in
-the foreground (`run`, `start -a`), or the instance's monitor when detached.
-The per-instance lock is held only for transitions, never while running.
+the foreground (`run`, `start -a`), or the instance's monitor (ctr.monitor) when
+detached, through `start`, `finish` and `give_up`. The per-instance lock is held
+only for transitions, never while running. Read-only views (inspect, stats, who
+uses an image or a network) are ctr.query's.
 """
 
 import os
@@ -16,23 +18,10 @@ import signal
 import time
 
 from ctr import store as st
+from ctr.drivers import driver_for
 from ctr.errors import Conflict, CtrError, NotFound, StartError, StateError
-from ctr.rootfs.images import ImageStore
-from ctr.spec import build_spec, check_user, check_workdir, merge_env, parse_env, parse_signal
-from ctr.store import Store, alive, now
-
-DRIVERS = {"container": ("ctr.drivers.container", "ContainerDriver"),
-           "vm": ("ctr.drivers.vm", "VmDriver")}
-
-
-def driver_for(kind):
-    try:
-        module, cls = DRIVERS[kind]
-    except KeyError:
-        raise StateError(f"unknown instance kind {kind!r}") from None
-    import importlib
-
-    return getattr(importlib.import_module(module), cls)()
+from ctr.spec import check_user, check_workdir, merge_env, parse_env, parse_signal
+from ctr.store import alive, now
 
 
 def _detach(rec, spec, net):
@@ -153,54 +142,86 @@ def cgroup_of(rec, state):
     return cgroups.Cgroup(rec.spec.cgroup_parent, rec.spec.id)
 
 
-class Instances:
-    def __init__(self, root=None):
-        self.store = Store(root)
-        self.images = ImageStore(self.store)
+def _running_state(rec):
+    state = rec.state()
+    if state["status"] not in (st.RUNNING, st.PAUSED):
+        raise Conflict(f"instance {rec.name} is not running")
+    if state["status"] == st.PAUSED:
+        raise Conflict(f"instance {rec.name} is paused: unpause it first")
+    return state
 
-    # -- create / start -----------------------------------------------------------
 
-    def create(self, *, image, progress=None, **options):
-        self.store.ensure()
-        img = self.images.ensure(image, progress=progress)
-        spec = build_spec(image=img, **options)
-        if spec.userns:
-            return self._create_userns(spec)
-        return self.store.create_record(spec)
-
-    def _create_userns(self, spec):
-        """Allocate the instance's block of ids and give it a root filesystem
-        owned by them (see ctr.userns)."""
-        import dataclasses
-
-        from ctr import userns
-
-        userns.check_reachable(self.store.instances_dir)
-        with userns.lock(self.store):
-            taken = []
-            for rec in self.store.records():
-                try:
-                    taken.append(rec.spec.userns)
-                except CtrError:
-                    continue  # a record being removed, or damaged: not holding ids
-            spec = dataclasses.replace(spec, userns=userns.allocate(taken))
-            rec = self.store.create_record(spec)
+def _await_stopped(rec, state, timeout):
+    if not wait_exit(state["pid"], state["starttime"], timeout):
+        return False
+    # The reaper records the exit status right after the exit; give it a moment,
+    # then reconcile (a reaper that died never will).
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
         try:
-            ids = spec.userns
-            userns.shifted_copy(self.images.rootfs(spec.image), rec.lower, ids)
-            for path in (rec.upper, rec.work, rec.rootfs):
-                os.chown(path, ids["uid"], ids["gid"])
-            os.chmod(rec.dir, 0o711)  # the container's root walks to its layers
-        except BaseException:
-            rec.remove()
-            raise
-        return rec
+            if rec.read_state()["status"] == st.STOPPED:
+                return True
+        except (StateError, NotFound):
+            return True
+        reaper = state.get("reaper_pid")
+        if not reaper or not os.path.exists(f"/proc/{reaper}"):
+            break
+        time.sleep(0.005)
+    _final_state(rec)
+    return True
+
+
+def _request_stop(rec):
+    """Tell the instance's monitor not to restart it (`stop_requested`, under
+    the lock, before any signal: a restart happens under the same lock). One
+    waiting to restart is stopped here, and its monitor ended."""
+    with rec.lock():
+        state = rec.read_state()
+        if state["status"] not in (st.RUNNING, st.PAUSED, st.RESTARTING):
+            return state
+        state["stop_requested"] = True
+        if state["status"] == st.RESTARTING:
+            state.update(status=st.STOPPED, finished=now(),
+                         reason="stopped while waiting to restart")
+            _end_monitor(state)
+        rec.write_state(state)
+    return state
+
+
+def _kill_all(rec, state):
+    """SIGKILL the instance's main process and everything else in its cgroup
+    (a daemon that double-forked away from the init included)."""
+    try:
+        driver_for(rec.spec.kind).signal(rec, state, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    cgroup_of(rec, state).kill_all(signal.SIGKILL)
+
+
+class Instances:
+    """The lifecycle of the instances in one store. `images` is the image store
+    their root filesystems come from."""
+
+    def __init__(self, store, images):
+        self.store = store
+        self.images = images
 
     def get(self, name):
         return self.store.record(name)
 
-    def _start(self, rec, *, stdio=(None, None, None), pdeathsig=None, fresh=True):
-        """The locked transition to running. Returns the driver's Process.
+    # -- create / start -----------------------------------------------------------
+
+    def create(self, spec):
+        """The record of a new instance, `created`; its name must be free."""
+        self.store.ensure()
+        if spec.userns:
+            from ctr import userns
+
+            return userns.create_record(self.store, self.images.rootfs(spec.image), spec)
+        return self.store.create_record(spec)
+
+    def start(self, rec, *, stdio=(None, None, None), pdeathsig=None, fresh=True):
+        """The locked transition to running. Returns the driver's process.
 
         fresh: a start someone asked for (run, start), which resets the restart
         count. Otherwise a restart by the monitor, which happens only while the
@@ -237,7 +258,7 @@ class Instances:
             rec.write_state(state)
         return proc
 
-    def _finish(self, rec, proc, code, supervised=False):
+    def finish(self, rec, proc, code, supervised=False):
         """Record how the instance ended and release what its run held. True
         when the restart policy wants it started again (supervised: the caller
         is its monitor, which applies the policy)."""
@@ -268,7 +289,7 @@ class Instances:
         except (NotFound, StateError):
             return False
 
-    def _give_up(self, rec, err):
+    def give_up(self, rec, err):
         """A restart that cannot be attempted (the image is gone...): stopped."""
         try:
             with rec.lock():
@@ -278,6 +299,17 @@ class Instances:
                     rec.write_state(state)
         except (NotFound, StateError):
             pass
+
+    def run(self, rec, detach=False):
+        """The first start of a record `create` just made (ctr run): the exit
+        status in the foreground, the pid detached. A run that never started
+        leaves nothing behind."""
+        try:
+            return self.start_detached(rec) if detach else self.run_attached(rec)
+        except CtrError:
+            if not rec.spec.remove:  # a --rm instance is removed by its start
+                self.discard(rec)
+            raise
 
     def run_attached(self, rec, cgroup_parent=None):
         """Start in the foreground: the caller's stdio, its exit status returned.
@@ -289,7 +321,7 @@ class Instances:
         # systemd's side (NOTIFY_SOCKET): MAINPID/READY once the command runs.
         with sdnotify.Session(rec, cgroup_parent) as notify:
             try:
-                proc = self._start(notify.record, pdeathsig=signal.SIGKILL)
+                proc = self.start(notify.record, pdeathsig=signal.SIGKILL)
             except CtrError:
                 if rec.spec.remove:
                     self._remove(rec, rec.spec)
@@ -297,10 +329,11 @@ class Instances:
             notify.started(proc)
             forwarder.attach(proc)
             code = proc.wait()
-            self._finish(rec, proc, code)
+            self.finish(rec, proc, code)
         return code
 
     def start_detached(self, rec):
+        """Start under a monitor of its own; returns the instance's pid."""
         from ctr import monitor
 
         _check_startable(rec, rec.state())
@@ -317,20 +350,12 @@ class Instances:
 
     # -- signals ------------------------------------------------------------------
 
-    def _running_state(self, rec):
-        state = rec.state()
-        if state["status"] not in (st.RUNNING, st.PAUSED):
-            raise Conflict(f"instance {rec.name} is not running")
-        return state
-
     def kill(self, name, sig=signal.SIGKILL):
         rec = self.get(name)
-        state = self._running_state(rec)
-        if state["status"] == st.PAUSED:
-            raise Conflict(f"instance {name} is paused: unpause it first")
+        state = _running_state(rec)
         if sig == signal.SIGKILL:
-            state = self._request_stop(rec)  # as docker: a killed instance stays down
-            self._kill_all(rec, state)  # every process, not only the main one
+            state = _request_stop(rec)  # as docker: a killed instance stays down
+            _kill_all(rec, state)  # every process, not only the main one
             return state
         try:
             driver_for(rec.spec.kind).signal(rec, state, sig)
@@ -338,32 +363,13 @@ class Instances:
             pass
         return state
 
-    def _await_stopped(self, rec, state, timeout):
-        if not wait_exit(state["pid"], state["starttime"], timeout):
-            return False
-        # The reaper records the exit status right after the exit; give it a moment,
-        # then reconcile (a reaper that died never will).
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline:
-            try:
-                if rec.read_state()["status"] == st.STOPPED:
-                    return True
-            except (StateError, NotFound):
-                return True
-            reaper = state.get("reaper_pid")
-            if not reaper or not os.path.exists(f"/proc/{reaper}"):
-                break
-            time.sleep(0.005)
-        _final_state(rec)
-        return True
-
     def stop(self, name, timeout=10):
         """The instance's stop signal (SIGTERM unless its spec names another:
         SIGRTMIN+3 for an init), then SIGKILL after `timeout` seconds. Stopping a
         stopped instance is not an error."""
         rec = self.get(name)
         rec.state()  # reconciled first: a dead instance is not signalled
-        state = self._request_stop(rec)
+        state = _request_stop(rec)
         if state["status"] not in (st.RUNNING, st.PAUSED):
             return rec.state()
         from ctr.sdnotify import stopping_for
@@ -378,37 +384,12 @@ class Instances:
             pass
         except CtrError:
             timeout = 0  # a VM whose agent cannot be reached: nothing to wait for
-        if not self._await_stopped(rec, state, timeout):
-            self._kill_all(rec, state)
-        self._await_stopped(rec, state, 30)
+        if not _await_stopped(rec, state, timeout):
+            _kill_all(rec, state)
+        _await_stopped(rec, state, 30)
         return _final_state(rec)
 
-    def _request_stop(self, rec):
-        """Tell the instance's monitor not to restart it (`stop_requested`, under
-        the lock, before any signal: a restart happens under the same lock). One
-        waiting to restart is stopped here, and its monitor ended."""
-        with rec.lock():
-            state = rec.read_state()
-            if state["status"] not in (st.RUNNING, st.PAUSED, st.RESTARTING):
-                return state
-            state["stop_requested"] = True
-            if state["status"] == st.RESTARTING:
-                state.update(status=st.STOPPED, finished=now(),
-                             reason="stopped while waiting to restart")
-                _end_monitor(state)
-            rec.write_state(state)
-        return state
-
-    def _kill_all(self, rec, state):
-        """SIGKILL the instance's main process and everything else in its cgroup
-        (a daemon that double-forked away from the init included)."""
-        try:
-            driver_for(rec.spec.kind).signal(rec, state, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        cgroup_of(rec, state).kill_all(signal.SIGKILL)
-
-    # -- pause, limits, counters --------------------------------------------------
+    # -- pause, limits, exec ------------------------------------------------------
 
     def pause(self, name):
         rec = self.get(name)
@@ -453,45 +434,25 @@ class Instances:
             rec.write_spec(dataclasses.replace(spec, resources=resources))
         return resources
 
-    def stats(self, names=()):
-        """[(record, counters)] of the running instances (all when no names)."""
-        if names:
-            recs = [self.get(n) for n in names]
-        else:
-            recs = [rec for rec, _, state in self.list()
-                    if state["status"] in (st.RUNNING, st.PAUSED)]
-        out = []
-        for rec in recs:
-            state = rec.state()
-            if state["status"] not in (st.RUNNING, st.PAUSED):
-                if names:
-                    raise Conflict(f"instance {rec.name} is not running")
-                continue
-            try:
-                counters = cgroup_of(rec, state).stats()
-            except FileNotFoundError:
-                continue  # stopped while we read
-            out.append((rec, counters))
-        return out
+    def exec(self, name, command, *, env=(), workdir=None, user=None, tty=False):
+        """Run a command in a running instance; returns its exit status."""
+        rec = self.get(name)
+        spec = rec.spec
+        state = _running_state(rec)
+        if not command:
+            raise CtrError("exec needs a command")
+        env = merge_env(spec.env, ["TERM=xterm"] if tty else [], parse_env(env))
+        workdir = check_workdir(workdir) or spec.workdir
+        user = check_user(user)
+        from ctr.drivers.container import SignalForwarder
 
-    def gc(self):
-        """Clean what dead instances left: the cgroups of instances whose reaper
-        died with them, and `--rm` instances nobody removed. Returns the names."""
-        cleaned = []
-        for rec, spec, state in self.list():
-            if spec is None or state["status"] not in (st.STOPPED, st.CREATED):
-                continue
-            cg = cgroup_of(rec, state)
-            if spec.remove:
-                self._remove(rec, spec, state)
-                cleaned.append(rec.name)
-            elif cg.exists() or (state.get("net") or {}).get("ip"):
-                _release(rec, spec, state, cg)
-                rec.update_state(net={"network": spec.network})
-                cleaned.append(rec.name)
-        return cleaned
+        forwarder = SignalForwarder()
+        proc = driver_for(spec.kind).exec(rec, state, command=list(command), env=env,
+                                          workdir=workdir, user=user, tty=tty)
+        forwarder.attach(proc)
+        return proc.wait()
 
-    # -- remove -------------------------------------------------------------------
+    # -- remove, gc ---------------------------------------------------------------
 
     def remove(self, name, force=False):
         rec = self.get(name)
@@ -507,10 +468,10 @@ class Instances:
             if not force:
                 raise Conflict(f"instance {name} is {state['status']}: stop it first "
                                "or use rm -f")
-            state = self._request_stop(rec)
+            state = _request_stop(rec)
             if state["status"] != st.STOPPED:
-                self._kill_all(rec, state)
-                self._await_stopped(rec, state, 30)
+                _kill_all(rec, state)
+                _await_stopped(rec, state, 30)
         self._remove(rec, spec, state, force=force)
 
     def _remove(self, rec, spec, state=None, force=True):
@@ -521,130 +482,19 @@ class Instances:
             _release(rec, spec, state, cg)
         rec.remove()
 
-    # -- queries ------------------------------------------------------------------
-
-    def list(self):
-        """[(record, spec or None, state)]; a corrupt record is listed, not fatal."""
-        out = []
-        for rec in self.store.records():
-            try:
-                out.append((rec, rec.spec, rec.state()))
-            except StateError as err:
-                out.append((rec, None, {"status": st.CORRUPT, "error": str(err)}))
-            except NotFound:
-                continue  # removed while we listed
-        return out
-
-    def inspect(self, name):
-        rec = self.get(name)
-        spec, state = rec.spec, rec.state()
-        if state["status"] in (st.RUNNING, st.PAUSED):
-            extra = driver_for(spec.kind).describe(rec, state)
-            if extra:
-                state = {**state, spec.kind: extra}
-        return {
-            "name": spec.name,
-            "id": spec.id,
-            "kind": spec.kind,
-            "image": spec.image,
-            "spec": spec.to_dict(),
-            "state": state,
-            "paths": {
-                "record": rec.dir,
-                "rootfs": rec.rootfs,
-                "upper": rec.upper,
-                "work": rec.work,
-                "log": rec.log_path,
-                "image": self.images.rootfs(spec.image),
-            },
-        }
-
-    def image_users(self, image):
-        return [rec.name for rec, spec, _ in self.list() if spec and spec.image == image]
-
-    # -- networks -------------------------------------------------------------------
-
-    def network_create(self, name, subnet=None, gateway=None):
-        from ctr.net import links
-        from ctr.net.networks import Networks, free_subnet
-
-        self.store.ensure()
-        networks = Networks(self.store)
-        routes = links.host_routes()
-        subnet = subnet or free_subnet(networks.list(), routes)
-        return networks.create(name, subnet, gateway, host_routes=routes)
-
-    def network_list(self):
-        from ctr.net.networks import Networks
-
-        users = self._network_users()
-        return [{**n, "instances": users.get(n["name"], [])}
-                for n in Networks(self.store).list()]
-
-    def _network_users(self):
-        users = {}
-        for rec, spec, _ in self.list():
-            if spec:
-                users.setdefault(spec.network, []).append(rec.name)
-        return users
-
-    def network_remove(self, name):
-        from ctr.net import links, nft
-        from ctr.net.networks import Networks
-
-        netdef = Networks(self.store).remove(name, self._network_users().get(name, []))
-
-        nft.remove_network(netdef)
-        links.delete_bridge(netdef)
-
-    # -- exec and logs ------------------------------------------------------------
-
-    def exec(self, name, command, *, env=(), workdir=None, user=None, tty=False):
-        rec = self.get(name)
-        spec = rec.spec
-        state = self._running_state(rec)
-        if state["status"] == st.PAUSED:
-            raise Conflict(f"instance {name} is paused: unpause it first")
-        if not command:
-            raise CtrError("exec needs a command")
-        env = merge_env(spec.env, ["TERM=xterm"] if tty else [], parse_env(env))
-        workdir = check_workdir(workdir) or spec.workdir
-        user = check_user(user)
-        from ctr.drivers.container import SignalForwarder
-
-        forwarder = SignalForwarder()
-        proc = driver_for(spec.kind).exec(rec, state, command=list(command), env=env,
-                                          workdir=workdir, user=user, tty=tty)
-        forwarder.attach(proc)
-        return proc.wait()
-
-    def logs(self, name, *, follow=False, tail=None, since=None, until=None, poll=0.1):
-        """The output of a detached instance, as ctr.logs.Line objects (every
-        file of the rotated log, oldest first): the last `tail` lines, those
-        written within [since, until] (timestamp strings), then with `follow`
-        what comes until the instance stops for good."""
-        from ctr import logs
-
-        rec = self.get(name)
-
-        def running():
-            try:
-                return rec.state()["status"] in (st.RUNNING, st.PAUSED, st.RESTARTING)
-            except (NotFound, StateError):
-                return False
-
-        def wanted(line):
-            return (since is None or line.ts >= since) and (until is None or line.ts <= until)
-
-        backlog, current = logs.backlog(rec.log_path, follow and running())
-        backlog = [line for line in backlog if wanted(line)]
-        if tail is not None:
-            backlog = backlog[-tail:] if tail else []
-        yield from backlog
-        if current is None:
-            return
-        for line in logs.follow(rec.log_path, current, running, poll):
-            if until is not None and line.ts > until:
-                return
-            if wanted(line):
-                yield line
+    def gc(self):
+        """Clean what dead instances left: the cgroups of instances whose reaper
+        died with them, and `--rm` instances nobody removed. Returns the names."""
+        cleaned = []
+        for rec, spec, state in self.store.listing():
+            if spec is None or state["status"] not in (st.STOPPED, st.CREATED):
+                continue
+            cg = cgroup_of(rec, state)
+            if spec.remove:
+                self._remove(rec, spec, state)
+                cleaned.append(rec.name)
+            elif cg.exists() or (state.get("net") or {}).get("ip"):
+                _release(rec, spec, state, cg)
+                rec.update_state(net={"network": spec.network})
+                cleaned.append(rec.name)
+        return cleaned

@@ -196,6 +196,39 @@ def follow(path, current, running, poll=0.1):
             f.close()
 
 
+def read(rec, *, follow=False, tail=None, since=None, until=None, poll=0.1):
+    """The output of a detached instance, as Line objects (every file of the
+    rotated log, oldest first): the last `tail` lines, those written within
+    [since, until] (timestamps from parse_time), then with `follow` what comes
+    until the instance stops for good."""
+    from ctr import store as st
+    from ctr.errors import NotFound, StateError
+
+    def running():
+        try:
+            return rec.state()["status"] in (st.RUNNING, st.PAUSED, st.RESTARTING)
+        except (NotFound, StateError):
+            return False
+
+    def wanted(line):
+        return (since is None or line.ts >= since) and (until is None or line.ts <= until)
+
+    old, current = backlog(rec.log_path, follow and running())
+    old = [line for line in old if wanted(line)]
+    if tail is not None:
+        old = old[-tail:] if tail else []
+    yield from old
+    if current is None:
+        return
+    for line in _follow(rec.log_path, current, running, poll):
+        if until is not None and line.ts > until:
+            return
+        if wanted(line):
+            yield line
+
+
+_follow = follow  # read() has a parameter of that name
+
 DURATION_RE = re.compile(r"(?:(\d+(?:\.\d+)?)(ms|h|m|s))+")
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 DURATION_UNITS = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}

@@ -105,7 +105,7 @@ class Run:
 def _start(instances, rec, null, fresh):
     run = Run()
     try:
-        proc = instances._start(rec, stdio=(null, run.out_w, run.err_w), fresh=fresh)
+        proc = instances.start(rec, stdio=(null, run.out_w, run.err_w), fresh=fresh)
     except BaseException:
         run.abandon()
         raise
@@ -141,7 +141,7 @@ def _monitor(instances, rec, report_w):
         run.follow(proc, writer)
         code = proc.wait(stdin=None)
         run.drain()
-        if not instances._finish(rec, proc, code, supervised=True):
+        if not instances.finish(rec, proc, code, supervised=True):
             return
         if time.monotonic() - began >= STABLE_RUN:
             delay = BACKOFF_FIRST
@@ -155,7 +155,7 @@ def _monitor(instances, rec, report_w):
                     continue
                 return
             except CtrError as err:
-                instances._give_up(rec, err)
+                instances.give_up(rec, err)
                 return
             if proc is None:  # stopped while it waited
                 return

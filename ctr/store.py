@@ -19,6 +19,7 @@ import json
 import os
 
 from ctr.errors import Conflict, NotFound, StateError
+from ctr.revert import Reverter
 
 DEFAULT_ROOT = "/var/lib/ctr"
 
@@ -117,17 +118,14 @@ class Store:
         except FileExistsError:
             raise Conflict(f"the name {spec.name!r} is already in use") from None
         rec = Record(self, spec.name)
-        try:
+        with Reverter() as revert:
+            revert.add(rec.remove)
             for sub in ("upper", "work", "rootfs"):
                 os.mkdir(os.path.join(path, sub), 0o755)
             atomic_write_json(rec.spec_path, spec.to_dict())
             atomic_write_json(rec.state_path, {"status": CREATED, "created": now(),
                                                "id": spec.id})
-        except BaseException:
-            import shutil
-
-            shutil.rmtree(path, ignore_errors=True)
-            raise
+            revert.success()
         return rec
 
     def record(self, name):
@@ -142,6 +140,19 @@ class Store:
         except FileNotFoundError:
             return []
         return [Record(self, n) for n in sorted(names) if not n.startswith(".")]
+
+    def listing(self):
+        """[(record, spec or None, state)], each state reconciled; a corrupt
+        record is listed, not fatal."""
+        out = []
+        for rec in self.records():
+            try:
+                out.append((rec, rec.spec, rec.state()))
+            except StateError as err:
+                out.append((rec, None, {"status": CORRUPT, "error": str(err)}))
+            except NotFound:
+                continue  # removed while we listed
+        return out
 
 
 class Record:

@@ -122,3 +122,32 @@ def write_maps(pid, userns):
     for kind, base in (("uid", userns["uid"]), ("gid", userns["gid"])):
         with open(f"/proc/{pid}/{kind}_map", "w") as f:
             f.write(f"0 {base} {userns['size']}\n")
+
+
+def create_record(store, image_rootfs, spec):
+    """The record of a --userns=auto instance: a block of ids of its own (allocated
+    under the lock, so two creates never share one) and a copy of the image's root
+    owned by them. Returns the record; on failure nothing is left."""
+    import dataclasses
+
+    from ctr.revert import Reverter
+
+    check_reachable(store.instances_dir)
+    with lock(store):
+        taken = []
+        for rec in store.records():
+            try:
+                taken.append(rec.spec.userns)
+            except CtrError:
+                continue  # a record being removed, or damaged: not holding ids
+        spec = dataclasses.replace(spec, userns=allocate(taken))
+        rec = store.create_record(spec)
+    with Reverter() as revert:
+        revert.add(rec.remove)
+        ids = spec.userns
+        shifted_copy(image_rootfs, rec.lower, ids)
+        for path in (rec.upper, rec.work, rec.rootfs):
+            os.chown(path, ids["uid"], ids["gid"])
+        os.chmod(rec.dir, 0o711)  # the container's root walks to its layers
+        revert.success()
+    return rec

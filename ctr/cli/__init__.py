@@ -10,28 +10,8 @@ import sys
 
 import click
 
+from ctr.cli.context import Context
 from ctr.errors import EXIT_CTR, CtrError
-
-
-class Context:
-    def __init__(self, root, debug):
-        self.root = root
-        self.debug = debug
-        self._instances = None
-
-    @property
-    def instances(self):
-        if self._instances is None:
-            from ctr.instance import Instances
-
-            self._instances = Instances(self.root)
-        return self._instances
-
-
-def progress(message):
-    """Progress for people: shown on a terminal, quiet when piped."""
-    if sys.stderr.isatty():
-        click.echo(f"ctr: {message}...", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-pass_ctx = click.pass_obj
+from ctr.cli.context import pass_ctx
 
 
 def _progress_bar():
@@ -60,7 +60,7 @@ def bench(obj, fmt, no_probes, no_memory, command, **opts):
     be isolated."""
     from ctr import __version__
     from ctr.bench import harness, report
-    from ctr.cli import progress
+    from ctr.cli.context import progress
 
     config = harness.configure(command=command[1:] if command[:1] == ("--",) else command,
                                probes=not no_probes, measure_memory=not no_memory, **opts)

@@ -55,11 +55,10 @@ def systemd(obj, new, restart_policy, stop_timeout, files, dest, name):
         units.check_restart(restart_policy)
     if dest is not None and not files:
         raise InvalidSpec("--dest needs --files")
-    instances = obj.instances
-    spec = instances.get(name).spec
+    spec = obj.store.record(name).spec
     restart_policy = restart_policy or units.restart_for(spec)
-    image = instances.images.get(spec.image) if new else {}
-    root = instances.store.root
+    image = obj.images.get(spec.image) if new else {}
+    root = obj.store.root
     try:
         ver = version("ctr")
     except PackageNotFoundError:

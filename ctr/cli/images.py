@@ -4,7 +4,7 @@ import json
 
 import click
 
-from ctr.cli import progress
+from ctr.cli.context import progress
 
 
 def _human(size):
@@ -25,7 +25,7 @@ def image():
 @click.pass_obj
 def image_ls(obj, fmt):
     """List images."""
-    images = obj.instances.images.list()
+    images = obj.images.list()
     if fmt == "json":
         click.echo(json.dumps(images, indent=2))
         return
@@ -43,7 +43,7 @@ def image_ls(obj, fmt):
 @click.pass_obj
 def image_build(obj, name):
     """Build image NAME from its recipe in images/NAME."""
-    img = obj.instances.images.build(name, progress=progress)
+    img = obj.images.build(name, progress=progress)
     click.echo(f"{img['name']} {img['id']}")
 
 
@@ -53,7 +53,7 @@ def image_build(obj, name):
 @click.pass_obj
 def image_import(obj, file, name):
     """Import a root filesystem tarball (.tar, .tar.gz) as image NAME."""
-    img = obj.instances.images.import_tar(file, name, progress=progress)
+    img = obj.images.import_tar(file, name, progress=progress)
     click.echo(f"{img['name']} {img['id']}")
 
 
@@ -62,8 +62,10 @@ def image_import(obj, file, name):
 @click.pass_obj
 def image_rm(obj, names):
     """Remove images no instance uses."""
+    from ctr.query import image_users
+
     for name in names:
-        obj.instances.images.remove(name, used_by=obj.instances.image_users(name))
+        obj.images.remove(name, used_by=image_users(obj.store, name))
         click.echo(name)
 
 

@@ -5,11 +5,9 @@ import sys
 
 import click
 
-from ctr.cli import progress
+from ctr.cli.context import pass_ctx, progress
 from ctr.errors import CtrError, InvalidSpec
 from ctr.spec import parse_signal
-
-pass_ctx = click.pass_obj
 
 # Options after IMAGE belong to the command: `ctr run busybox ls -l`.
 CMD_SETTINGS = {"ignore_unknown_options": True, "allow_interspersed_args": False}
@@ -118,17 +116,25 @@ def _create(obj, image, command, interactive=False, **opts):
     if image.startswith("-"):
         # Unknown options are kept for the command, so one before IMAGE lands here.
         raise click.NoSuchOption(image)
-    command = _command(command)
-    return obj.instances.create(image=image, command=command, progress=progress, **opts)
+    from ctr.spec import build_spec
+
+    obj.store.ensure()
+    img = obj.images.ensure(image, progress=progress)
+    spec = build_spec(image=img, command=_command(command), **opts)
+    return obj.instances.create(spec)
 
 
 def _notice(rec):
-    """A VM that will run under TCG says so, once, on stderr."""
+    """A VM that will run under TCG says so, once, on stderr. An accelerator
+    that cannot be had is the start's to refuse (which leaves nothing)."""
     if rec.spec.kind != "vm":
         return
     from ctr.vm.launch import choose_accel
 
-    _, notice = choose_accel(rec.spec.vm.get("accel"))
+    try:
+        _, notice = choose_accel(rec.spec.vm.get("accel"))
+    except CtrError:
+        return
     if notice:
         click.echo(f"ctr: notice: {notice}", err=True)
 
@@ -139,20 +145,13 @@ def _notice(rec):
 @pass_ctx
 def run(obj, detach, **opts):
     """Create and start an instance of IMAGE running COMMAND."""
-    instances = obj.instances
     rec = _create(obj, **opts)
-    try:
-        _notice(rec)
-        if not detach:
-            return instances.run_attached(rec)
-        instances.start_detached(rec)
-        click.echo(rec.name)
-        return 0
-    except CtrError:
-        # `run` made the record; a run that never started leaves nothing behind.
-        if not rec.spec.remove:
-            instances.discard(rec)
-        raise
+    _notice(rec)
+    code = obj.instances.run(rec, detach=detach)
+    if not detach:
+        return code
+    click.echo(rec.name)
+    return 0
 
 
 @click.command(context_settings=CMD_SETTINGS)
@@ -255,7 +254,7 @@ def _row(rec, spec, state):
 def ls(obj, show_all, fmt):
     """List instances (running ones unless -a)."""
     rows = []
-    for rec, spec, state in obj.instances.list():
+    for rec, spec, state in obj.store.listing():
         if show_all or state["status"] in LIVE:
             rows.append((_row(rec, spec, state), spec, state))
     if fmt == "json":
@@ -277,7 +276,10 @@ def ls(obj, show_all, fmt):
 @pass_ctx
 def inspect(obj, name):
     """Show an instance's spec, state and paths as JSON."""
-    click.echo(json.dumps(obj.instances.inspect(name), indent=2, sort_keys=True))
+    from ctr.query import inspect as describe
+
+    rec = obj.store.record(name)
+    click.echo(json.dumps(describe(rec, obj.images), indent=2, sort_keys=True))
 
 
 def _tail(value):
@@ -299,13 +301,14 @@ def _tail(value):
 @pass_ctx
 def logs(obj, follow, tail, since, until, timestamps, name):
     """Print the output of a detached instance (its stderr on stderr)."""
-    from ctr.logs import parse_time
+    from ctr.logs import parse_time, read
 
     tail = _tail(tail)
     since = parse_time(since, "--since") if since else None
     until = parse_time(until, "--until") if until else None
     out = {b"stdout": sys.stdout.buffer, b"stderr": sys.stderr.buffer}
-    for line in obj.instances.logs(name, follow=follow, tail=tail, since=since, until=until):
+    rec = obj.store.record(name)
+    for line in read(rec, follow=follow, tail=tail, since=since, until=until):
         stream = out[line.stream]
         if timestamps:
             stream.write(line.ts + b" ")

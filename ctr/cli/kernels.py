@@ -5,7 +5,7 @@ import os
 
 import click
 
-from ctr.cli import progress
+from ctr.cli.context import progress
 
 
 @click.group()
@@ -19,8 +19,8 @@ def kernel_fetch(obj):
     """Download the distribution's kernel and keep what VMs need."""
     from ctr.vm import kernel as kernels
 
-    obj.instances.store.ensure()
-    k = kernels.fetch(obj.instances.store, progress=progress)
+    obj.store.ensure()
+    k = kernels.fetch(obj.store, progress=progress)
     click.echo(k.version)
 
 
@@ -31,7 +31,7 @@ def kernel_ls(obj, fmt):
     """Show the cached kernel."""
     from ctr.vm import kernel as kernels
 
-    k = kernels.cached(obj.instances.store)
+    k = kernels.cached(obj.store)
     rows = [] if k is None else [{"version": k.version, "path": k.path,
                                   "size": os.path.getsize(k.path),
                                   "modules": [os.path.basename(m) for m in k.modules]}]

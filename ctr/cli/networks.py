@@ -17,7 +17,9 @@ def network():
 @click.pass_obj
 def network_create(obj, subnet, gateway, name):
     """Create a network."""
-    obj.instances.network_create(name, subnet, gateway)
+    from ctr.net import manage
+
+    manage.create(obj.store, name, subnet, gateway)
     click.echo(name)
 
 
@@ -26,7 +28,10 @@ def network_create(obj, subnet, gateway, name):
 @click.pass_obj
 def network_ls(obj, fmt):
     """List networks."""
-    nets = obj.instances.network_list()
+    from ctr.net import manage
+    from ctr.query import network_users
+
+    nets = manage.listing(obj.store, network_users(obj.store))
     if fmt == "json":
         click.echo(json.dumps(nets, indent=2))
         return
@@ -43,8 +48,11 @@ def network_ls(obj, fmt):
 @click.pass_obj
 def network_rm(obj, names):
     """Remove networks no instance uses (their bridge and NAT rules go too)."""
+    from ctr.net import manage
+    from ctr.query import network_users
+
     for name in names:
-        obj.instances.network_remove(name)
+        manage.remove(obj.store, name, network_users(obj.store))
         click.echo(name)
 
 

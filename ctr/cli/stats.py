@@ -9,7 +9,7 @@ import time
 
 import click
 
-pass_ctx = click.pass_obj
+from ctr.cli.context import pass_ctx
 
 INTERVAL = 1.0
 
@@ -24,8 +24,10 @@ def human(n):
     return str(n)
 
 
-def _sample(instances, names):
-    return {rec.name: (rec, time.monotonic_ns(), c) for rec, c in instances.stats(names)}
+def _sample(store, names):
+    from ctr.query import stats
+
+    return {rec.name: (rec, time.monotonic_ns(), c) for rec, c in stats(store, names)}
 
 
 def rows(before, after):
@@ -70,12 +72,12 @@ def table(data):
 @pass_ctx
 def stats(obj, no_stream, fmt, interval, names):
     """Show CPU %, memory, pids and block I/O of running instances (all when no NAME)."""
-    instances = obj.instances
+    store = obj.store
     live = sys.stdout.isatty() and fmt == "table"
-    before = _sample(instances, names)
+    before = _sample(store, names)
     while True:
         time.sleep(interval)
-        after = _sample(instances, names)
+        after = _sample(store, names)
         data = rows(before, after)
         if fmt == "json":
             click.echo(json.dumps(data, indent=2 if no_stream else None))
