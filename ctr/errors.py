@@ -47,6 +47,14 @@ class StartError(CtrError):
         self.errno = errno
 
 
-def os_error(op, path, err):
-    """Translate an OSError at a boundary: name the operation and the path."""
-    return CtrError(f"{op} {path}: {err.strerror or err}")
+class CgroupError(CtrError):
+    """A cgroup file could not be read or written, or a cgroup folder made or
+    removed: the message names the operation, the file and the value. `errno`
+    is the kernel's (0 when none), for the callers that retry on EBUSY."""
+
+    def __init__(self, message, *, op=None, path=None, value=None, errno=0):
+        super().__init__(message)
+        self.op = op
+        self.path = path
+        self.value = value
+        self.errno = errno

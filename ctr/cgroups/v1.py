@@ -7,10 +7,19 @@ not model, are plain files. cgroupspy is imported only when limits are applied
 or counters read, never on a plain `ctr run`.
 """
 
+import contextlib
+import functools
 import os
 
-from ctr.cgroups import BaseCgroup, host_memory, read, read_keyed, write
-from ctr.errors import CtrError
+from ctr.cgroups.common import (
+    DEFAULT_DEVICES,
+    BaseCgroup,
+    host_memory,
+    read,
+    read_keyed,
+    write,
+)
+from ctr.errors import CgroupError
 
 UNLIMITED = 9223372036854771712  # what memory.limit_in_bytes reads when unset (page-aligned)
 
@@ -23,26 +32,52 @@ class _Node:
         self.full_path = path.encode()
 
 
+@functools.cache
+def _through_boundary(cls):
+    """cgroupspy's controller `cls`, its file access going through read() and
+    write() like every other, for the operation its `op` names."""
+
+    class Controller(cls):
+        op = "use the cgroup"
+
+        def get_property(self, filename):
+            return read(self.op, os.fsdecode(self.filepath(filename)))
+
+        def set_property(self, filename, value):
+            write(self.op, os.fsdecode(self.filepath(filename)), value)
+
+    Controller.__name__ = cls.__name__
+    return Controller
+
+
 def copy_cpuset(parent_dir, child_dir):
     # A new v1 cpuset cgroup has no cpus and no mems: tasks cannot join it. A
     # parent another ctr has just made may not be filled yet either: fill it
     # first (the hierarchy's root always has both).
+    op = "fill the new cpuset"
     for name in ("cpuset.cpus", "cpuset.mems"):
-        if read(os.path.join(child_dir, name), "").strip():
+        if read(op, os.path.join(child_dir, name), "").strip():
             continue
-        value = read(os.path.join(parent_dir, name), "").strip()
+        value = read(op, os.path.join(parent_dir, name), "").strip()
         if not value:
             copy_cpuset(os.path.dirname(parent_dir), parent_dir)
-            value = read(os.path.join(parent_dir, name)).strip()
-        write(os.path.join(child_dir, name), value)
+            value = read(op, os.path.join(parent_dir, name)).strip()
+        write(op, os.path.join(child_dir, name), value)
 
 
-def _unsupported(what, path, err):
-    # cgroupfs refuses to create a file it does not have: ENOENT or EACCES
-    if err.filename and not os.path.exists(err.filename):
-        return CtrError(f"{what} is not supported by this host's kernel "
-                        f"(no {os.path.basename(os.fsdecode(err.filename))})")
-    return CtrError(f"setting {what} in {path}: {err.strerror}")
+@contextlib.contextmanager
+def _limit(what):
+    """Setting the user's option `what`. A file cgroupfs does not have cannot be
+    created (ENOENT or EACCES): the host's kernel lacks that limit, and the
+    error says so. Any other refusal speaks for itself."""
+    try:
+        yield
+    except CgroupError as err:
+        if err.path and not os.path.exists(err.path):
+            raise CgroupError(f"{what} is not supported by this host's kernel "
+                              f"(no {os.path.basename(err.path)})", op=err.op, path=err.path,
+                              value=err.value, errno=err.errno) from err
+        raise
 
 
 class V1Cgroup(BaseCgroup):
@@ -52,12 +87,12 @@ class V1Cgroup(BaseCgroup):
         if "cpuset" in ctrls:
             copy_cpuset(os.path.dirname(path), path)
 
-    def _controller(self, name):
+    def _controller(self, name, op):
         from cgroupspy import controllers
 
         path = self.dir_of(name)
         if path is None:
-            raise CtrError(f"the {name} cgroup controller is not mounted on this host")
+            raise CgroupError(f"the {name} cgroup controller is not mounted on this host")
         cls = {
             "memory": controllers.MemoryController,
             "cpu": controllers.CpuController,
@@ -65,20 +100,18 @@ class V1Cgroup(BaseCgroup):
             "cpuset": controllers.CpuSetController,
             "blkio": controllers.BlkIOController,
         }.get(name, controllers.Controller)
-        return cls(_Node(path))
+        controller = _through_boundary(cls)(_Node(path))
+        controller.op = op
+        return controller
 
     def restrict_devices(self, rules=None):
-        from ctr.cgroups import DEFAULT_DEVICES
-
         path = self.dir_of("devices")
         if path is None:
             return  # no devices hierarchy: the minimal /dev is the only guard
-        try:
-            write(os.path.join(path, "devices.deny"), "a")
-            for rule in DEFAULT_DEVICES if rules is None else rules:
-                write(os.path.join(path, "devices.allow"), rule)
-        except OSError as err:
-            raise CtrError(f"setting the device allowlist in {path}: {err.strerror}") from err
+        op = "set the device allowlist"
+        write(op, os.path.join(path, "devices.deny"), "a")
+        for rule in DEFAULT_DEVICES if rules is None else rules:
+            write(op, os.path.join(path, "devices.allow"), rule)
 
     # -- limits -------------------------------------------------------------------
 
@@ -87,20 +120,19 @@ class V1Cgroup(BaseCgroup):
             self._apply_memory(res["memory"], res.get("memory_swap", 2 * res["memory"]),
                                explicit_swap="memory_swap" in res)
         if "cpus" in res:
-            cpu = self._controller("cpu")
-            self._set("--cpus", cpu, "cfs_period_us", 100_000)
-            self._set("--cpus", cpu, "cfs_quota_us", round(res["cpus"] * 100_000))
+            self._set("--cpus", "cpu", "cfs_period_us", 100_000)
+            self._set("--cpus", "cpu", "cfs_quota_us", round(res["cpus"] * 100_000))
         if "cpu_shares" in res or "cpu_weight" in res:
             shares = res.get("cpu_shares") or weight_to_shares(res["cpu_weight"])
-            self._set("--cpu-shares", self._controller("cpu"), "shares", shares)
+            self._set("--cpu-shares", "cpu", "shares", shares)
         if "cpuset_cpus" in res:
             cpus = {int(c) for c in res["cpuset_cpus"].split(",")}
-            self._set("--cpuset-cpus", self._controller("cpuset"), "cpus", cpus)
+            self._set("--cpuset-cpus", "cpuset", "cpus", cpus)
         if "pids_limit" in res:
             n = res["pids_limit"]
             self._set_file("--pids-limit", "pids", "pids.max", "max" if n < 0 else n)
         if "blkio_weight" in res:
-            self._set("--blkio-weight", self._controller("blkio"), "weight", res["blkio_weight"])
+            self._set("--blkio-weight", "blkio", "weight", res["blkio_weight"])
         for key, name in (("device_read_bps", "read"), ("device_write_bps", "write")):
             for dev, rate in res.get(key, ()):
                 # cgroupspy's write_bps interface names its file with a trailing
@@ -108,39 +140,38 @@ class V1Cgroup(BaseCgroup):
                 self._set_file(f"--device-{name}-bps", "blkio",
                                f"blkio.throttle.{name}_bps_device", f"{dev} {rate}")
 
-    def _set(self, what, controller, attr, value):
-        try:
+    def _set(self, what, ctrl, attr, value):
+        """A limit through cgroupspy's controller `ctrl`, for the user's option `what`."""
+        controller = self._controller(ctrl, f"set {what}")
+        with _limit(what):
             setattr(controller, attr, value)
-        except OSError as err:
-            raise _unsupported(what, controller.node.full_path.decode(), err) from err
 
     def _set_file(self, what, ctrl, name, value):
+        """A limit cgroupspy does not model, written by file name."""
         path = self.dir_of(ctrl)
         if path is None:
-            raise CtrError(f"{what} needs the {ctrl} cgroup controller, not mounted here")
-        try:
-            write(os.path.join(path, name), value)
-        except OSError as err:
-            raise _unsupported(what, path, err) from err
+            raise CgroupError(f"{what} needs the {ctrl} cgroup controller, not mounted here")
+        with _limit(what):
+            write(f"set {what}", os.path.join(path, name), value)
 
     def _apply_memory(self, memory, memsw, explicit_swap):
-        mem = self._controller("memory")
+        mem = self._controller("memory", "set --memory")  # refused here if not mounted
         if not os.path.exists(os.path.join(self.dir_of("memory"), "memory.memsw.limit_in_bytes")):
             if explicit_swap:
-                raise CtrError("--memory-swap is not supported by this host's kernel "
-                               "(no swap accounting: memory.memsw.limit_in_bytes)")
-            self._set("--memory", mem, "limit_in_bytes", memory)
+                raise CgroupError("--memory-swap is not supported by this host's kernel "
+                                  "(no swap accounting: memory.memsw.limit_in_bytes)")
+            self._set("--memory", "memory", "limit_in_bytes", memory)
             return
         memsw = None if memsw == -1 else memsw
         # The kernel insists on memory <= memory+swap at every step: raise the
         # larger one first.
         current = mem.memsw_limit_in_bytes or UNLIMITED
         if memory > current:
-            self._set("--memory-swap", mem, "memsw_limit_in_bytes", memsw)
-            self._set("--memory", mem, "limit_in_bytes", memory)
+            self._set("--memory-swap", "memory", "memsw_limit_in_bytes", memsw)
+            self._set("--memory", "memory", "limit_in_bytes", memory)
         else:
-            self._set("--memory", mem, "limit_in_bytes", memory)
-            self._set("--memory-swap", mem, "memsw_limit_in_bytes", memsw)
+            self._set("--memory", "memory", "limit_in_bytes", memory)
+            self._set("--memory-swap", "memory", "memsw_limit_in_bytes", memsw)
 
     # -- freezer ------------------------------------------------------------------
 
@@ -149,47 +180,44 @@ class V1Cgroup(BaseCgroup):
         if path is None:
             if missing_ok:
                 return None
-            raise CtrError("pausing needs the freezer cgroup controller, not mounted here")
+            raise CgroupError("pausing needs the freezer cgroup controller, not mounted here")
         return os.path.join(path, "freezer.state")
 
     def freeze(self, missing_ok=False):
         state = self._freezer(missing_ok)
         if state is None:
             return False
-        write(state, "FROZEN")
-        self._wait_for(lambda: read(state) == "FROZEN", "freezing the instance")
+        write("freeze", state, "FROZEN")
+        self._wait_for(lambda: read("freeze", state) == "FROZEN", "freezing the instance")
         return True
 
     def thaw(self):
         state = self._freezer(missing_ok=True)
         if state is not None:
-            write(state, "THAWED")
-            self._wait_for(lambda: read(state) == "THAWED", "thawing the instance")
-
-    def frozen(self):
-        state = self._freezer(missing_ok=True)
-        return state is not None and read(state, "THAWED") == "FROZEN"
+            write("thaw", state, "THAWED")
+            self._wait_for(lambda: read("thaw", state) == "THAWED", "thawing the instance")
 
     # -- counters -----------------------------------------------------------------
 
     def stats(self):
         out = {"cpu_usage_ns": None, "memory_usage": None, "memory_limit": None,
                "pids": len(self.pids()), "pids_limit": None, "blkio_read": 0, "blkio_write": 0}
+        op = "read the stats"
         if self.dir_of("cpuacct"):
-            out["cpu_usage_ns"] = self._controller("cpuacct").usage
+            out["cpu_usage_ns"] = self._controller("cpuacct", op).usage
         if self.dir_of("memory"):
-            mem = self._controller("memory")
+            mem = self._controller("memory", op)
             stat = mem.stat
             # As docker does: page cache the kernel can drop is not "used".
             out["memory_usage"] = max(0, mem.usage_in_bytes - stat.get("total_inactive_file", 0))
             limit = mem.limit_in_bytes
             out["memory_limit"] = min(limit or UNLIMITED, host_memory())
         if self.dir_of("pids"):
-            limit = read(os.path.join(self.dir_of("pids"), "pids.max"), "max")
+            limit = read(op, os.path.join(self.dir_of("pids"), "pids.max"), "max")
             out["pids_limit"] = None if limit == "max" else int(limit)
         if self.dir_of("blkio"):
-            text = read(os.path.join(self.dir_of("blkio"),
-                                     "blkio.throttle.io_service_bytes_recursive"), "")
+            text = read(op, os.path.join(self.dir_of("blkio"),
+                                         "blkio.throttle.io_service_bytes_recursive"), "")
             for line in text.splitlines():
                 parts = line.split()
                 if len(parts) == 3 and parts[1] in ("Read", "Write"):
@@ -200,7 +228,8 @@ class V1Cgroup(BaseCgroup):
         path = self.dir_of("memory")
         if path is None:
             return 0
-        return read_keyed(os.path.join(path, "memory.oom_control")).get("oom_kill", 0)
+        return read_keyed("count the OOM kills",
+                          os.path.join(path, "memory.oom_control")).get("oom_kill", 0)
 
 
 def weight_to_shares(weight):

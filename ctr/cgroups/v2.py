@@ -5,9 +5,10 @@ cgroup.subtree_control of every folder along the path, as runc's fs2 does.
 
 import errno
 import os
+import signal
 
-from ctr.cgroups import BaseCgroup, host_memory, read, read_keyed, write
-from ctr.errors import CtrError
+from ctr.cgroups.common import BaseCgroup, host_memory, mkdir, read, read_keyed, write
+from ctr.errors import CgroupError
 
 WANTED = ("cpu", "cpuset", "io", "memory", "pids")
 FILES = {  # what a limit needs, for the error when the controller is missing
@@ -31,12 +32,13 @@ def leave_for_supervisor(folder):
     `folder` (--cgroup-parent self: a systemd unit's delegated cgroup, whose main
     process is the foreground ctr), ctr moves into `folder`/supervisor, a leaf
     beside the instance's, as podman's --cgroups=split does. True if it moved."""
+    op = "make room for the instance's controllers"
     procs = os.path.join(folder, "cgroup.procs")
-    if str(os.getpid()) not in read(procs, "").split():
+    if str(os.getpid()) not in read(op, procs, "").split():
         return False
     leaf = os.path.join(folder, SUPERVISOR)
-    os.makedirs(leaf, exist_ok=True)
-    write(os.path.join(leaf, "cgroup.procs"), os.getpid())
+    mkdir(op, leaf)
+    write(op, os.path.join(leaf, "cgroup.procs"), os.getpid())
     return True
 
 
@@ -59,34 +61,38 @@ class V2Cgroup(BaseCgroup):
             if p == "/":
                 break
             p = os.path.dirname(p)
+        op = "delegate controllers"
         for folder in reversed(chain):
-            offered = read(os.path.join(folder, "cgroup.controllers"), "").split()
-            enabled = read(os.path.join(folder, "cgroup.subtree_control"), "").split()
+            offered = read(op, os.path.join(folder, "cgroup.controllers"), "").split()
+            enabled = read(op, os.path.join(folder, "cgroup.subtree_control"), "").split()
             todo = [c for c in self.wanted if c in offered and c not in enabled]
             if not todo:
                 continue
             control = os.path.join(folder, "cgroup.subtree_control")
             try:
                 try:
-                    write(control, " ".join("+" + c for c in todo))
-                except OSError as err:
+                    write(op, control, " ".join("+" + c for c in todo))
+                except CgroupError as err:
                     if err.errno != errno.EBUSY or not leave_for_supervisor(folder):
                         raise
-                    write(control, " ".join("+" + c for c in todo))
-            except OSError as err:
-                raise CtrError(f"enabling {' '.join(todo)} in {folder}: {err.strerror} "
-                               "(a cgroup with processes of its own cannot delegate "
-                               "controllers to its children)") from err
+                    write(op, control, " ".join("+" + c for c in todo))
+            except CgroupError as err:
+                if err.errno != errno.EBUSY:
+                    raise
+                raise CgroupError(f"{err} (a cgroup with processes of its own cannot "
+                                  "delegate controllers to its children)", op=err.op,
+                                  path=err.path, value=err.value, errno=err.errno) from err
 
     def _write(self, name, value):
+        what = FILES.get(name, name)
         try:
-            write(os.path.join(self.path, name), value)
-        except OSError as err:
-            what = FILES.get(name, name)
-            if isinstance(err, FileNotFoundError):
-                raise CtrError(f"{what} is not supported here: no {name} (controller "
-                               "not enabled for ctr's cgroup parent)") from err
-            raise CtrError(f"setting {what} ({name}): {err.strerror}") from err
+            write(f"set {what}", os.path.join(self.path, name), value)
+        except CgroupError as err:
+            if err.errno == errno.ENOENT:
+                raise CgroupError(f"{what} is not supported here: no {name} (controller "
+                                  "not enabled for ctr's cgroup parent)", op=err.op,
+                                  path=err.path, value=err.value, errno=err.errno) from err
+            raise
 
     def apply(self, res):
         if "memory" in res:
@@ -116,33 +122,33 @@ class V2Cgroup(BaseCgroup):
         if not os.path.exists(os.path.join(self.path, "cgroup.freeze")):
             if missing_ok:
                 return False
-            raise CtrError("pausing needs cgroup.freeze (Linux 5.2 or later)")
-        write(os.path.join(self.path, "cgroup.freeze"), 1)
+            raise CgroupError("pausing needs cgroup.freeze (Linux 5.2 or later)")
+        write("freeze", os.path.join(self.path, "cgroup.freeze"), 1)
         self._wait_for(self.frozen, "freezing the instance")
         return True
 
     def thaw(self):
         if os.path.exists(os.path.join(self.path, "cgroup.freeze")):
-            write(os.path.join(self.path, "cgroup.freeze"), 0)
+            write("thaw", os.path.join(self.path, "cgroup.freeze"), 0)
             self._wait_for(lambda: not self.frozen(), "thawing the instance")
 
     def frozen(self):
-        return read_keyed(os.path.join(self.path, "cgroup.events")).get("frozen") == 1
+        events = read_keyed("read the freezer's state", os.path.join(self.path, "cgroup.events"))
+        return events.get("frozen") == 1
 
     def kill_all(self, sig=None, timeout=5.0):
-        import signal
-
         sig = signal.SIGKILL if sig is None else sig
         kill = os.path.join(self.path, "cgroup.kill")
         if sig == signal.SIGKILL and os.path.exists(kill) and self.pids():
-            write(kill, 1)  # Linux 5.14: the kernel kills the whole subtree at once
+            write("kill", kill, 1)  # Linux 5.14: the kernel kills the whole subtree at once
         super().kill_all(sig, timeout)
 
     def stats(self):
         p = self.path
-        cpu = read_keyed(os.path.join(p, "cpu.stat"))
-        mem_limit = read(os.path.join(p, "memory.max"), "max")
-        pids_limit = read(os.path.join(p, "pids.max"), "max")
+        op = "read the stats"
+        cpu = read_keyed(op, os.path.join(p, "cpu.stat"))
+        mem_limit = read(op, os.path.join(p, "memory.max"), "max")
+        pids_limit = read(op, os.path.join(p, "pids.max"), "max")
         out = {
             "cpu_usage_ns": cpu["usage_usec"] * 1000 if "usage_usec" in cpu else None,
             "memory_usage": None,
@@ -151,11 +157,11 @@ class V2Cgroup(BaseCgroup):
             "pids_limit": None if pids_limit == "max" else int(pids_limit),
             "blkio_read": 0, "blkio_write": 0,
         }
-        current = read(os.path.join(p, "memory.current"), "")
+        current = read(op, os.path.join(p, "memory.current"), "")
         if current:
-            stat = read_keyed(os.path.join(p, "memory.stat"))
+            stat = read_keyed(op, os.path.join(p, "memory.stat"))
             out["memory_usage"] = max(0, int(current) - stat.get("inactive_file", 0))
-        for line in read(os.path.join(p, "io.stat"), "").splitlines():
+        for line in read(op, os.path.join(p, "io.stat"), "").splitlines():
             for field in line.split()[1:]:
                 key, _, value = field.partition("=")
                 if key in ("rbytes", "wbytes"):
@@ -163,4 +169,5 @@ class V2Cgroup(BaseCgroup):
         return out
 
     def oom_kills(self):
-        return read_keyed(os.path.join(self.path, "memory.events")).get("oom_kill", 0)
+        return read_keyed("count the OOM kills",
+                          os.path.join(self.path, "memory.events")).get("oom_kill", 0)

@@ -5,6 +5,7 @@ machines); the v2 backend has unit tests against a laid-out tree."""
 
 import json
 import os
+import re
 import signal
 import time
 
@@ -228,6 +229,36 @@ def test_a_limit_the_host_cannot_apply_fails_the_start_and_leaves_nothing(ctr):
     assert r.stderr == ("ctr: error: --blkio-weight is not supported by this host's kernel "
                         "(no blkio.weight)\n")
     assert not os.path.exists(ctr.path("instances", "w"))
+
+
+def test_a_write_the_kernel_refuses_names_the_file_and_the_value(ctr):
+    """A v1 cpuset must stay within its parent's: asking for CPU 1 under a parent
+    that has only CPU 0 is refused by cgroupfs (EACCES). The user reads the
+    option, the file and the value, and nothing is left."""
+    cpuset = f"{CGROUP_ROOT}/cpuset"
+    if not os.path.isdir(cpuset) or os.path.exists(f"{CGROUP_ROOT}/cgroup.controllers"):
+        pytest.skip("no v1 cpuset hierarchy (cgroup2 takes any cpuset.cpus and narrows it)")
+    if not os.path.exists("/sys/devices/system/cpu/cpu1/topology"):
+        pytest.skip("one CPU: there is no second one to ask for")
+    parent = f"/ctr-narrow-{os.getpid()}"
+    try:
+        os.mkdir(cpuset + parent)
+        for name in ("cpuset.cpus", "cpuset.mems"):
+            with open(f"{cpuset}{parent}/{name}", "w") as f:
+                f.write("0")
+        r = ctr("run", "--name", "c", "--cgroup-parent", parent, "--cpuset-cpus", "1",
+                "busybox", "true")
+        assert r.returncode == 125
+        assert re.fullmatch(rf"ctr: error: cannot set --cpuset-cpus: writing '1' to "
+                            rf"{cpuset}{parent}/[0-9a-f]+/cpuset.cpus: Permission denied\n",
+                            r.stderr), r.stderr
+        assert not os.path.exists(ctr.path("instances", "c"))
+        assert not [d for d in os.listdir(cpuset + parent)
+                    if os.path.isdir(f"{cpuset}{parent}/{d}")]  # no instance folder left
+    finally:
+        for h in os.listdir(CGROUP_ROOT):
+            if os.path.isdir(f"{CGROUP_ROOT}/{h}{parent}"):
+                os.rmdir(f"{CGROUP_ROOT}/{h}{parent}")  # a parent the user named stays
 
 
 def test_bad_verbs_on_limits(ctr):

@@ -1,8 +1,10 @@
+import errno
+
 import pytest
 
 import ctr.cgroups
 from ctr.cgroups import Cgroup, at, hierarchies
-from ctr.errors import CtrError
+from ctr.errors import CgroupError, CtrError
 
 
 @pytest.fixture(autouse=True)
@@ -137,3 +139,95 @@ def test_v1_swap_limit_refused_without_swap_accounting(tmp_path):
     with pytest.raises(CtrError, match="--memory-swap is not supported"):
         cg.create({"memory": 64 << 20, "memory_swap": 128 << 20})
     assert not (tmp_path / "memory" / "ctr").exists()  # nothing left
+
+
+# -- errors: every refused read and write names the operation, the file and the value --
+
+def test_a_refused_freeze_names_the_file_and_the_value(tmp_path):
+    state = tmp_path / "freezer" / "ctr" / "x" / "freezer.state"
+    state.mkdir(parents=True)  # writing to a folder: EISDIR, as a refusal would be
+    cg = Cgroup(None, "x", found=[(str(tmp_path / "freezer"), ("freezer",))])
+    with pytest.raises(CgroupError) as info:
+        cg.freeze()
+    assert str(info.value) == f"cannot freeze: writing 'FROZEN' to {state}: Is a directory"
+    assert (info.value.errno, info.value.path, info.value.value) == (
+        errno.EISDIR, str(state), "FROZEN")
+    assert isinstance(info.value, CtrError) and info.value.exit_code == 125
+
+
+def test_v2_refused_writes_and_reads_name_the_file(tmp_path):
+    leaf = tmp_path / "cg" / "ctr" / "x"
+    (leaf / "cgroup.freeze").mkdir(parents=True)
+    (leaf / "cpu.stat").mkdir()
+    cg = Cgroup(None, "x", found=[(str(tmp_path / "cg"), ("unified",))])
+    with pytest.raises(CgroupError, match=f"^cannot freeze: writing '1' to {leaf}/cgroup.freeze"):
+        cg.freeze()
+    with pytest.raises(CgroupError,
+                       match=f"^cannot read the stats: reading {leaf}/cpu.stat: Is a directory"):
+        cg.stats()
+    with pytest.raises(CgroupError, match=f"^cannot set --cpus: writing '50000 100000' to "
+                                          f"{leaf}/cpu.max: Is a directory"):
+        (leaf / "cpu.max").mkdir()
+        cg.apply({"cpus": 0.5})
+
+
+def test_v1_refused_limit_through_cgroupspy_names_the_option_the_file_and_the_value(tmp_path):
+    for d in (tmp_path / "cpuset", tmp_path / "cpuset" / "ctr"):
+        put(d / "cpuset.cpus", "0-1")
+        put(d / "cpuset.mems", "0")
+    target = tmp_path / "cpuset" / "ctr" / "x" / "cpuset.cpus"
+    target.mkdir(parents=True)
+    put(target.parent / "cpuset.mems", "0")
+    cg = Cgroup(None, "x", found=[(str(tmp_path / "cpuset"), ("cpuset",))])
+    with pytest.raises(CgroupError) as info:
+        cg.apply({"cpuset_cpus": "1"})
+    assert str(info.value) == f"cannot set --cpuset-cpus: writing '1' to {target}: Is a directory"
+
+
+def test_v1_limit_refused_by_the_kernel_names_the_option_the_file_and_the_value(tmp_path):
+    found = [(str(tmp_path / "pids"), ("pids",))]
+    cg = Cgroup(None, "x", found=found)
+    (tmp_path / "pids" / "ctr" / "x" / "pids.max").mkdir(parents=True)
+    with pytest.raises(CgroupError, match=f"^cannot set --pids-limit: writing '20' to "
+                                          f"{tmp_path}/pids/ctr/x/pids.max: Is a directory$"):
+        cg.create({"pids_limit": 20})
+    assert not (tmp_path / "pids" / "ctr").exists()  # the reverter removed what create made
+
+
+def test_a_cgroup_that_cannot_be_made_names_the_folder(tmp_path):
+    put(tmp_path / "memory" / "ctr", "a file where the parent folder goes")
+    cg = Cgroup(None, "x", found=[(str(tmp_path / "memory"), ("memory",))])
+    with pytest.raises(CgroupError, match=f"^cannot create the cgroup: creating "
+                                          f"{tmp_path}/memory/ctr/x: Not a directory"):
+        cg.create()
+
+
+def test_a_cgroup_that_cannot_be_removed_names_the_folder(tmp_path):
+    leaf = tmp_path / "memory" / "mine" / "x"
+    put(leaf / "memory.stat", "a file rmdir refuses to remove with its folder")
+    cg = Cgroup("/mine", "x", found=[(str(tmp_path / "memory"), ("memory",))])
+    with pytest.raises(CgroupError, match=f"^cannot remove the cgroup: removing {leaf}: "
+                                          "Directory not empty$"):
+        cg.destroy()
+
+
+def test_the_backends_import_the_package_nowhere():
+    """Imports go one way: ctr.cgroups -> v1/v2 -> common (in-function ones too)."""
+    import ast
+    import pathlib
+
+    here = pathlib.Path(ctr.cgroups.__file__).parent
+    for name in ("common.py", "v1.py", "v2.py"):
+        for node in ast.walk(ast.parse((here / name).read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert node.module != "ctr.cgroups", name
+                assert name != "common.py" or not (node.module or "").startswith("ctr.cgroups")
+            elif isinstance(node, ast.Import):
+                assert all(not a.name.startswith("ctr.cgroups") for a in node.names), name
+
+
+def test_v1_limit_without_its_hierarchy_is_refused(tmp_path):
+    cg = Cgroup(None, "x", found=[(str(tmp_path / "pids"), ("pids",))])
+    with pytest.raises(CgroupError, match="the memory cgroup controller is not mounted"):
+        cg.create({"memory": 64 << 20})
+    assert not (tmp_path / "pids" / "ctr").exists()

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from ctr import rootfs
-from ctr.cgroups import _cgroup_of
+from ctr.cgroups.common import _cgroup_of
 from ctr.errors import InvalidSpec
 from ctr.namespaces import InitFailure, check_own_cgroup2
 from ctr.native import MS_BIND, MS_RDONLY, MS_REMOUNT, Syscalls

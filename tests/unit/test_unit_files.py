@@ -9,7 +9,7 @@ import pytest
 
 from ctr import sdnotify, systemd
 from ctr.cli.instances import _command, run
-from ctr.errors import InvalidSpec
+from ctr.errors import CgroupError, InvalidSpec
 from ctr.spec import build_spec
 
 IMAGE = {"name": "busybox", "id": "sha256:abc", "cmd": ["sh"], "env": ["IMG=1"],
@@ -221,10 +221,10 @@ def test_ctr_leaves_a_cgroup_it_must_delegate_from(tmp_path, monkeypatch):
     (unit / "cgroup.procs").write_text(f"{os.getpid()}\n")
     writes = []
 
-    def write(path, value):
+    def write(op, path, value):
         if path.endswith("subtree_control") and not writes:
             writes.append(("refused", path))
-            raise OSError(errno.EBUSY, "busy")
+            raise CgroupError("busy", op=op, path=path, value=value, errno=errno.EBUSY)
         writes.append((path, str(value)))
         with open(path, "w") as f:
             f.write(str(value))
