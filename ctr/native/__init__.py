@@ -3,6 +3,10 @@
 `SYSCALLS` is the real implementation; the container-side setup code takes a
 `Syscalls` object as a parameter, so unit tests can pass a recording fake and
 check what would be mounted without root (see tests/unit/test_rootfs.py).
+
+A failed mount or umount raises MountError (runc's mountError): an OSError
+with the kernel's errno whose message names the source, the target, the
+filesystem type and the flags, translated here, once, for every caller.
 """
 
 import os
@@ -32,6 +36,51 @@ clone = _native.clone
 unshare = _native.unshare
 setns = _native.setns
 
+MS_FLAG_NAMES = (  # mount(2)'s flags, as errors name them
+    (MS_RDONLY, "MS_RDONLY"), (MS_NOSUID, "MS_NOSUID"), (MS_NODEV, "MS_NODEV"),
+    (MS_NOEXEC, "MS_NOEXEC"), (MS_REMOUNT, "MS_REMOUNT"), (MS_BIND, "MS_BIND"),
+    (MS_REC, "MS_REC"), (MS_PRIVATE, "MS_PRIVATE"), (MS_STRICTATIME, "MS_STRICTATIME"),
+)
+MNT_FLAG_NAMES = ((MNT_DETACH, "MNT_DETACH"),)  # umount2(2)'s
+
+
+def flag_names(flags, names=MS_FLAG_NAMES):
+    """MS_BIND|MS_REC for the bits named in `names`, the rest in hex; 0 for none."""
+    out = []
+    for bit, name in names:
+        if flags & bit:
+            out.append(name)
+            flags &= ~bit
+    if flags:
+        out.append(hex(flags))
+    return "|".join(out) or "0"
+
+
+class MountError(OSError):
+    """A mount(2) or umount2(2) the kernel refused: an OSError with its errno,
+    whose message names the operation, source, target, fstype, flags and data.
+    The message is also its `strerror` (and there is no `filename`), so every
+    reader of an OSError shows all of it: the init's report to the parent
+    sends "step: strerror"."""
+
+    def __init__(self, op, err, *, target, source=None, fstype=None, flags=0, data=None,
+                 names=MS_FLAG_NAMES):
+        self.op = op
+        self.source = source
+        self.target = target
+        self.fstype = fstype
+        self.flags = flags
+        self.data = data
+        fields = [f"{key}={value!r}" for key, value in (
+            ("source", source), ("target", target), ("fstype", fstype)) if value is not None]
+        fields.append(f"flags={flag_names(flags, names)}")
+        if data:
+            fields.append(f"data={data!r}")
+        super().__init__(err.errno, f"{op} {' '.join(fields)}: {err.strerror or err}")
+
+    def __str__(self):
+        return self.strerror
+
 EXEC_STUB = os.path.join(os.path.dirname(__file__), "ctr-exec")
 
 
@@ -59,10 +108,18 @@ class Syscalls:
     """The operations the container's init sequence performs on the kernel."""
 
     def mount(self, source, target, fstype, flags=0, data=None):
-        _native.mount(source, target, fstype, flags, data)
+        try:
+            _native.mount(source, target, fstype, flags, data)
+        except OSError as err:
+            raise MountError("mount", err, source=source, target=target, fstype=fstype,
+                             flags=flags, data=data) from err
 
     def umount2(self, target, flags=0):
-        _native.umount2(target, flags)
+        try:
+            _native.umount2(target, flags)
+        except OSError as err:
+            raise MountError("umount2", err, target=target, flags=flags,
+                             names=MNT_FLAG_NAMES) from err
 
     def pivot_root(self, new_root, put_old):
         _native.pivot_root(new_root, put_old)

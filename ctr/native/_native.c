@@ -23,7 +23,9 @@
  *                       emits the BPF) and load it into the calling thread.
  *
  * Every failure raises OSError(errno, strerror, path): the Python side sends
- * it to the parent through the sync pipe as (errno, message).
+ * it to the parent through the sync pipe as (errno, message). mount and
+ * umount2 are called through the seam in __init__.py (Syscalls), which names
+ * source, target, fstype and flags in the error (MountError).
  */
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE

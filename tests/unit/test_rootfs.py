@@ -138,3 +138,35 @@ def test_a_volume_below_a_tmpfs_is_mounted_after_it():
     targets = [m[1] for m in sc.mounts()]
     assert targets.index("/r/run") < targets.index("/r/run/notify/notify.sock")
     assert targets.index("/r/tmp") < targets.index("/r/run/notify/notify.sock")
+
+
+# -- errors: a refused mount names source, target, fstype and flags ----------------------
+
+def test_a_refused_mount_names_source_target_fstype_and_flags(monkeypatch):
+    import errno
+    import types
+
+    from ctr import native
+
+    def refuse(*args):
+        raise OSError(errno.ENOENT, "No such file or directory", args[1])
+
+    monkeypatch.setattr(native, "_native", types.SimpleNamespace(mount=refuse, umount2=refuse))
+    with pytest.raises(native.MountError) as info:
+        Syscalls().mount("/vol", "/r/data", None, MS_BIND | MS_REC)
+    err = info.value
+    assert isinstance(err, OSError) and err.errno == errno.ENOENT
+    assert str(err) == ("mount source='/vol' target='/r/data' flags=MS_BIND|MS_REC: "
+                        "No such file or directory")
+    assert (err.source, err.target, err.fstype, err.flags) == ("/vol", "/r/data", None,
+                                                               MS_BIND | MS_REC)
+    # what reads an OSError's strerror and filename (the init's report) gets it all
+    assert err.strerror == str(err) and err.filename is None
+    with pytest.raises(OSError, match="^mount source='overlay' target='/r' fstype='overlay' "
+                                      "flags=0 data='lowerdir=/l': No such file"):
+        Syscalls().mount("overlay", "/r", "overlay", 0, "lowerdir=/l")
+    with pytest.raises(OSError, match=r"^mount target='/' flags=MS_REC\|MS_PRIVATE\|0x4000000:"):
+        Syscalls().mount(None, "/", None, MS_REC | MS_PRIVATE | 0x4000000)
+    with pytest.raises(native.MountError, match="^umount2 target='.' flags=MNT_DETACH: No such"):
+        Syscalls().umount2(".", MNT_DETACH)
+
