@@ -25,8 +25,9 @@ class BuildExtAndAgent(build_ext):
 
 setup(
     packages=[
-        "ctr", "ctr.bench", "ctr.cli", "ctr.cgroups", "ctr.drivers", "ctr.namespaces",
-        "ctr.native", "ctr.net", "ctr.rootfs", "ctr.images", "ctr.seccomp", "ctr.vm",
+        "ctr", "ctr.bench", "ctr.cli", "ctr.cgroups", "ctr.drivers", "ctr.images",
+        "ctr.namespaces", "ctr.native", "ctr.net", "ctr.recipes", "ctr.rootfs", "ctr.seccomp",
+        "ctr.vm",
     ],
     ext_modules=[
         Extension(

@@ -142,7 +142,7 @@ def configure(*, image="busybox", kinds="container,vm", runs=5, warmup=1, memory
 def prepare(config, root=None, progress=None):
     """What the instances need, as `ctr run` would find it: the image (built from
     its recipe on first use) and, for VMs, a guest kernel."""
-    from ctr.rootfs.images import ImageStore
+    from ctr.images.store import ImageStore
     from ctr.store import Store
 
     store = Store(root)

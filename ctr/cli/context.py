@@ -23,7 +23,7 @@ class Context:
     @property
     def images(self):
         if self._images is None:
-            from ctr.rootfs.images import ImageStore
+            from ctr.images.store import ImageStore
 
             self._images = ImageStore(self.store)
         return self._images

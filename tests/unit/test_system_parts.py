@@ -11,9 +11,9 @@ import pytest
 from ctr import rootfs
 from ctr.cgroups.common import _cgroup_of
 from ctr.errors import InvalidSpec
+from ctr.images.recipe import recipe_path
 from ctr.namespaces import InitFailure, check_own_cgroup2
 from ctr.native import MS_BIND, MS_RDONLY, MS_REMOUNT, Syscalls
-from ctr.rootfs.images import recipe_path
 from ctr.spec import InstanceSpec, build_spec, parse_signal, signal_name
 
 # -- signals ------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 An image is `images/NAME/rootfs/` (the overlay's lower layer, never written to)
 and `images/NAME/image.json` (name, id, size, created, default command and env).
-Images come from a recipe in the repo's images/NAME/ (`build`) or from a rootfs
+Images come from a recipe (`build`, see ctr.images.recipe) or from a rootfs
 tarball (`import`). Both are assembled in a temporary folder and renamed into
 place, so a failed build leaves nothing.
 
@@ -14,25 +14,11 @@ are imported where they are used.
 import os
 
 from ctr.errors import Conflict, CtrError, InvalidSpec, NotFound
+from ctr.images.recipe import recipe_path, recipes_dir, run_recipe
 from ctr.spec import check_name
 from ctr.store import atomic_write_json, now, read_json
 
 DEFAULT_CMD = ["sh"]
-
-
-def recipes_dir():
-    """Where `ctr image build NAME` finds NAME/build.sh: ctr's own recipes, or
-    the folder CTR_RECIPES names (recipes of one's own)."""
-    if os.environ.get("CTR_RECIPES"):
-        return os.environ["CTR_RECIPES"]
-    import ctr.images
-
-    return os.path.dirname(ctr.images.__file__)
-
-
-def recipe_path(name):
-    path = os.path.join(recipes_dir(), name, "build.sh")
-    return path if os.path.isfile(path) else None
 
 
 def tree_digest(root):
@@ -78,49 +64,6 @@ def _rootfs_filter(member, dest):
 
     tarfile.tar_filter(member, dest)
     return member
-
-
-RECIPE_SANDBOX = ("unshare", "--mount", "--propagation", "private", "--pid", "--fork",
-                  "--kill-child=SIGKILL")
-
-
-def run_recipe(recipe, rootfs, progress=None):
-    """Run a recipe: `sh RECIPE ROOTFS`, in mount and pid namespaces of its own.
-    Whatever the recipe mounts (debootstrap mounts proc, sys and dev in its
-    target) dies with the namespaces, and every process of the build with ctr:
-    a failed, interrupted or killed build leaves no mount and no process.
-    Lines starting with "==> " are passed to `progress`. Returns (exit status,
-    the last lines of output)."""
-    import collections
-    import signal
-    import subprocess
-
-    def die_with_parent():
-        import prctl
-
-        prctl.set_pdeathsig(signal.SIGKILL)
-
-    tail = collections.deque(maxlen=20)
-    proc = subprocess.Popen([*RECIPE_SANDBOX, "sh", recipe, rootfs], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=die_with_parent)
-    try:
-        for raw in proc.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            if line.startswith("==> "):
-                if progress:
-                    progress(line[4:])
-            elif line:
-                tail.append(line)
-        return proc.wait(), list(tail)
-    finally:
-        if proc.poll() is None:  # interrupted: the whole build goes, then its files
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-        proc.stdout.close()
 
 
 class ImageStore:
