@@ -19,7 +19,7 @@ import time
 
 from ctr import store as st
 from ctr.drivers import driver_for
-from ctr.errors import Conflict, CtrError, NotFound, StartError, StateError
+from ctr.errors import CgroupError, Conflict, CtrError, NotFound, StartError, StateError
 from ctr.spec import check_user, check_workdir, merge_env, parse_env, parse_signal
 from ctr.store import alive, now
 
@@ -47,7 +47,7 @@ def _release(rec, spec, state, cg):
 def _oom_killed(cgroup):
     try:
         return cgroup.oom_kills() > 0
-    except OSError:
+    except CgroupError:
         return False
 
 

@@ -2,9 +2,11 @@
 inspection, counters, and who uses an image or a network. Nothing here changes
 an instance; the transitions are ctr.instance's."""
 
+import errno
+
 from ctr import store as st
 from ctr.drivers import driver_for
-from ctr.errors import Conflict
+from ctr.errors import CgroupError, Conflict
 from ctr.instance import cgroup_of
 
 LIVE = (st.RUNNING, st.PAUSED)
@@ -50,7 +52,9 @@ def stats(store, names=()):
             continue
         try:
             counters = cgroup_of(rec, state).stats()
-        except FileNotFoundError:
+        except CgroupError as err:
+            if err.errno not in (errno.ENOENT, errno.ENODEV):
+                raise
             continue  # stopped while we read
         out.append((rec, counters))
     return out
