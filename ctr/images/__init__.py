@@ -1,0 +1,1 @@
+"""The image store: OCI layers, unpacked one directory each (layers.py)."""
