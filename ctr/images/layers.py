@@ -73,6 +73,7 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 DROPPED_XATTRS = ("trusted.overlay.", "user.overlay.")
 MAX_HEADER = 1 << 20  # the largest pax or GNU long-name header read into memory
 CHUNK = 1 << 20
+FD_CACHE = 64  # directory fds kept open while unpacking
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -118,8 +119,9 @@ def unpack(source, dest, *, diff_id=None, media_type=None):
             stack.callback(os.close, root)
             writer = _Writer(root)
             stack.callback(writer.close)
+            # 64 KiB: tarfile's stream copies its buffer's remainder on every read.
             tar = tarfile.open(fileobj=stream, mode="r|", tarinfo=_TarInfo,
-                               errors="surrogateescape", bufsize=CHUNK)
+                               errors="surrogateescape", bufsize=1 << 16)
             # next() rather than iteration, and members forgotten as we go: tarfile
             # would otherwise keep every TarInfo of the layer in memory.
             while (member := tar.next()) is not None:
@@ -259,49 +261,50 @@ class _Writer:
 
     def __init__(self, root):
         self._root = root
-        self._cached = None  # (parts, fd) of the last parent directory opened
+        self._fds = {}  # ('a', 'b') -> fd of a/b, oldest first
         self._dirs = {}  # "a/b" -> (mode, mtime): set once every member is in
         self._root_owned = os.geteuid() == 0
 
     def close(self):
-        if self._cached:
-            os.close(self._cached[1])
-            self._cached = None
+        while self._fds:
+            os.close(self._fds.popitem()[1])
 
     # -- walking -----------------------------------------------------------------
 
     def _parent(self, member, parts, create):
-        """An fd of the directory `parts` (borrowed: do not close), each component
-        opened with O_NOFOLLOW; missing ones are made (0755) when `create`."""
+        """An fd of the directory `parts`, each component opened with O_NOFOLLOW from
+        the root; missing ones are made (0755) when `create`. Borrowed: valid until the
+        next call. The last FD_CACHE directories walked are kept open: a layer lists a
+        directory's files, then its subdirectories', then more of its own."""
         key = tuple(parts)
-        if self._cached and self._cached[0] == key:
-            return self._cached[1]
-        fd = os.dup(self._root)
-        try:
-            for i, part in enumerate(parts):
-                try:
-                    nxt = os.open(part, _DIR, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        raise _Refused(member, f"{'/'.join(parts[:i + 1])} is not in this "
-                                       "layer") from None
-                    os.mkdir(part, 0o755, dir_fd=fd)
-                    nxt = os.open(part, _DIR, dir_fd=fd)
-                except (NotADirectoryError, OSError) as err:
-                    if err.errno not in (errno.ENOTDIR, errno.ELOOP):
-                        raise
-                    what = "a symlink" if stat.S_ISLNK(
-                        os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode) \
-                        else "not a directory"
-                    raise _Refused(member, f"its parent {'/'.join(parts[:i + 1])} is "
-                                   f"{what}") from None
-                os.close(fd)
-                fd = nxt
-        except BaseException:
-            os.close(fd)
-            raise
-        self.close()
-        self._cached = (key, fd)
+        start = len(key)
+        while start and key[:start] not in self._fds:
+            start -= 1
+        fd = self._fds[key[:start]] if start else self._root
+        if start:
+            self._fds[key[:start]] = self._fds.pop(key[:start])  # the most recent now
+        for i in range(start, len(key)):
+            part = key[i]
+            try:
+                nxt = os.open(part, _DIR, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise _Refused(member, f"{'/'.join(key[:i + 1])} is not in this "
+                                   "layer") from None
+                os.mkdir(part, 0o755, dir_fd=fd)
+                nxt = os.open(part, _DIR, dir_fd=fd)
+            except OSError as err:
+                if err.errno not in (errno.ENOTDIR, errno.ELOOP):
+                    raise
+                what = "a symlink" if stat.S_ISLNK(
+                    os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode) \
+                    else "not a directory"
+                raise _Refused(member, f"its parent {'/'.join(key[:i + 1])} is "
+                               f"{what}") from None
+            # Evicting the oldest never closes nxt, the newest.
+            self._fds[key[:i + 1]] = fd = nxt
+            if len(self._fds) > FD_CACHE:
+                os.close(self._fds.pop(next(iter(self._fds))))
         return fd
 
     def _remove(self, parent, name, path):
@@ -312,9 +315,10 @@ class _Writer:
             return
         if stat.S_ISDIR(st.st_mode):
             shutil.rmtree(name, dir_fd=parent)
-            # Cached fds and pending directory times below it are stale now.
-            if self._cached and self._cached[0][:len(path)] == tuple(path):
-                self.close()
+            # Its fds and pending directory times (and those below it) are stale now.
+            path = tuple(path)
+            for key in [k for k in self._fds if k[:len(path)] == path]:
+                os.close(self._fds.pop(key))
             prefix = "/".join(path)
             for key in [k for k in self._dirs if k == prefix or k.startswith(prefix + "/")]:
                 del self._dirs[key]
