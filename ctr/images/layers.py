@@ -5,7 +5,8 @@
 
 What a layer becomes:
 - The tar is read as a stream (tarfile's "r|"): memory stays bounded whatever the
-  compression ratio; no size cap (real layers reach many GiB), the disk is the limit.
+  compression ratio; no size cap (real layers reach many GiB). Runs of zeros (a
+  sparse member, a bomb of zeros) become holes, so they cost no disk either.
   A pax or GNU long-name header is the one thing tarfile reads whole; one larger than
   1 MiB is refused (Go's archive/tar, which containerd uses, has the same limit).
 - Compression is sniffed from the stream (gzip, zstd or none), as containerd does; the
@@ -420,9 +421,15 @@ class _Writer:
         try:
             src = tar.extractfile(member)
             while chunk := src.read(CHUNK):
+                if not (chunk[0] or chunk[-1]) and chunk.count(0) == len(chunk):
+                    # A hole, not zeros on disk: a sparse member, or a bomb of zeros,
+                    # costs no more disk than its real data.
+                    os.lseek(fd, len(chunk), os.SEEK_CUR)
+                    continue
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view):]
+            os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_CUR))
             self._meta_fd(fd, member)
             os.utime(fd, ns=(_ns(member.mtime),) * 2)
         finally:
