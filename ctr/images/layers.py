@@ -135,7 +135,7 @@ def unpack(source, dest, *, diff_id=None, media_type=None):
             stream.drain()
             got = f"{algorithm}:{stream.hexdigest()}"
             if diff_id is not None and got != diff_id:
-                raise CtrError(f"layer {label}: the content's digest is {got}")
+                raise CtrError(f"layer {label}: refused, the content's digest is {got}")
             writer.finish()
             writer.close()
             os.rename(tmp, dest)

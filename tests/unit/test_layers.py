@@ -219,6 +219,14 @@ def test_the_diff_id_is_the_uncompressed_streams_digest_whatever_the_compression
     assert (tmp_path / "zst/a").read_bytes() == b"a" * 5000
 
 
+def test_an_empty_layer_is_an_empty_directory(tmp_path):
+    tar = layer()  # what docker writes for a Dockerfile's ENV or LABEL step
+    got = unpack(io.BytesIO(gzip.compress(tar)), str(tmp_path / "empty"), diff_id=sha256(tar))
+    assert got.size == len(tar) == 10240
+    assert os.listdir(tmp_path / "empty") == []
+    assert stat.S_IMODE(os.stat(tmp_path / "empty").st_mode) == 0o755
+
+
 def test_a_diff_id_mismatch_is_refused_and_leaves_nothing(dest):
     tar = layer(f("a", b"a"))
     with pytest.raises(CtrError, match="digest is " + sha256(tar)) as err:
