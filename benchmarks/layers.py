@@ -14,11 +14,14 @@ process, so it decompresses in parallel; ctr decompresses in-process). As root:
 
     python3 benchmarks/layers.py [--runs 5] [--dir /var/tmp] [--from /usr/lib/python3 ...]
 
-No assertion on time: figures only. Prints one line per case and the ratio ctr/tar.
+No assertion on time: figures only. Prints one line per case: wall time and CPU
+(user+sys; on a shared host the wall time swings with others' I/O, the CPU less),
+and the ratio ctr/tar of the wall times.
 """
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -35,19 +38,27 @@ print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrs
 """
 
 
+def cpu_of_children():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def ctr_unpack(python, layer, dest):
+    """(seconds inside unpack(), CPU seconds of the process, peak RSS in MiB)"""
+    cpu = cpu_of_children()
     out = subprocess.run([python, "-c", UNPACK, layer, dest], check=True,
                          stdout=subprocess.PIPE, text=True).stdout.split()
-    return float(out[0]), int(out[1]) >> 10
+    return float(out[0]), cpu_of_children() - cpu, int(out[1]) >> 10
 
 
 def tar_unpack(layer, dest):
+    """(seconds, CPU seconds of tar and its gzip)"""
     os.mkdir(dest)
     z = ["-z"] if layer.endswith(".gz") else []
-    t = time.perf_counter()
+    cpu, t = cpu_of_children(), time.perf_counter()
     subprocess.run(["tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-xp", *z,
                     "-f", layer, "-C", dest], check=True)
-    return time.perf_counter() - t
+    return time.perf_counter() - t, cpu_of_children() - cpu
 
 
 def main():
@@ -75,16 +86,17 @@ def main():
             ctr, tar, rss = [], [], []
             for i in range(args.runs):
                 dest = os.path.join(work, f"out-{i}")
-                seconds, peak = ctr_unpack(args.python, path, dest + "-ctr")
-                ctr.append(seconds)
+                *times, peak = ctr_unpack(args.python, path, dest + "-ctr")
+                ctr.append(times)
                 rss.append(peak)
                 tar.append(tar_unpack(path, dest + "-tar"))
                 shutil.rmtree(dest + "-ctr")
                 shutil.rmtree(dest + "-tar")
-            c, t = statistics.median(ctr), statistics.median(tar)
+            c, ccpu = (statistics.median(r[k] for r in ctr) for k in (0, 1))
+            t, tcpu = (statistics.median(r[k] for r in tar) for k in (0, 1))
             kind = "gzip" if path.endswith(".gz") else "tar "
-            print(f"{kind}  ctr {c:6.2f} s (peak RSS {max(rss)} MiB)   tar -x {t:6.2f} s   "
-                  f"ratio ctr/tar {c / t:.2f}")
+            print(f"{kind}  ctr {c:5.2f} s (CPU {ccpu:5.2f} s, peak RSS {max(rss)} MiB)   "
+                  f"tar -x {t:5.2f} s (CPU {tcpu:5.2f} s)   ratio ctr/tar {c / t:.2f}")
     finally:
         shutil.rmtree(work)
 

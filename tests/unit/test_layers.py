@@ -266,6 +266,27 @@ def test_an_existing_destination_is_a_conflict(dest):
     dest.rmdir()
 
 
+def test_losing_a_race_for_the_destination_is_a_conflict_and_leaves_nothing(dest):
+    """Another unpack of the same layer renamed its directory into place first."""
+    tar = io.BytesIO(layer(f("a", b"mine")))
+
+    class Racing(io.RawIOBase):
+        def readable(self):
+            return True
+
+        def readinto(self, buf):
+            n = tar.readinto(buf)
+            if not n and not dest.exists():
+                dest.mkdir()
+                (dest / "a").write_bytes(b"theirs")
+            return n
+
+    with pytest.raises(Conflict, match="already exists"):
+        unpack(Racing(), str(dest))
+    assert (dest / "a").read_bytes() == b"theirs"
+    shutil.rmtree(dest)
+
+
 class Zeros(io.RawIOBase):
     def __init__(self, size):
         self.left = size
