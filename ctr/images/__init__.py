@@ -10,9 +10,12 @@ Today:
               lower layer) and images/NAME/image.json; build, import (a rootfs
               tarball), get, list, remove.
   recipe.py   finding a recipe and running it in a sandbox of its own.
+  layers.py   unpack(): one OCI layer (a tar stream) into a folder of its own,
+              safely (every write relative to a directory fd, O_NOFOLLOW),
+              with its diff ID checked.
 
 Where OCI images go (issue 15):
-  layers.py   the layer store, content-addressed: each layer unpacked once, into
+  layers.py   the layer store on top of unpack(), content-addressed: each layer unpacked once, into
               a folder of its own keyed by its digest (sha256:HEX) and shared by
               every image that has it; whiteouts and opaque directories become
               overlayfs's own; no member ever lands outside its layer's folder.
