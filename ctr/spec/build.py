@@ -49,7 +49,7 @@ from ctr.spec.parse import (
     read_env_file,
     signal_name,
 )
-from ctr.spec.validate import check_resources, validate
+from ctr.spec.validate import check_env, check_resources, validate
 
 INIT = "/sbin/init"
 # systemd's request to halt (systemd.special(7)): what `ctr stop` sends an init.
@@ -136,6 +136,7 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
       SIGRTMIN+3 for an init).
     host: the host's facts (ctr.host.HostFacts), asked only when a check needs one.
     """
+    check_env(env)  # before they are merged: "K" alone would become "K="
     command = tuple(command)
     boots_image_init = init and not command
     if boots_image_init:

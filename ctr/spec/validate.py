@@ -149,14 +149,18 @@ def _process(spec, _host):
         raise InvalidSpec(f"invalid command {spec.command!r}: expected strings")
     if any("\0" in arg for arg in spec.command):
         raise InvalidSpec("the command contains a NUL byte")
-    for item in spec.env:
-        key, sep, value = str(item).partition("=")
-        if not sep or not ENV_KEY_RE.fullmatch(key) or "\0" in value:
-            raise InvalidSpec(f"invalid environment variable {item!r}: expected KEY=VALUE")
+    check_env(spec.env)
     check_workdir(spec.workdir)
     check_user(spec.user)
     check_hostname(spec.hostname or None)
     parse_signal(spec.stop_signal, "--stop-signal")
+
+
+def check_env(items):
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        if not sep or not ENV_KEY_RE.fullmatch(key) or "\0" in value:
+            raise InvalidSpec(f"invalid environment variable {item!r}: expected KEY=VALUE")
 
 
 def _init(spec, _host):
