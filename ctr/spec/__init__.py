@@ -33,8 +33,10 @@ from ctr.spec.model import (
     DEFAULT_PATH,
     KINDS,
     LOG_DEFAULTS,
+    MIN_MEMORY,
     RESOURCE_KEYS,
     SD_NOTIFY_MODES,
+    VM_MIN_MEMORY,
     Frozen,
     InstanceSpec,
     LogLimits,
@@ -69,7 +71,7 @@ from ctr.spec.parse import (
     read_env_file,
     signal_name,
 )
-from ctr.spec.validate import MIN_MEMORY, VM_MIN_MEMORY, check_sd_notify, validate
+from ctr.spec.validate import check_sd_notify, validate
 
 __all__ = [
     "ALL_CAPS", "DEFAULT_CAPS", "DEFAULT_PATH", "INIT", "INIT_STOP_SIGNAL", "INIT_TMPFS",

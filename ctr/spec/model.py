@@ -23,6 +23,9 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 RESOURCE_KEYS = ("memory", "memory_swap", "cpus", "cpu_shares", "cpu_weight", "cpuset_cpus",
                  "pids_limit", "blkio_weight", "device_read_bps", "device_write_bps")
+MIN_MEMORY = 6 << 20  # docker's minimum: below it a container cannot even start
+VM_MIN_MEMORY = 64 << 20
+LOG_MIN_SIZE = 4 << 10
 RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
 MAX_RETRIES = 1 << 31
 SD_NOTIFY_MODES = ("conmon", "container", "ignore")  # see ctr.sdnotify

@@ -1,8 +1,10 @@
 """User strings (the CLI's options, docker's spellings) into typed values.
 
 Each parser checks the syntax of what it reads and says which option was
-wrong; ranges and the rules between fields are ctr.spec.validate's, which sees
-typed values whatever front end made them. What must be looked up on the host
+wrong, quoting the user's text; ranges and the rules between fields are
+ctr.spec.validate's, which sees typed values whatever front end made them
+(where the typed value would lose the user's spelling, a size's unit or a
+port's, the parser checks the range first too). What must be looked up on the host
 (a block device's number, a seccomp profile file) is asked of the `host`
 passed in (see ctr.spec.model's Host and ctr.host).
 """
@@ -13,7 +15,9 @@ import re
 from ctr.errors import InvalidSpec
 from ctr.spec.model import (
     LOG_DEFAULTS,
+    LOG_MIN_SIZE,
     MAX_RETRIES,
+    MIN_MEMORY,
     RESTART_POLICIES,
     SECCOMP_DEFAULT,
     SECCOMP_UNCONFINED,
@@ -224,6 +228,8 @@ def parse_resources(*, memory=None, memory_swap=None, cpus=None, cpu_shares=None
     res = {}
     if memory is not None:
         res["memory"] = parse_size(memory, "memory limit")
+        if res["memory"] < MIN_MEMORY:
+            raise InvalidSpec(f"invalid memory limit {memory!r}: the minimum is 6m")
     if memory_swap is not None:
         res["memory_swap"] = (-1 if str(memory_swap).strip() == "-1"
                               else parse_size(memory_swap, "memory+swap limit"))
@@ -266,13 +272,28 @@ def check_network(value):
 
 def check_ports(items):
     """-p [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp] -> Ports, docker's syntax."""
+    if not items:
+        return ()
+    import ipaddress
+
     out = []
     for item in items:
         m = PORT_RE.fullmatch(item.strip())
         if not m:
             raise InvalidSpec(f"invalid port {item!r}: expected [HOSTIP:]HOSTPORT:PORT[/tcp|/udp]")
-        out.append(Port(host_ip=m.group("ip") or "0.0.0.0", host_port=int(m.group("host")),
-                        port=int(m.group("port")), proto=m.group("proto") or "tcp"))
+        host_ip = m.group("ip") or "0.0.0.0"
+        try:
+            ipaddress.IPv4Address(host_ip)
+        except ValueError:
+            raise InvalidSpec(f"invalid port {item!r}: {host_ip} is not an IPv4 address") from None
+        host, port = int(m.group("host")), int(m.group("port"))
+        if not (0 < host < 65536 and 0 < port < 65536):
+            raise InvalidSpec(f"invalid port {item!r}: ports are 1-65535")
+        entry = Port(host_ip=host_ip, host_port=host, port=port, proto=m.group("proto") or "tcp")
+        if any(e["host_port"] == host and e["proto"] == entry["proto"] for e in out):
+            raise InvalidSpec(f"invalid port {item!r}: host port {host}/{entry['proto']} "
+                              "is published twice")
+        out.append(entry)
     return tuple(out)
 
 
@@ -450,8 +471,10 @@ def check_log(max_size=None, max_files=None):
     and --log-max-files (the current file included)."""
     log = dict(LOG_DEFAULTS)
     if max_size is not None:
-        log["max_size"] = (-1 if str(max_size).strip() == "-1"
-                           else parse_size(max_size, "--log-max-size"))
+        size = -1 if str(max_size).strip() == "-1" else parse_size(max_size, "--log-max-size")
+        if size != -1 and size < LOG_MIN_SIZE:
+            raise InvalidSpec(f"invalid --log-max-size {max_size!r}: at least 4k")
+        log["max_size"] = size
     if max_files is not None:
         log["max_files"] = parse_int(max_files, "--log-max-files")
     return LogLimits(log)

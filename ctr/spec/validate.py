@@ -14,11 +14,14 @@ from ctr.spec.caps import ALL_CAPS
 from ctr.spec.model import (
     DEFAULT_SD_NOTIFY,
     KINDS,
+    LOG_MIN_SIZE,
     MAX_RETRIES,
+    MIN_MEMORY,
     RESTART_POLICIES,
     SD_NOTIFY_MODES,
     SECCOMP_DEFAULT,
     SECCOMP_UNCONFINED,
+    VM_MIN_MEMORY,
 )
 from ctr.spec.parse import (
     ENV_KEY_RE,
@@ -40,19 +43,18 @@ from ctr.spec.parse import (
     ulimit_problem,
 )
 
-MIN_MEMORY = 6 << 20  # docker's minimum: below it a container cannot even start
-VM_MIN_MEMORY = 64 << 20
-LOG_MIN_SIZE = 4 << 10
 DEVNO_RE = re.compile(r"\d+:\d+")
 
 
 def _own_netns(network):
-    return network not in ("host",) and not network.startswith("container:")
+    return network != "host" and not network.startswith("container:")
 
 
 # -- resources ---------------------------------------------------------------------------
 
 def _memory(res, _host, _ncpus):
+    if isinstance(res["memory"], bool) or not isinstance(res["memory"], int):
+        raise InvalidSpec(f"invalid memory limit {res['memory']!r}: expected a size in bytes")
     if res["memory"] < MIN_MEMORY:
         raise InvalidSpec(f"invalid memory limit {size_text(res['memory'])}: the minimum is 6m")
 
@@ -116,8 +118,6 @@ RESOURCE_CHECKS = {
 def check_resources(res, host=None, keys=None, ncpus=None):
     """Limits: each of `keys` (default: all there are) in its range, and the rules
     between them. `ncpus` overrides the host's count of CPUs."""
-    if "memory" in res and (isinstance(res["memory"], bool) or not isinstance(res["memory"], int)):
-        raise InvalidSpec(f"invalid memory limit {res['memory']!r}: expected a size in bytes")
     for key in res if keys is None else keys:
         if key in res and key in RESOURCE_CHECKS:
             RESOURCE_CHECKS[key](res, host, ncpus)
@@ -178,12 +178,13 @@ def _port_text(p):
     return f"{ip}{p.get('host_port')}:{p.get('port')}/{p.get('proto')}"
 
 
-def _network(spec, _host):
-    check_network(spec.network)
+def _ports(ports):
+    if not ports:
+        return
     import ipaddress
 
     seen = set()
-    for p in spec.ports:
+    for p in ports:
         text = _port_text(p)
         try:
             ipaddress.IPv4Address(p["host_ip"])
@@ -198,6 +199,11 @@ def _network(spec, _host):
             raise InvalidSpec(f"invalid port {text!r}: host port {p['host_port']}/{p['proto']} "
                               "is published twice")
         seen.add((p["host_port"], p["proto"]))
+
+
+def _network(spec, _host):
+    check_network(spec.network)
+    _ports(spec.ports)
     check_ip(spec.ip)
     if (spec.ports or spec.ip) and (spec.network in ("none", "host")
                                     or spec.network.startswith("container:")):
