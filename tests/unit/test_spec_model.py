@@ -413,3 +413,28 @@ def test_no_import_cycle_through_the_spec():
     for name in graph:
         if name.startswith("ctr.spec") or name in ("ctr.host", "ctr.sdnotify"):
             assert not reaches(name, name), name
+
+
+# -- the host's facts ----------------------------------------------------------------------
+
+def test_host_facts_are_read_when_asked_or_pinned(tmp_path):
+    host = HostFacts()
+    assert "cpus_online" not in vars(host)  # nothing read yet
+    with open("/sys/devices/system/cpu/online") as f:
+        assert host.cpus_online == tuple(ctr.spec.parse.cpu_list(f.read().strip()))
+    assert host.memory > 0
+    assert HostFacts(cpus_online=[3], memory=1 << 20).cpus_online == (3,)
+    with pytest.raises(AttributeError):
+        host.memory = 1
+    assert host.block_device("/dev/null") is None
+    with pytest.raises(FileNotFoundError):
+        host.block_device(str(tmp_path / "absent"))
+    bad = tmp_path / "p.json"
+    bad.write_text("{}")
+    with pytest.raises(ValueError, match="unknown action"):
+        host.seccomp_profile(str(bad))
+    (tmp_path / "sbin").mkdir()
+    assert not host.has_init(str(tmp_path), "/sbin/init")
+    (tmp_path / "sbin/init").write_text("#!/bin/true\n")
+    (tmp_path / "sbin/init").chmod(0o755)
+    assert host.has_init(str(tmp_path), "/sbin/init")
