@@ -74,6 +74,8 @@ class Frozen(dict):
     FIELDS = None
 
     def __init__(self, data=(), /, **kwargs):
+        if self:
+            _refuse(self)  # __init__ called again: dict's would update it
         items = dict(data, **kwargs)
         if self.FIELDS is not None:
             items = self._fields(items)

@@ -297,6 +297,7 @@ def test_nothing_in_a_spec_can_be_changed():
         lambda: spec.ports[0].__setitem__("port", 1),
         lambda: spec.seccomp["syscalls"][0].update(action="SCMP_ACT_ALLOW"),
         lambda: spec.vm.__ior__({"memory": 1}),
+        lambda: spec.resources.__init__(memory=1),
     )
     for change in changes:
         with pytest.raises(TypeError, match="immutable"):
