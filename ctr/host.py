@@ -1,5 +1,6 @@
 """What a spec's checks need to know of this machine (ctr.spec reads nothing
-itself): the instance layer makes a HostFacts and passes it in.
+itself): whoever makes or changes a spec (the CLI's run and create,
+Instances.update) makes a HostFacts and passes it in.
 
 Each fact is read the first time a check asks for it and then kept: most runs
 ask for none (no --cpus, no VM), so a start reads nothing it does not need.
