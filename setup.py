@@ -27,7 +27,7 @@ setup(
     packages=[
         "ctr", "ctr.bench", "ctr.cli", "ctr.cgroups", "ctr.drivers", "ctr.images",
         "ctr.namespaces", "ctr.native", "ctr.net", "ctr.recipes", "ctr.rootfs", "ctr.seccomp",
-        "ctr.vm",
+        "ctr.spec", "ctr.vm",
     ],
     ext_modules=[
         Extension(

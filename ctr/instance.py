@@ -421,12 +421,13 @@ class Instances:
         its spec for later starts."""
         import dataclasses
 
+        from ctr.host import HostFacts
         from ctr.spec import build_resources
 
         rec = self.get(name)
         with rec.lock():
             spec = rec.spec
-            resources = build_resources(spec.resources, **options)
+            resources = build_resources(spec.resources, host=HostFacts(), **options)
             state = rec.read_state()
             if state["status"] in (st.RUNNING, st.PAUSED) and alive(
                     state.get("pid"), state.get("starttime")):

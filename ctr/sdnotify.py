@@ -28,8 +28,8 @@ for it).
 import os
 import signal
 
-MODES = ("conmon", "container", "ignore")
-DEFAULT_MODE = "conmon"
+from ctr.spec.model import DEFAULT_SD_NOTIFY as DEFAULT_MODE  # checked: ctr.spec.validate
+
 # Where an application in the container finds the socket (podman's place).
 CONTAINER_SOCKET = "/run/notify/notify.sock"
 RELAY_NAME = "notify.sock"
@@ -63,18 +63,6 @@ def send(message, notify_socket=None):
     except OSError:
         return False
     return True
-
-
-def check_mode(value, kind="container"):
-    from ctr.errors import InvalidSpec
-
-    value = value or DEFAULT_MODE
-    if value not in MODES:
-        raise InvalidSpec(f"invalid --sd-notify {value!r}: expected {', '.join(MODES)}")
-    if value == "container" and kind != "container":
-        raise InvalidSpec("--sd-notify=container is for containers: a VM reports "
-                          "readiness through ctr (conmon)")
-    return value
 
 
 def stopping_for(state):

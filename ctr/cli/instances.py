@@ -116,11 +116,12 @@ def _create(obj, image, command, interactive=False, **opts):
     if image.startswith("-"):
         # Unknown options are kept for the command, so one before IMAGE lands here.
         raise click.NoSuchOption(image)
+    from ctr.host import HostFacts
     from ctr.spec import build_spec
 
     obj.store.ensure()
     img = obj.images.ensure(image, progress=progress)
-    spec = build_spec(image=img, command=_command(command), **opts)
+    spec = build_spec(image=img, command=_command(command), host=HostFacts(), **opts)
     return obj.instances.create(spec)
 
 

@@ -1,6 +1,7 @@
 import pytest
 
 from ctr.errors import InvalidSpec
+from ctr.host import HostFacts
 from ctr.spec import (
     InstanceSpec,
     build_resources,
@@ -16,6 +17,8 @@ from ctr.spec import (
 )
 
 IMAGE = {"name": "busybox", "id": "sha256:abc", "cmd": ["sh"], "env": []}
+# The host's facts are passed in (ctr.host): two CPUs online.
+HOST = HostFacts(cpus_online=(0, 1))
 
 
 @pytest.mark.parametrize("name", ["a", "web-1", "A.b_c", "x" * 63, "0abc"])
@@ -118,7 +121,7 @@ def test_bad_sizes(text):
 
 def test_build_resources():
     r = build_resources(memory="64m", cpus="0.5", pids_limit="20", cpuset_cpus="0-1",
-                        cpu_shares="512", ncpus=2)
+                        cpu_shares="512", ncpus=2, host=HOST)
     assert r == {"memory": 64 << 20, "cpus": 0.5, "cpu_shares": 512, "cpuset_cpus": "0,1",
                  "pids_limit": 20}
     assert build_resources(pids_limit="0") == {"pids_limit": -1}
@@ -150,10 +153,9 @@ def test_update_keeps_what_is_not_given():
     ({"device_read_bps": ["/nonexistent:1m"]}, "No such file"),
     ({"device_write_bps": ["sda"]}, "expected DEVICE:RATE"),
 ])
-def test_bad_resources(opts, msg, monkeypatch):
-    monkeypatch.setattr("ctr.spec.host_cpus", lambda: [0, 1])
+def test_bad_resources(opts, msg):
     with pytest.raises(InvalidSpec, match=msg):
-        build_resources(**opts)
+        build_resources(**opts, host=HOST)
 
 
 @pytest.mark.parametrize("value,out", [(None, None), ("self", "self"), ("/a/b", "/a/b"),
@@ -221,7 +223,7 @@ def test_security_opt_profile_file(tmp_path):
     path = tmp_path / "a:b.json"  # a colon in the path is not a separator
     path.write_text('{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": '
                     '[{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]}')
-    profile, _ = check_security_opts([f"seccomp={path}"])
+    profile, _ = check_security_opts([f"seccomp={path}"], host=HostFacts())
     assert profile["syscalls"][0]["names"] == ["read"]
 
 

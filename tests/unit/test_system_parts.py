@@ -11,10 +11,18 @@ import pytest
 from ctr import rootfs
 from ctr.cgroups.common import _cgroup_of
 from ctr.errors import InvalidSpec
+from ctr.host import HostFacts
 from ctr.images.recipe import recipe_path
 from ctr.namespaces import InitFailure, check_own_cgroup2
 from ctr.native import MS_BIND, MS_RDONLY, MS_REMOUNT, Syscalls
-from ctr.spec import InstanceSpec, build_spec, parse_signal, signal_name
+from ctr.spec import InstanceSpec, parse_signal, signal_name
+from ctr.spec import build_spec as _build_spec
+
+
+def build_spec(**options):
+    """ctr.spec.build_spec with this host's facts, as the CLI passes them."""
+    return _build_spec(host=HostFacts(), **options)
+
 
 # -- signals ------------------------------------------------------------------------
 

@@ -10,11 +10,18 @@ import pytest
 from ctr import sdnotify, systemd
 from ctr.cli.instances import _command, run
 from ctr.errors import CgroupError, InvalidSpec
-from ctr.spec import build_spec
+from ctr.host import HostFacts
+from ctr.spec import build_spec as _build_spec
+from ctr.spec import check_sd_notify
 
 IMAGE = {"name": "busybox", "id": "sha256:abc", "cmd": ["sh"], "env": ["IMG=1"],
          "workdir": "/"}
 CTR = "/usr/local/bin/ctr"
+
+
+def build_spec(**options):
+    """ctr.spec.build_spec with this host's facts, as the CLI passes them."""
+    return _build_spec(host=HostFacts(), **options)
 
 
 def block_device():
@@ -174,9 +181,9 @@ def test_the_relay_drops_mainpid():
 
 
 def test_modes():
-    assert sdnotify.check_mode(None) == "conmon"
+    assert check_sd_notify(None) == "conmon"
     with pytest.raises(InvalidSpec, match="invalid --sd-notify 'x'"):
-        sdnotify.check_mode("x")
+        check_sd_notify("x")
     with pytest.raises(InvalidSpec, match="for containers"):
         build_spec(image=IMAGE, command=["true"], vm=True, sd_notify="container")
 

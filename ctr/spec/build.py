@@ -1,0 +1,254 @@
+"""Making a spec: `new_spec` from typed values (ctr's defaults and policies
+filled in, then validated), and `build_spec` from the CLI's strings (parsed
+into typed values, then new_spec). An OCI config.json or an image's config
+becomes a spec through new_spec, as the CLI's options do.
+"""
+
+import os
+
+from ctr.errors import InvalidSpec
+from ctr.spec.caps import ALL_CAPS, DEFAULT_CAPS, build_caps, kernel_order
+from ctr.spec.model import (
+    DEFAULT_PATH,
+    DEFAULT_SD_NOTIFY,
+    LOG_DEFAULTS,
+    RESOURCE_KEYS,
+    SECCOMP_DEFAULT,
+    SECCOMP_UNCONFINED,
+    InstanceSpec,
+    Resources,
+    Restart,
+    Tmpfs,
+    Userns,
+    VmOptions,
+    add_tmpfs,
+)
+from ctr.spec.parse import (
+    READ_ONLY_TMPFS,
+    check_cgroup_parent,
+    check_hostname,
+    check_ip,
+    check_log,
+    check_name,
+    check_network,
+    check_ports,
+    check_restart,
+    check_security_opts,
+    check_tmpfs,
+    check_ulimits,
+    check_user,
+    check_userns,
+    check_vm_files,
+    check_volumes,
+    check_workdir,
+    merge_env,
+    need_host,
+    parse_env,
+    parse_resources,
+    parse_signal,
+    read_env_file,
+    signal_name,
+)
+from ctr.spec.validate import check_env, check_resources, validate
+
+INIT = "/sbin/init"
+# systemd's request to halt (systemd.special(7)): what `ctr stop` sends an init.
+INIT_STOP_SIGNAL = "SIGRTMIN+3"
+# What systemd mounts itself at boot (a failure is fatal for /run/lock) and cannot
+# without CAP_SYS_ADMIN: ctr mounts them, as podman does for --systemd.
+INIT_TMPFS = (
+    Tmpfs(path="/run", flags=("nosuid", "nodev"), data="mode=755"),
+    Tmpfs(path="/run/lock", flags=("nosuid", "nodev", "noexec"), data="mode=1777,size=5m"),
+    Tmpfs(path="/tmp", flags=("nosuid", "nodev"), data="mode=1777"),
+)
+VM_DEFAULT_MEMORY = 256 << 20
+
+# Names generated when none is given: adjective_noun, as users of docker know.
+_ADJECTIVES = (
+    "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+    "nimble", "proud", "quiet", "rapid", "sharp", "tidy", "vivid", "witty", "young", "zesty",
+    "bold", "crisp",
+)
+_NOUNS = (
+    "babbage", "curie", "darwin", "euler", "fermi", "galois", "hopper", "lovelace", "meitner",
+    "noether", "pascal", "ritchie", "shannon", "thompson", "turing", "wozniak", "yalow",
+    "lamport", "knuth", "hamilton",
+)
+
+
+def generate_name():
+    a, b = os.urandom(2)
+    return f"{_ADJECTIVES[a % len(_ADJECTIVES)]}_{_NOUNS[b % len(_NOUNS)]}_{os.urandom(2).hex()}"
+
+
+def new_id():
+    return os.urandom(32).hex()
+
+
+def _base_env(hostname, tty, init):
+    """What ctr puts in every instance's environment (the image's and the user's win)."""
+    env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"]
+    if init:
+        env.append("container=ctr")  # how systemd knows it runs in a container
+        if not tty:
+            # No terminal: /dev/console is /dev/null, where systemd's console getty
+            # would fail until its start limit, leaving the system degraded.
+            env.append("SYSTEMD_GETTY_AUTO=0")
+    if tty:
+        env.append("TERM=xterm")
+    return env
+
+
+def _check_image_init(image, host):
+    """--init without a command boots the image's /sbin/init: it must be there."""
+    root = image.get("rootfs")
+    if root and not need_host(host, "--init").has_init(root.rstrip("/"), INIT):
+        raise InvalidSpec(f"--init: the image {image['name']} has no {INIT} to boot "
+                          "(give the init's path as the command)")
+
+
+def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=None,
+             user=None, hostname=None, tty=False, remove=False, network="bridge", ports=(),
+             ip=None, resources=None, cgroup_parent=None, vm=None, caps=None,
+             privileged=False, read_only=False, tmpfs=(), volumes=(), userns=None,
+             seccomp=SECCOMP_DEFAULT, no_new_privs=None, ulimits=(), init=False,
+             stop_signal=None, restart=None, log=None, sd_notify=None, host=None):
+    """An InstanceSpec from typed values: ctr's defaults and policies filled in,
+    then checked (ctr.spec.validate: InvalidSpec). For example
+
+        new_spec(image={"name": "busybox", "id": "sha256:..."}, command=("true",),
+                 resources=Resources(memory=64 << 20, cpus=1.5), network="none",
+                 host=HostFacts())
+
+    image: the image's record: name and id; its run defaults cmd, env and workdir;
+      rootfs, where --init's /sbin/init is looked for.
+    command: () for the image's (/sbin/init with init).
+    env: the user's KEY=VALUE, over the image's and ctr's own (PATH, HOSTNAME,
+      TERM with a tty, container= with an init).
+    resources (Resources), vm (VmOptions: memory defaults to the memory limit,
+      else 256m), ports (Port), tmpfs (Tmpfs; read_only adds /tmp and /run,
+      init what systemd needs), volumes (Volume), ulimits (Ulimit), userns
+      (Userns), restart (Restart), log (LogLimits): typed values, or the plain
+      mappings they are made of.
+    caps: capability names; None for docker's default set (all with privileged).
+    seccomp: "default", "unconfined" or a profile (privileged: unconfined).
+    no_new_privs, stop_signal: None for the default (on / SIGTERM; off /
+      SIGRTMIN+3 for an init).
+    host: the host's facts (ctr.host.HostFacts), asked only when a check needs one.
+    """
+    check_env(env)  # before they are merged: "K" alone would become "K="
+    command = tuple(command)
+    boots_image_init = init and not command
+    if boots_image_init:
+        command = (INIT,)
+    command = command or tuple(image.get("cmd") or ())
+    instance_id = new_id()
+    hostname = hostname or instance_id[:12]
+    resources = Resources(resources or {})
+    vm = VmOptions(vm or {})
+    if kind == "vm":
+        vm = VmOptions(vm, memory=vm.get("memory") or resources.get("memory",
+                                                                    VM_DEFAULT_MEMORY))
+    if caps is None:
+        caps = ALL_CAPS if privileged else DEFAULT_CAPS
+    tmpfs = tuple(tmpfs)
+    if read_only:
+        tmpfs = add_tmpfs(tmpfs, READ_ONLY_TMPFS)
+    if init:
+        tmpfs = add_tmpfs(tmpfs, INIT_TMPFS)
+    if stop_signal is None:
+        stop_signal = INIT_STOP_SIGNAL if init else "SIGTERM"
+    spec = InstanceSpec(
+        name=check_name(name) if name is not None else generate_name(),
+        id=instance_id,
+        kind=kind,
+        image=image["name"],
+        image_id=image["id"],
+        command=command,
+        env=tuple(merge_env(image.get("env") or (), _base_env(hostname, tty, init), env)),
+        workdir=workdir or image.get("workdir") or "/",
+        user=user or None,
+        hostname=hostname,
+        tty=tty,
+        remove=remove,
+        network=network or "bridge",
+        ports=ports,
+        ip=ip,
+        resources=resources,
+        cgroup_parent=cgroup_parent,
+        vm=vm,
+        caps=kernel_order(caps),
+        privileged=privileged,
+        read_only=read_only,
+        tmpfs=tmpfs,
+        volumes=volumes,
+        userns=userns or Userns(),
+        seccomp=SECCOMP_UNCONFINED if privileged else seccomp,
+        no_new_privs=(not init) if no_new_privs is None else no_new_privs,
+        ulimits=ulimits,
+        init=init,
+        stop_signal=signal_name(parse_signal(stop_signal, "--stop-signal")),
+        restart=restart or Restart(),
+        log=log or LOG_DEFAULTS,
+        sd_notify=sd_notify or DEFAULT_SD_NOTIFY,
+    )
+    validate(spec, host)
+    if boots_image_init:
+        _check_image_init(image, host)
+    return spec
+
+
+def build_resources(current=None, *, host=None, ncpus=None, **options):
+    """Resource options (strings, as the CLI has them) into Resources. `current`
+    is the instance's present resources, for `ctr update`: options given replace
+    them, the others are kept. `ncpus` overrides the host's count of CPUs."""
+    given = parse_resources(**options, host=host)
+    if "cpu_shares" in given and "cpu_weight" in given:
+        raise InvalidSpec("give --cpu-shares or --cpu-weight, not both")
+    res = dict(current or {})
+    if "cpu_shares" in given:
+        res.pop("cpu_weight", None)
+    if "cpu_weight" in given:
+        res.pop("cpu_shares", None)
+    for key in ("device_read_bps", "device_write_bps"):
+        if key in given:
+            rates = dict(res.get(key) or ())
+            rates.update(given[key])
+            given[key] = sorted(rates.items())
+    res.update(given)
+    res = Resources({k: res[k] for k in RESOURCE_KEYS if k in res})
+    check_resources(res, host, keys=given, ncpus=ncpus)
+    return res
+
+
+def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
+               user=None, hostname=None, tty=False, remove=False, kind="container",
+               cgroup_parent=None, network=None, publish=(), ip=None, vm=False, kernel=None,
+               initrd=None, accel=None, cap_add=(), cap_drop=(), privileged=False,
+               read_only=False, tmpfs=(), volumes=(), security_opt=(), ulimit=(),
+               userns=None, restart=None, log_max_size=None, log_max_files=None,
+               sd_notify=None, init=False, stop_signal=None, host=None, **resources):
+    """The CLI's options (strings, by their click names) and an image record ->
+    an InstanceSpec: each string parsed into its typed value, then new_spec."""
+    if name is not None:
+        check_name(name)
+    kind = "vm" if vm else kind
+    user_env = merge_env(*(read_env_file(p) for p in env_files), parse_env(env))
+    seccomp, no_new_privs = check_security_opts(security_opt, privileged, host)
+    if not any(str(o).startswith("no-new-privileges") for o in security_opt):
+        no_new_privs = None  # not given: new_spec's default
+    return new_spec(
+        image=image, command=command, name=name, kind=kind, env=user_env,
+        workdir=check_workdir(workdir), user=check_user(user),
+        hostname=check_hostname(hostname), tty=bool(tty), remove=bool(remove),
+        network=check_network(network), ports=check_ports(publish), ip=check_ip(ip),
+        resources=build_resources(host=host, **resources),
+        cgroup_parent=check_cgroup_parent(cgroup_parent),
+        vm=check_vm_files(kernel, initrd, accel, kind),
+        caps=build_caps(cap_add, cap_drop, privileged), privileged=bool(privileged),
+        read_only=bool(read_only), tmpfs=check_tmpfs(tmpfs, read_only),
+        volumes=check_volumes(volumes), userns=check_userns(userns), seccomp=seccomp,
+        no_new_privs=no_new_privs, ulimits=check_ulimits(ulimit), init=bool(init),
+        stop_signal=stop_signal or None, restart=check_restart(restart),
+        log=check_log(log_max_size, log_max_files), sd_notify=sd_notify, host=host,
+    )

@@ -1,0 +1,306 @@
+"""The spec's data: InstanceSpec and the typed values it is made of.
+
+Plain documented data, as runc's libcontainer/configs: nothing here parses a
+user's string or reads the host. A spec is immutable all the way down: its
+sequences are tuples and its objects are frozen mappings (`Frozen`), which a
+caller reads like the dicts they replace (`spec.resources.get("cpus")`,
+`spec.restart["policy"]`) and never changes: a changed spec is a new one
+(`dataclasses.replace`), and whatever it is given (plain dicts and lists
+included) is frozen on the way in.
+
+`to_dict()` is the spec.json format (plain JSON data); `from_dict()` reads it
+back, records written by older versions included.
+"""
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Protocol
+
+from ctr.spec.caps import DEFAULT_CAPS
+
+KINDS = ("container", "vm")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+RESOURCE_KEYS = ("memory", "memory_swap", "cpus", "cpu_shares", "cpu_weight", "cpuset_cpus",
+                 "pids_limit", "blkio_weight", "device_read_bps", "device_write_bps")
+MIN_MEMORY = 6 << 20  # docker's minimum: below it a container cannot even start
+VM_MIN_MEMORY = 64 << 20
+LOG_MIN_SIZE = 4 << 10
+RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
+MAX_RETRIES = 1 << 31
+SD_NOTIFY_MODES = ("conmon", "container", "ignore")  # see ctr.sdnotify
+DEFAULT_SD_NOTIFY = "conmon"
+SECCOMP_DEFAULT, SECCOMP_UNCONFINED = "default", "unconfined"  # as ctr.seccomp names them
+
+_REQUIRED = object()
+
+
+def freeze(value):
+    """JSON-like data made immutable: mappings become Frozen, lists tuples."""
+    if isinstance(value, Frozen):
+        return value
+    if isinstance(value, Mapping):
+        return Frozen(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value):
+    """The plain JSON data of a frozen value (dicts and lists)."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [thaw(v) for v in value]
+    return value
+
+
+def _refuse(self, *args, **kwargs):
+    raise TypeError(f"{type(self).__name__} is immutable: build a new one")
+
+
+class Frozen(dict):
+    """A mapping that cannot be changed, and hashes: what a spec holds where
+    JSON has an object. Its values are frozen too. It is a dict for whoever
+    only reads (json.dumps, isinstance checks); every method that would change
+    it raises TypeError. It equals any mapping of the same JSON value, so a
+    tuple in it equals a list in a plain dict.
+
+    A subclass with FIELDS ({name: default}) is a typed entry: no other keys,
+    the defaults filled in, a default of None meaning "absent", and the
+    fields readable as attributes (`port.host_port`)."""
+
+    __slots__ = ()
+    FIELDS = None
+
+    def __init__(self, data=(), /, **kwargs):
+        if self:
+            _refuse(self)  # __init__ called again: dict's would update it
+        items = dict(data, **kwargs)
+        if self.FIELDS is not None:
+            items = self._fields(items)
+        super().__init__((k, freeze(v)) for k, v in items.items())
+
+    @classmethod
+    def _fields(cls, items):
+        unknown = set(items) - set(cls.FIELDS)
+        if unknown:
+            raise TypeError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+        out = {}
+        for name, default in cls.FIELDS.items():
+            value = items.get(name, default)
+            if value is _REQUIRED:
+                raise TypeError(f"{cls.__name__}: {name} is required")
+            if value is not None:
+                out[name] = value
+        return out
+
+    def __getattr__(self, name):
+        if self.FIELDS is not None and name in self.FIELDS:
+            return self.get(name)
+        raise AttributeError(f"{type(self).__name__} has no field {name!r}")
+
+    def __eq__(self, other):
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return thaw(self) == thaw(other)
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self):
+        return hash(frozenset(self.items()))
+
+    def __repr__(self):
+        return f"{type(self).__name__}({dict(self)!r})"
+
+    def __reduce__(self):
+        return type(self), (dict(self),)
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+
+class Resources(Frozen):
+    """cgroup limits, only those set: memory and memory_swap in bytes (swap -1:
+    unlimited), cpus (a float), cpu_shares or cpu_weight, cpuset_cpus ("0,1"),
+    pids_limit (-1: unlimited), blkio_weight, device_read_bps/device_write_bps
+    as (("MAJOR:MINOR", bytes per second), ...)."""
+
+    __slots__ = ()
+    FIELDS = dict.fromkeys(RESOURCE_KEYS)
+
+
+class Port(Frozen):
+    """A published port: host_ip:host_port on the host to port in the instance."""
+
+    __slots__ = ()
+    FIELDS = {"host_ip": "0.0.0.0", "host_port": _REQUIRED, "port": _REQUIRED, "proto": "tcp"}
+
+
+class Tmpfs(Frozen):
+    """A tmpfs at path: flags (nosuid, noexec...) and mount data (size=1m,mode=700)."""
+
+    __slots__ = ()
+    FIELDS = {"path": _REQUIRED, "flags": (), "data": ""}
+
+
+class Volume(Frozen):
+    """A host path bound at target."""
+
+    __slots__ = ()
+    FIELDS = {"source": _REQUIRED, "target": _REQUIRED, "readonly": False}
+
+
+class Ulimit(Frozen):
+    """An rlimit by its lower-case name (nofile); -1 is unlimited."""
+
+    __slots__ = ()
+    FIELDS = {"name": _REQUIRED, "soft": _REQUIRED, "hard": _REQUIRED}
+
+
+class Restart(Frozen):
+    """The restart policy of a detached instance (docker's --restart)."""
+
+    __slots__ = ()
+    FIELDS = {"policy": "no", "max_retries": 0}
+
+
+class LogLimits(Frozen):
+    """Rotation of a detached instance's log: max_size bytes (-1: no limit),
+    max_files files (the current one included)."""
+
+    __slots__ = ()
+    FIELDS = {"max_size": 10 << 20, "max_files": 3}  # at most 30 MiB of log per instance
+
+
+class VmOptions(Frozen):
+    """A VM's own options, empty for a container: memory (its RAM, bytes), and
+    optionally kernel, initrd (absolute paths) and accel (kvm or tcg)."""
+
+    __slots__ = ()
+    FIELDS = dict.fromkeys(("memory", "kernel", "initrd", "accel"))
+
+
+class Userns(Frozen):
+    """A user namespace of its own: empty for none (--userns=host), mode "auto"
+    until the record is made, then the block of ids: uid, gid (the bases) and size."""
+
+    __slots__ = ()
+    FIELDS = dict.fromkeys(("mode", "uid", "gid", "size"))
+
+
+LOG_DEFAULTS = LogLimits()
+NO_RESTART = Restart()
+
+
+def _entries(cls):
+    return lambda values: tuple(v if type(v) is cls else cls(v) for v in values)
+
+
+def _typed(cls):
+    return lambda value: value if type(value) is cls else cls(value or {})
+
+
+def _strings(what):
+    def coerce(values):
+        if isinstance(values, str):
+            raise TypeError(f"{what} is a sequence of strings, not one string")
+        return tuple(values)
+    return coerce
+
+
+def _seccomp(value):
+    return value if isinstance(value, str) else freeze(value)
+
+
+# How each field is frozen when a spec is made (dataclasses.replace included).
+_FREEZE = {
+    "command": _strings("command"), "env": _strings("env"), "ports": _entries(Port),
+    "resources": _typed(Resources), "vm": _typed(VmOptions), "caps": _strings("caps"),
+    "tmpfs": _entries(Tmpfs), "volumes": _entries(Volume), "userns": _typed(Userns),
+    "seccomp": _seccomp, "ulimits": _entries(Ulimit), "restart": _typed(Restart),
+    "log": _typed(LogLimits),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceSpec:
+    """What an instance is, checked once (ctr.spec.validate): the layers below
+    trust it. Build one with ctr.spec.new_spec (typed values) or build_spec
+    (the CLI's strings)."""
+
+    name: str
+    id: str
+    image: str
+    image_id: str
+    command: tuple
+    kind: str = "container"
+    env: tuple = ()  # "KEY=VALUE", the image's, ctr's and the user's merged
+    workdir: str = "/"
+    user: str | None = None
+    hostname: str = ""
+    tty: bool = False
+    remove: bool = False
+    network: str = "bridge"  # none | host | bridge | container:NAME | a network's name
+    ports: tuple = ()  # of Port
+    ip: str | None = None
+    resources: Resources = Resources()
+    cgroup_parent: str | None = None
+    vm: VmOptions = VmOptions()
+    caps: tuple = DEFAULT_CAPS  # capability names without CAP_, in kernel order
+    privileged: bool = False
+    read_only: bool = False
+    tmpfs: tuple = ()  # of Tmpfs
+    volumes: tuple = ()  # of Volume
+    userns: Userns = Userns()
+    seccomp: str | Frozen = SECCOMP_DEFAULT  # "default", "unconfined" or a profile
+    no_new_privs: bool = True
+    ulimits: tuple = ()  # of Ulimit
+    init: bool = False
+    stop_signal: str = "SIGTERM"
+    restart: Restart = NO_RESTART
+    log: LogLimits = LOG_DEFAULTS
+    sd_notify: str = DEFAULT_SD_NOTIFY
+
+    def __post_init__(self):
+        for name, coerce in _FREEZE.items():
+            object.__setattr__(self, name, coerce(getattr(self, name)))
+
+    def to_dict(self):
+        """The spec.json form: plain JSON data."""
+        return {f.name: thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - fields
+        if unknown:
+            raise ValueError(f"unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+
+def add_tmpfs(tmpfs, extra):
+    """`tmpfs` plus those of `extra` at paths it has not got (what --read-only
+    and --init add: the user's own come first and win)."""
+    given = {t["path"] for t in tmpfs}
+    return (*tmpfs, *(t for t in extra if t["path"] not in given))
+
+
+class Host(Protocol):
+    """What the spec's checks ask of the host, passed in by the caller (ctr.host
+    has the real one): the package itself reads nothing of the machine."""
+
+    cpus_online: tuple  # the numbers of the CPUs online
+    memory: int | None  # bytes of RAM, None when unknown
+
+    def block_device(self, path: str) -> str | None:
+        """"MAJOR:MINOR" of the block device at path; None if it is not one;
+        OSError if there is nothing there."""
+
+    def seccomp_profile(self, path: str) -> Mapping:
+        """A docker-format profile from a file, checked; ValueError if it is not one."""
+
+    def has_init(self, rootfs: str, path: str) -> bool:
+        """Whether path, resolved inside the root filesystem, is an executable file."""
