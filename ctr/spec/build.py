@@ -233,6 +233,9 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
     if name is not None:
         check_name(name)
     kind = "vm" if vm else kind
+    if kind == "vm" and security_opt:  # even one that asks for a default: as before
+        raise InvalidSpec("-v, --tmpfs, --read-only, --privileged, --security-opt and "
+                          "--ulimit are for containers, not VMs (yet)")
     user_env = merge_env(*(read_env_file(p) for p in env_files), parse_env(env))
     seccomp, no_new_privs = check_security_opts(security_opt, privileged, host)
     if not any(str(o).startswith("no-new-privileges") for o in security_opt):

@@ -236,3 +236,9 @@ def test_ulimits():
     for bad in ("nofile", "nofile=x", "nofile=-2", "nofile=-1:10", "x=1"):
         with pytest.raises(InvalidSpec):
             check_ulimits([bad])
+
+
+@pytest.mark.parametrize("opt", ["no-new-privileges", "seccomp=unconfined"])
+def test_a_vm_refuses_every_security_opt(opt):
+    with pytest.raises(InvalidSpec, match="for containers, not VMs"):
+        build_spec(image=IMAGE, command=("true",), vm=True, security_opt=(opt,), host=HOST)
