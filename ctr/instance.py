@@ -315,7 +315,7 @@ class Instances:
         """Start in the foreground: the caller's stdio, its exit status returned.
         `cgroup_parent`: this start's own (ctr start --cgroup-parent self)."""
         from ctr import sdnotify
-        from ctr.drivers.container import SignalForwarder
+        from ctr.signals import SignalForwarder
 
         forwarder = SignalForwarder(translate=_foreground_signals(rec.spec))
         # systemd's side (NOTIFY_SOCKET): MAINPID/READY once the command runs.
@@ -445,7 +445,7 @@ class Instances:
         env = merge_env(spec.env, ["TERM=xterm"] if tty else [], parse_env(env))
         workdir = check_workdir(workdir) or spec.workdir
         user = check_user(user)
-        from ctr.drivers.container import SignalForwarder
+        from ctr.signals import SignalForwarder
 
         forwarder = SignalForwarder()
         proc = driver_for(spec.kind).exec(rec, state, command=list(command), env=env,

@@ -13,43 +13,6 @@ from ctr.errors import EXIT_CTR, CtrError, StartError
 from ctr.native import CLONE_NEWPID, clone, setns
 from ctr.store import proc_starttime
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-             signal.SIGUSR2)
-
-
-class SignalForwarder:
-    """Forwards the signals ctr receives to the process it runs in the foreground.
-
-    Installed before the process exists, so that a signal arriving during the
-    start is not lost (nor kills ctr): it is queued and delivered once the
-    process is known.
-    """
-
-    def __init__(self, signals=FORWARDED, translate=None):
-        self.proc = None
-        self.pending = []
-        self.translate = translate or {}  # {received: sent}: SIGTERM -> the stop signal
-        for sig in signals:
-            signal.signal(sig, self._handle)
-
-    def _handle(self, sig, _frame):
-        sig = self.translate.get(sig, sig)
-        if self.proc is None:
-            self.pending.append(sig)
-        else:
-            self._send(sig)
-
-    def _send(self, sig):
-        try:
-            self.proc.send_signal(sig)
-        except (ProcessLookupError, CtrError):
-            pass
-
-    def attach(self, proc):
-        self.proc = proc
-        while self.pending:
-            self._send(self.pending.pop(0))
-
 
 class Process:
     """A process ctr started and must reap: the container's init, or an exec."""

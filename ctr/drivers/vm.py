@@ -16,7 +16,10 @@ import time
 from ctr import cgroups, namespaces
 from ctr.errors import EXIT_CTR, CtrError, StartError
 from ctr.native import CLONE_NEWNS, MS_PRIVATE, MS_REC, SYSCALLS, unshare
+from ctr.process import InitFailure, env_home
+from ctr.signals import reset_signals
 from ctr.store import proc_starttime
+from ctr.users import resolve_user
 
 BOOT_TIMEOUT = float(os.environ.get("CTR_VM_BOOT_TIMEOUT", "60"))
 VM_FILES = ("console.log", "status", "ctl.sock", "agent.sock", "qmp.sock", "initrd",
@@ -98,8 +101,8 @@ def _user(user, root):
     if user is None:
         return 0, 0, "/root"
     try:
-        uid, gid, _, home = namespaces.resolve_user(user, root)
-    except namespaces.InitFailure as err:
+        uid, gid, _, home = resolve_user(user, root)
+    except InitFailure as err:
         raise StartError(str(err), EXIT_CTR) from None
     return uid, gid, home
 
@@ -120,7 +123,7 @@ def _launch(rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig, report_w):
         mount_overlay(SYSCALLS, lower, rec.upper, rec.work, rec.rootfs)
         uid, gid, home = _user(spec.user, rec.rootfs)
         config = initramfs.command_config(uid, gid, spec.workdir, list(spec.command),
-                                          namespaces.env_home(list(spec.env), home))
+                                          env_home(list(spec.env), home))
         os.chdir(run_dir(rec))
         with open("qemu.argv", "w") as f:  # for people debugging, and benchmarks/vm.py
             json.dump(argv.args, f)
@@ -137,7 +140,7 @@ def _launch(rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig, report_w):
             import prctl
 
             prctl.set_pdeathsig(pdeathsig)
-        namespaces.reset_signals()
+        reset_signals()
         os.execv(argv.args[0], argv.args)
     except BaseException as err:  # noqa: BLE001 - reported to the parent
         namespaces.report_failure(report_w, err, "launching QEMU")
@@ -324,7 +327,7 @@ class VmDriver:
         user = user if user is not None else rec.spec.user  # as a container's exec
         uid, gid, home = _user(user, f"/proc/{state['pid']}/root{rec.rootfs}")
         config = command_config(uid, gid, workdir, list(command),
-                                namespaces.env_home(list(env), home))
+                                env_home(list(env), home))
         try:
             sock = _connect(rec, "agent.sock", timeout=None)
         except OSError as err:

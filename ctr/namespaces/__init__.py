@@ -18,7 +18,6 @@ The child never prints: any failure, including a Python exception, becomes a
 report and the child exits 125 without running the command.
 """
 
-import errno
 import fcntl
 import json
 import os
@@ -29,7 +28,7 @@ import termios
 # own files are out of reach.
 import prctl
 
-from ctr.errors import EXIT_CANNOT_INVOKE, EXIT_CTR, EXIT_NOT_FOUND
+from ctr.errors import EXIT_CANNOT_INVOKE, EXIT_CTR
 from ctr.native import (
     CLONE_NEWCGROUP,
     CLONE_NEWIPC,
@@ -39,7 +38,10 @@ from ctr.native import (
     CLONE_NEWUSER,
     CLONE_NEWUTS,
 )
+from ctr.process import InitFailure, env_home, find_command
+from ctr.signals import reset_signals
 from ctr.spec import ALL_CAPS
+from ctr.users import resolve_user
 
 CONTAINER_FLAGS = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET
 
@@ -48,23 +50,6 @@ CONTAINER_FLAGS = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLO
 JOIN_ORDER = (("cgroup", CLONE_NEWCGROUP), ("ipc", CLONE_NEWIPC), ("uts", CLONE_NEWUTS),
               ("net", CLONE_NEWNET), ("pid", CLONE_NEWPID), ("mnt", CLONE_NEWNS))
 
-
-
-class InitFailure(Exception):
-    def __init__(self, message, errno=0, code=EXIT_CTR):
-        super().__init__(message)
-        self.errno = errno
-        self.code = code
-
-
-def reset_signals():
-    """What Python changed at start-up (SIGPIPE and SIGXFSZ ignored, handlers for
-    SIGINT) and ctr's own handlers must not leak into the command: ignored
-    dispositions survive execve."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE,
-                signal.SIGXFSZ, signal.SIGWINCH, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 def report_failure(fd, err, step=None):
@@ -100,52 +85,6 @@ def read_report(fd):
     except ValueError:
         return {"errno": 0, "message": "the container's init sent a garbled report",
                 "code": EXIT_CTR}
-
-
-# -- user and groups ------------------------------------------------------------------
-
-def _read_db(path):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return [line.rstrip("\n").split(":") for line in f if line.strip()
-                    and not line.startswith("#")]
-    except FileNotFoundError:
-        return []
-
-
-def _in_root(root, path):
-    """`path` of a root seen from outside it (a VM's overlay, from the host):
-    its symlinks are resolved inside that root, never on the host."""
-    if root == "/":
-        return path
-    from ctr.native import SYSCALLS
-    from ctr.rootfs import resolve_in_root
-
-    return resolve_in_root(SYSCALLS, root.rstrip("/"), path)
-
-
-def resolve_user(user, root="/"):
-    """docker's -u: NAME, UID, NAME:GROUP or UID:GID, looked up in the container's
-    /etc/passwd and /etc/group. Returns (uid, gid, supplementary gids, home)."""
-    name, _, group = (user or "0").partition(":")
-    passwd = [e for e in _read_db(_in_root(root, "/etc/passwd")) if len(e) >= 7]
-    groups = [e for e in _read_db(_in_root(root, "/etc/group")) if len(e) >= 4]
-    entry = next((e for e in passwd if e[0] == name or (name.isdigit() and e[2] == name)), None)
-    if entry is None and not name.isdigit():
-        raise InitFailure(f"unable to find user {name}: no matching entries in /etc/passwd")
-    if entry:
-        uid, gid, home, login = int(entry[2]), int(entry[3]), entry[5], entry[0]
-    else:
-        uid, gid, home, login = int(name), 0, "/", None
-    if group:
-        g = next((e for e in groups if e[0] == group or (group.isdigit() and e[2] == group)),
-                 None)
-        if g is None and not group.isdigit():
-            raise InitFailure(f"unable to find group {group}: no matching entries in /etc/group")
-        gid = int(g[2]) if g else int(group)
-    extra = sorted({int(e[2]) for e in groups
-                    if login and login in e[3].split(",") and e[2].isdigit()} | {gid})
-    return uid, gid, extra, home or "/"
 
 
 def check_own_cgroup2(path="/proc/self/cgroup"):
@@ -230,30 +169,6 @@ def drop_privileges(uid, gid, groups, spec, seccomp_filter=None, pdeathsig=None)
             seccomp.load(seccomp_filter)
 
 
-def env_home(env, home):
-    if any(e.startswith("HOME=") for e in env):
-        return env
-    return [*env, f"HOME={home}"]
-
-
-def _lookup(name, env):
-    """execvpe's search of PATH: the first executable file; EACCES when only
-    files that are not executable were found."""
-    if "/" in name:
-        return name  # what is wrong with it, the stub's execve tells
-    denied = False
-    for d in (env.get("PATH") or os.defpath).split(":"):
-        path = os.path.join(d or ".", name)
-        if os.path.isfile(path):
-            if os.access(path, os.X_OK):
-                return path
-            denied = True
-    if denied:
-        raise InitFailure(f"{name}: permission denied", errno.EACCES, EXIT_CANNOT_INVOKE)
-    raise InitFailure(f"{name}: executable file not found in $PATH", errno.ENOENT,
-                      EXIT_NOT_FOUND)
-
-
 def _exec(command, env, workdir, stub, report_fd):
     """Exec the command through the sealed stub (see ctr/native/execstub.c),
     which reports its own execve's failure on `report_fd`."""
@@ -263,7 +178,7 @@ def _exec(command, env, workdir, stub, report_fd):
     except OSError as err:
         raise InitFailure(f"cannot use working directory {workdir}: {err.strerror}",
                           err.errno) from err
-    path = _lookup(command[0], envd)
+    path = find_command(command[0], envd)
     os.set_inheritable(report_fd, True)
     try:
         os.execve(stub, ["ctr-exec", str(report_fd), path, *command], envd)
