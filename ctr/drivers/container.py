@@ -8,8 +8,8 @@ error the container's init reported); the caller owns waiting and recording.
 import os
 import signal
 
-from ctr import cgroups, namespaces
-from ctr.errors import EXIT_CTR, CtrError, StartError
+from ctr import cgroups, namespaces, report
+from ctr.errors import CtrError, StartError
 from ctr.native import CLONE_NEWPID, clone, setns
 from ctr.store import proc_starttime
 
@@ -41,11 +41,6 @@ class Process:
         _, status = os.waitpid(self.pid, 0)
         code = os.waitstatus_to_exitcode(status)
         return 128 - code if code < 0 else code
-
-
-def _fail(report, what):
-    msg = report.get("message", "unknown error")
-    return StartError(f"{what}: {msg}", report.get("code", EXIT_CTR), report.get("errno", 0))
 
 
 def _pty_channel(tty):
@@ -153,7 +148,7 @@ class ContainerDriver:
             os.close(go_w)
             go_w = None
             master = _receive_pty(sock)
-            report = namespaces.read_report(rep_r)
+            failure = report.read(rep_r)
         except BaseException:
             _abort(pid)
             if master is not None:
@@ -164,11 +159,11 @@ class ContainerDriver:
                 os.close(go_w)
             os.close(rep_r)
             _close(sock)
-        if report is not None:
+        if failure is not None:
             _abort(pid)
             if master is not None:
                 os.close(master)
-            raise _fail(report, f"starting {spec.name}")
+            raise failure.error(f"starting {spec.name}")
         return Process(pid, master, cg, net)
 
     def exec(self, rec, state, *, command, env, workdir, user, tty=False,
@@ -198,15 +193,15 @@ class ContainerDriver:
         _close(child_sock)
         try:
             master = _receive_pty(sock)
-            report = namespaces.read_report(rep_r)
+            failure = report.read(rep_r)
         finally:
             os.close(rep_r)
             _close(sock)
-        if report is not None:
+        if failure is not None:
             os.waitpid(child, 0)
             if master is not None:
                 os.close(master)
-            raise _fail(report, f"exec in {spec.name}")
+            raise failure.error(f"exec in {spec.name}")
         return Process(child, master)
 
     def pause(self, rec, state, cgroup):

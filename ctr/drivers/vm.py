@@ -13,7 +13,7 @@ import socket
 import struct
 import time
 
-from ctr import cgroups, namespaces
+from ctr import cgroups, report
 from ctr.errors import EXIT_CTR, CtrError, StartError
 from ctr.native import CLONE_NEWNS, MS_PRIVATE, MS_REC, SYSCALLS, unshare
 from ctr.process import InitFailure, env_home
@@ -76,9 +76,9 @@ class VmProcess:
 
         if self.status is None:
             _, self.status = os.waitpid(self.pid, 0)
-        report = read_status(os.path.join(run_dir(self.rec), "status"))
-        if "exit" in report:
-            return report["exit"]
+        said = read_status(os.path.join(run_dir(self.rec), "status"))
+        if "exit" in said:
+            return said["exit"]
         code = os.waitstatus_to_exitcode(self.status)
         return 128 - code if code < 0 else EXIT_CTR
 
@@ -143,7 +143,7 @@ def _launch(rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig, report_w):
         reset_signals()
         os.execv(argv.args[0], argv.args)
     except BaseException as err:  # noqa: BLE001 - reported to the parent
-        namespaces.report_failure(report_w, err, "launching QEMU")
+        report.write_failure(report_w, err, report.QEMU)
     os._exit(EXIT_CTR)
 
 
@@ -243,16 +243,15 @@ class VmDriver:
                 _launch(rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig, rep_w)
             os.close(rep_w)
             rep_w = None
-            report = namespaces.read_report(rep_r)
+            failure = report.read(rep_r)
         finally:
             os.close(rep_r)
             os.close(null)
             if rep_w is not None:
                 os.close(rep_w)
-        if report is not None:
+        if failure is not None:
             os.waitpid(pid, 0)
-            raise StartError(report.get("message", "launching QEMU failed"),
-                             report.get("code", EXIT_CTR))
+            raise failure.error()
         return VmProcess(rec, pid, cg, None)
 
     def _await_boot(self, rec, proc):
@@ -264,21 +263,21 @@ class VmDriver:
         deadline = time.monotonic() + BOOT_TIMEOUT
         delay = 0.005
         while True:
-            report = read_status(os.path.join(run, "status"))
-            if "ready" in report and "exit" not in report:
+            said = read_status(os.path.join(run, "status"))
+            if "ready" in said and "exit" not in said:
                 return
             done, status = os.waitpid(proc.pid, os.WNOHANG)
-            if done or "exit" in report:
+            if done or "exit" in said:
                 if not done:
                     _, status = os.waitpid(proc.pid, 0)
                 proc.status = status
-                report = read_status(os.path.join(run, "status"))
-                if "exit" in report:
-                    if "ready" in report:
+                said = read_status(os.path.join(run, "status"))
+                if "exit" in said:
+                    if "ready" in said:
                         return  # it ran and already ended: wait() reads the status
                     raise StartError(f"starting {rec.name}: "
-                                     f"{report['message'] or 'the command did not start'}",
-                                     report["exit"])
+                                     f"{said['message'] or 'the command did not start'}",
+                                     said["exit"])
                 why = (last_lines(os.path.join(run, "qemu.log"))
                        or last_lines(os.path.join(run, "console.log"))
                        or f"QEMU exited with status {os.waitstatus_to_exitcode(status)}")

@@ -12,14 +12,13 @@ Sync protocol between the parent (ctr) and the child (the container's init):
                                        execve(command)
   reads the report pipe (CLOEXEC):
     EOF            <------------------ execve succeeded
-    JSON message   <------------------ a step failed: {"errno", "message", "code"}
+    JSON message   <------------------ a step failed (ctr.report's schema)
 
 The child never prints: any failure, including a Python exception, becomes a
 report and the child exits 125 without running the command.
 """
 
 import fcntl
-import json
 import os
 import signal
 import termios
@@ -28,6 +27,7 @@ import termios
 # own files are out of reach.
 import prctl
 
+from ctr import report
 from ctr.errors import EXIT_CANNOT_INVOKE, EXIT_CTR
 from ctr.native import (
     CLONE_NEWCGROUP,
@@ -50,41 +50,6 @@ CONTAINER_FLAGS = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLO
 JOIN_ORDER = (("cgroup", CLONE_NEWCGROUP), ("ipc", CLONE_NEWIPC), ("uts", CLONE_NEWUTS),
               ("net", CLONE_NEWNET), ("pid", CLONE_NEWPID), ("mnt", CLONE_NEWNS))
 
-
-
-def report_failure(fd, err, step=None):
-    """Send (errno, message, exit code) to the parent. Used by the child only.
-    An InitFailure speaks for itself; anything else is prefixed with the step."""
-    prefix = f"{step}: " if step else ""
-    if isinstance(err, InitFailure):
-        msg = {"errno": err.errno, "message": str(err), "code": err.code}
-    elif isinstance(err, OSError):
-        where = f": {err.filename}" if err.filename else ""
-        msg = {"errno": err.errno or 0, "message": f"{prefix}{err.strerror}{where}",
-               "code": EXIT_CTR}
-    else:
-        msg = {"errno": 0, "message": f"{prefix}{type(err).__name__}: {err}", "code": EXIT_CTR}
-    try:
-        os.write(fd, json.dumps(msg).encode())
-    except OSError:
-        pass
-
-
-def read_report(fd):
-    """The parent's side: None when the command was exec'd, else the failure dict."""
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    if not chunks:
-        return None
-    try:
-        return json.loads(b"".join(chunks))
-    except ValueError:
-        return {"errno": 0, "message": "the container's init sent a garbled report",
-                "code": EXIT_CTR}
 
 
 def check_own_cgroup2(path="/proc/self/cgroup"):
@@ -250,7 +215,7 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
     if tty_sock is not None:
         _import_pty_modules()
 
-    step = "waiting for the parent"
+    step = report.WAIT
     try:
         reset_signals()
         if os.read(go_fd, 1) != b"G":
@@ -258,17 +223,17 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         os.close(go_fd)
         if spec.userns:
             _become_userns_root()
-        step = "entering the cgroup namespace"
+        step = report.CGROUP_NS
         if spec.init:
             check_own_cgroup2()
         unshare(CLONE_NEWCGROUP)
-        step = "building the seccomp filter"
+        step = report.SECCOMP
         seccomp_filter, stub = process_setup(spec)
         if netns_fd is not None:
-            step = "joining the network namespace"
+            step = report.NETNS
             setns(netns_fd, CLONE_NEWNET)
             os.close(netns_fd)
-        step = "preparing the root filesystem"
+        step = report.ROOTFS
         pty = rootfs_mod.prepare(SYSCALLS, lower=lower, upper=upper, work=work, root=rootfs,
                                  tty=tty_sock is not None, binds=binds, volumes=spec.volumes,
                                  tmpfs=spec.tmpfs, read_only=spec.read_only,
@@ -276,24 +241,25 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
                                  init=spec.init)
         tty_slave = hand_over_pty(tty_sock, *pty) if pty else None
         if own_netns:
-            step = "setting up the network"
+            step = report.NETWORK
             loopback_up()
-        step = "setting the hostname"
+        step = report.HOSTNAME
         SYSCALLS.sethostname(spec.hostname)
-        step = "pivot_root"
+        step = report.PIVOT_ROOT
         rootfs_mod.pivot(SYSCALLS, rootfs)
-        step = "setting up the process"
+        step = report.PROCESS
         uid, gid, groups, home = resolve_user(spec.user)
         _prepare_workdir(spec.workdir)
         _stdio(tty_slave, stdio)
-        step = "setting the ulimits"
+        step = report.ULIMITS
         set_ulimits(spec.ulimits)
-        step = "dropping privileges"
+        step = report.PRIVILEGES
         drop_privileges(uid, gid, groups, spec, seccomp_filter, pdeathsig=pdeathsig)
+        step = report.EXEC
         _exec(list(spec.command), env_home(list(spec.env), home), spec.workdir, stub,
               report_fd)
     except BaseException as err:  # noqa: BLE001 - every failure becomes a report
-        report_failure(report_fd, err, step)
+        report.write_failure(report_fd, err, step)
     os._exit(EXIT_CTR)
 
 
@@ -307,12 +273,12 @@ def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_sock, rep
 
     if tty_sock is not None:
         _import_pty_modules()
-    step = "joining the namespaces"
+    step = report.JOIN
     try:
         reset_signals()
-        step = "building the seccomp filter"
+        step = report.SECCOMP
         seccomp_filter, stub = process_setup(spec)
-        step = "joining the namespaces"
+        step = report.JOIN
         fds = []
         for name, flag in JOIN_ORDER:
             if name != "pid":
@@ -330,14 +296,15 @@ def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_sock, rep
         tty_slave = None
         if tty_sock is not None:  # a pty of the container's own devpts
             tty_slave = hand_over_pty(tty_sock, *rootfs_mod.open_pty(SYSCALLS))
-        step = "setting up the process"
+        step = report.PROCESS
         uid, gid, groups, home = resolve_user(user if user is not None else spec.user)
         _stdio(tty_slave, stdio)
-        step = "setting the ulimits"
+        step = report.ULIMITS
         set_ulimits(spec.ulimits)
-        step = "dropping privileges"
+        step = report.PRIVILEGES
         drop_privileges(uid, gid, groups, spec, seccomp_filter, pdeathsig=pdeathsig)
+        step = report.EXEC
         _exec(list(command), env_home(list(env), home), workdir, stub, report_fd)
     except BaseException as err:  # noqa: BLE001
-        report_failure(report_fd, err, step)
+        report.write_failure(report_fd, err, step)
     os._exit(EXIT_CTR)
