@@ -3,14 +3,12 @@
 Same protocol as the container driver: `start` returns once the guest's agent
 has exec'd the command (or raises what the guest reported), the caller waits
 and records. The instance's pid is QEMU's; signals other than SIGKILL go to
-the command inside the guest.
+the command inside the guest (ctr/vm/agent.py, the host's side of the agent).
 """
 
 import json
 import os
 import signal
-import socket
-import struct
 import time
 
 from ctr import cgroups, report
@@ -20,6 +18,7 @@ from ctr.process import InitFailure, env_home
 from ctr.signals import reset_signals
 from ctr.store import proc_starttime
 from ctr.users import resolve_user
+from ctr.vm import agent
 
 BOOT_TIMEOUT = float(os.environ.get("CTR_VM_BOOT_TIMEOUT", "60"))
 VM_FILES = ("console.log", "status", "ctl.sock", "agent.sock", "qmp.sock", "initrd",
@@ -28,31 +27,6 @@ VM_FILES = ("console.log", "status", "ctl.sock", "agent.sock", "qmp.sock", "init
 
 def run_dir(rec):
     return os.path.join(rec.dir, "vm")
-
-
-def _connect(rec, name, timeout=5.0):
-    """A socket of the VM's run directory, through an fd: the path stays short."""
-    dirfd = os.open(run_dir(rec), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(f"/proc/self/fd/{dirfd}/{name}")
-    except OSError:
-        sock.close()
-        raise
-    finally:
-        os.close(dirfd)
-    return sock
-
-
-def qmp(rec):
-    from ctr.vm.qmp import Qmp
-
-    dirfd = os.open(run_dir(rec), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        return Qmp(f"/proc/self/fd/{dirfd}/qmp.sock")
-    finally:
-        os.close(dirfd)
 
 
 class VmProcess:
@@ -89,11 +63,7 @@ def send_signal(rec, pid, sig):
         os.kill(pid, signal.SIGKILL)
         return
     os.kill(pid, 0)  # ProcessLookupError when the VM is gone
-    try:
-        with _connect(rec, "ctl.sock", timeout=2.0) as sock:
-            sock.sendall(f"K {int(sig)}\n".encode())
-    except OSError as err:
-        raise CtrError(f"cannot signal the VM's command: {err.strerror or err}") from None
+    agent.signal_command(run_dir(rec), sig)
 
 
 def _user(user, root):
@@ -295,12 +265,12 @@ class VmDriver:
         """QMP stop: the vCPUs halt, QEMU's monitor stays responsive (a frozen
         cgroup would stop QEMU whole)."""
         del state, cgroup
-        with qmp(rec) as q:
+        with agent.qmp(run_dir(rec)) as q:
             q.execute("stop")
 
     def resume(self, rec, state, cgroup):
         del state, cgroup
-        with qmp(rec) as q:
+        with agent.qmp(run_dir(rec)) as q:
             q.execute("cont")
 
     def describe(self, rec, state):
@@ -308,7 +278,7 @@ class VmDriver:
         from ctr.vm.qmp import QmpError
 
         try:
-            with qmp(rec) as q:
+            with agent.qmp(run_dir(rec)) as q:
                 status = q.execute("query-status")
                 return {"qmp_status": status.get("status"), "run_dir": run_dir(rec)}
         except (QmpError, OSError):
@@ -328,10 +298,10 @@ class VmDriver:
         config = command_config(uid, gid, workdir, list(command),
                                 env_home(list(env), home))
         try:
-            sock = _connect(rec, "agent.sock", timeout=None)
+            sock = agent.connect(run_dir(rec), "agent.sock", timeout=None)
         except OSError as err:
             raise StartError(f"exec in {rec.name}: the VM's agent: {err.strerror}") from None
-        return AgentSession(sock, config, rec.name)
+        return agent.AgentSession(sock, config, rec.name)
 
 
 def cgroup_resources(spec):
@@ -346,84 +316,3 @@ def _kill(pid):
         os.waitpid(pid, 0)
     except (ProcessLookupError, ChildProcessError):
         pass
-
-
-# -- exec sessions (the host's side of agent.c's protocol) ---------------------------
-
-def frame(kind, payload=b""):
-    return kind + struct.pack(">I", len(payload)) + payload
-
-
-class AgentSession:
-    """One exec: stdin relayed as frames, output frames written out, the exit
-    status returned by wait()."""
-
-    pid = None
-    master = None
-
-    def __init__(self, sock, config, name):
-        self.sock, self.name = sock, name
-        self.sock.sendall(frame(b"E", config))
-        self.stdin_open = True
-
-    def send_signal(self, sig):
-        try:
-            self.sock.sendall(frame(b"K", str(int(sig)).encode()))
-        except OSError:
-            pass
-
-    def _read_frame(self, buf):
-        while len(buf) < 5 or len(buf) < 5 + struct.unpack(">I", buf[1:5])[0]:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise StartError(f"exec in {self.name}: the VM went away")
-            buf += chunk
-        size = struct.unpack(">I", buf[1:5])[0]
-        return buf[:1], buf[5:5 + size], buf[5 + size:]
-
-    def wait(self, stdin=0, stdout=1, stderr=2):
-        import select
-
-        buf = b""
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        if stdin is not None:
-            try:
-                poller.register(stdin, select.POLLIN)
-            except (OSError, ValueError):
-                stdin = None
-        try:
-            while True:
-                if len(buf) >= 5 and len(buf) >= 5 + struct.unpack(">I", buf[1:5])[0]:
-                    kind, payload, buf = self._read_frame(buf)
-                    if kind == b"O":
-                        _write_all(stdout, payload)
-                    elif kind == b"R":
-                        _write_all(stderr, payload)
-                    elif kind == b"X":
-                        code, _, message = payload.decode(errors="replace").partition(" ")
-                        if message:
-                            raise StartError(f"exec in {self.name}: {message}", int(code))
-                        return int(code)
-                    continue
-                for fd, _ in poller.poll():
-                    if fd == stdin:
-                        data = os.read(stdin, 65536)
-                        if data:
-                            self.sock.sendall(frame(b"I", data))
-                        else:
-                            poller.unregister(stdin)
-                            self.sock.sendall(frame(b"C"))
-                    else:
-                        chunk = self.sock.recv(65536)
-                        if not chunk:
-                            raise StartError(f"exec in {self.name}: the VM went away")
-                        buf += chunk
-        finally:
-            self.sock.close()
-
-
-def _write_all(fd, data):
-    while data:
-        n = os.write(fd, data)
-        data = data[n:]
