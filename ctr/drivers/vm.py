@@ -1,9 +1,10 @@
 """The VM driver: the instance's image booted under QEMU (see ctr/vm/launch.py).
 
-Same protocol as the container driver: `start` returns once the guest's agent
-has exec'd the command (or raises what the guest reported), the caller waits
-and records. The instance's pid is QEMU's; signals other than SIGKILL go to
-the command inside the guest (ctr/vm/agent.py, the host's side of the agent).
+Same protocol as the container driver (ctr.drivers): `start` returns once the
+guest's agent has exec'd the command (or raises what the guest reported), the
+caller waits and records. The instance's pid is QEMU's; signals other than
+SIGKILL go to the command inside the guest (ctr/vm/agent.py, the host's side
+of the agent).
 """
 
 import json
@@ -12,9 +13,11 @@ import signal
 import time
 
 from ctr import cgroups, report
-from ctr.errors import EXIT_CTR, CtrError, StartError
+from ctr.drivers import common
+from ctr.errors import EXIT_CTR, StartError
 from ctr.native import CLONE_NEWNS, MS_PRIVATE, MS_REC, SYSCALLS, unshare
 from ctr.process import InitFailure, env_home
+from ctr.revert import Reverter
 from ctr.signals import reset_signals
 from ctr.store import proc_starttime
 from ctr.users import resolve_user
@@ -44,8 +47,8 @@ class VmProcess:
     def send_signal(self, sig):
         send_signal(self.rec, self.pid, sig)
 
-    def wait(self, stdin=0, stdout=1):
-        del stdin, stdout  # QEMU holds the instance's stdio itself
+    def wait(self, stdin=0, stdout=1, stderr=2):
+        del stdin, stdout, stderr  # QEMU holds the instance's stdio itself
         from ctr.vm.launch import read_status
 
         if self.status is None:
@@ -128,18 +131,16 @@ class VmDriver:
     kind = "vm"
 
     def start(self, rec, lower, *, stdio=(None, None, None), tty=False, pdeathsig=None):
-        from ctr.net.attach import Plan
-
+        """The kernel and initrd found (before any resource: a bad kernel costs
+        nothing), network plan and tap, cgroup, QEMU launched, the guest's
+        agent awaited. Whatever fails, what was done before is undone."""
         if tty:
             raise StartError("-t is not supported for VMs yet")
         spec = rec.spec
-        plan = Plan(rec.store, rec, spec)
-        undo = [plan.abort]
-        tap_fd = None
-        try:
-            argv = self._prepare(rec, spec)  # before any resource: a bad kernel costs nothing
-            plan.prepare()
-            tap_fd = plan.attach_tap()
+        with common.Fds() as fds, Reverter() as revert:
+            argv = self._prepare(rec, spec)
+            plan = common.network_plan(revert, rec)
+            tap_fd = fds.add(plan.attach_tap())  # QEMU holds its own copy
             if tap_fd is not None:
                 from ctr.vm.launch import net_args
 
@@ -147,24 +148,14 @@ class VmDriver:
                 argv.guest_files["net"] = (f"{plan.ip} {plan.info['prefixlen']} "
                                            f"{plan.info['gateway']}\n")
             argv.guest_files.update(self._etc_files(plan))
-            cg = cgroups.Cgroup(spec.cgroup_parent, spec.id).create(cgroup_resources(spec))
-            undo.append(cg.destroy)
-            proc = self._spawn(rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig)
-            undo.append(lambda: _kill(proc.pid))
+            cg = common.create_cgroup(revert, cgroups.Cgroup(spec.cgroup_parent, spec.id),
+                                      cgroup_resources(spec))
+            proc = self._spawn(revert, rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig)
             plan.bind(proc.pid, proc.starttime)
             self._await_boot(rec, proc)
             proc.net = plan.info
-            return proc
-        except BaseException:
-            for step in reversed(undo):
-                try:
-                    step()
-                except CtrError:
-                    pass
-            raise
-        finally:
-            if tap_fd is not None:
-                os.close(tap_fd)
+            revert.success()
+        return proc
 
     def _prepare(self, rec, spec):
         from ctr.vm import initramfs, kernel, launch
@@ -200,27 +191,22 @@ class VmDriver:
                     files[name] = f.read()
         return files
 
-    def _spawn(self, rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig):
+    def _spawn(self, revert, rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig):
         """QEMU's stdin is /dev/null (no -t for VMs yet); its stdout carries the
-        guest's console: the caller's, or the log the monitor gave."""
-        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        stdio = (null, 1 if stdio[1] is None else stdio[1], 2)
-        rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
-        try:
+        guest's console: the caller's, or the log the monitor gave. Returns
+        once QEMU was exec'd; the reverter kills it."""
+        with common.Fds() as fds:
+            null = fds.add(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
+            stdio = (null, 1 if stdio[1] is None else stdio[1], 2)
+            rep_r, rep_w = fds.pipe()
             pid = os.fork()
             if pid == 0:
-                os.close(rep_r)
+                fds.close(rep_r)
                 _launch(rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig, rep_w)
-            os.close(rep_w)
-            rep_w = None
+            revert.add(common.kill, pid)
+            fds.close(rep_w)
             failure = report.read(rep_r)
-        finally:
-            os.close(rep_r)
-            os.close(null)
-            if rep_w is not None:
-                os.close(rep_w)
         if failure is not None:
-            os.waitpid(pid, 0)
             raise failure.error()
         return VmProcess(rec, pid, cg, None)
 
@@ -308,11 +294,3 @@ def cgroup_resources(spec):
     """A VM's memory is its guest RAM (QEMU needs ~200 MiB beyond it): the
     cgroup gets the other limits."""
     return {k: v for k, v in spec.resources.items() if k not in ("memory", "memory_swap")}
-
-
-def _kill(pid):
-    try:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
