@@ -17,8 +17,8 @@ import select
 import signal
 import time
 
+from ctr import drivers
 from ctr import store as st
-from ctr.drivers import driver_for
 from ctr.errors import CgroupError, Conflict, CtrError, NotFound, StartError, StateError
 from ctr.spec import check_user, check_workdir, merge_env, parse_env, parse_signal
 from ctr.store import alive, now
@@ -192,7 +192,7 @@ def _kill_all(rec, state):
     """SIGKILL the instance's main process and everything else in its cgroup
     (a daemon that double-forked away from the init included)."""
     try:
-        driver_for(rec.spec.kind).signal(rec, state, signal.SIGKILL)
+        drivers.load(rec.spec.kind).signal(rec, state, signal.SIGKILL)
     except ProcessLookupError:
         pass
     cgroup_of(rec, state).kill_all(signal.SIGKILL)
@@ -228,7 +228,7 @@ class Instances:
         instance is `restarting` and nobody asked it to stop; else None.
         """
         spec = rec.spec
-        driver = driver_for(spec.kind)
+        driver = drivers.load(spec.kind)
         lower = rec.lower if spec.userns else self.images.rootfs(spec.image)
         if not os.path.isdir(lower):
             raise NotFound(f"the image {spec.image} of {spec.name} is gone")
@@ -315,7 +315,7 @@ class Instances:
         """Start in the foreground: the caller's stdio, its exit status returned.
         `cgroup_parent`: this start's own (ctr start --cgroup-parent self)."""
         from ctr import sdnotify
-        from ctr.drivers.container import SignalForwarder
+        from ctr.signals import SignalForwarder
 
         forwarder = SignalForwarder(translate=_foreground_signals(rec.spec))
         # systemd's side (NOTIFY_SOCKET): MAINPID/READY once the command runs.
@@ -358,7 +358,7 @@ class Instances:
             _kill_all(rec, state)  # every process, not only the main one
             return state
         try:
-            driver_for(rec.spec.kind).signal(rec, state, sig)
+            drivers.load(rec.spec.kind).signal(rec, state, sig)
         except ProcessLookupError:
             pass
         return state
@@ -377,7 +377,7 @@ class Instances:
         stopping_for(state)  # under the instance's own unit's ExecStop=: STOPPING=1
         if state["status"] == st.PAUSED:
             state = self.unpause(name)
-        driver = driver_for(rec.spec.kind)
+        driver = drivers.load(rec.spec.kind)
         try:
             driver.signal(rec, state, parse_signal(rec.spec.stop_signal))
         except ProcessLookupError:
@@ -400,7 +400,7 @@ class Instances:
             if state["status"] != st.RUNNING or not alive(state.get("pid"),
                                                           state.get("starttime")):
                 raise Conflict(f"instance {name} is not running")
-            driver_for(rec.spec.kind).pause(rec, state, cgroup_of(rec, state))
+            drivers.load(rec.spec.kind).pause(rec, state, cgroup_of(rec, state))
             state["status"] = st.PAUSED
             rec.write_state(state)
         return state
@@ -411,7 +411,7 @@ class Instances:
             state = rec.read_state()
             if state["status"] != st.PAUSED:
                 raise Conflict(f"instance {name} is not paused")
-            driver_for(rec.spec.kind).resume(rec, state, cgroup_of(rec, state))
+            drivers.load(rec.spec.kind).resume(rec, state, cgroup_of(rec, state))
             state["status"] = st.RUNNING
             rec.write_state(state)
         return state
@@ -445,11 +445,11 @@ class Instances:
         env = merge_env(spec.env, ["TERM=xterm"] if tty else [], parse_env(env))
         workdir = check_workdir(workdir) or spec.workdir
         user = check_user(user)
-        from ctr.drivers.container import SignalForwarder
+        from ctr.signals import SignalForwarder
 
         forwarder = SignalForwarder()
-        proc = driver_for(spec.kind).exec(rec, state, command=list(command), env=env,
-                                          workdir=workdir, user=user, tty=tty)
+        proc = drivers.load(spec.kind).exec(rec, state, command=list(command), env=env,
+                                            workdir=workdir, user=user, tty=tty)
         forwarder.attach(proc)
         return proc.wait()
 

@@ -16,14 +16,14 @@ no reader (EPIPE, or SIGPIPE if it does not ignore it), as with conmon, and
 `ctr ls`/`stop`/`rm` go by the recorded pid and cgroup.
 """
 
-import json
 import os
 import select
 import signal
 import threading
 import time
 
-from ctr.errors import EXIT_CTR, CtrError, StartError
+from ctr import report
+from ctr.errors import CtrError, StartError
 
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 60.0
@@ -131,9 +131,9 @@ def _monitor(instances, rec, report_w):
     try:
         proc, run = _start(instances, rec, null, fresh=True)
     except CtrError as err:
-        os.write(report_w, json.dumps({"error": str(err), "code": err.exit_code}).encode())
+        report.write(report_w, report.MONITOR, str(err), getattr(err, "errno", 0), err.exit_code)
         return
-    os.write(report_w, json.dumps({"pid": proc.pid}).encode())
+    report.write(report_w, report.STARTED, f"{rec.name} runs", code=0, pid=proc.pid)
     os.close(report_w)
     delay = BACKOFF_FIRST
     while True:
@@ -173,25 +173,19 @@ def spawn(instances, rec):
                 try:
                     _monitor(instances, rec, w)
                 except BaseException as err:  # noqa: BLE001 - report, never print
-                    try:
-                        os.write(w, json.dumps({"error": f"monitor: {err}",
-                                                "code": EXIT_CTR}).encode())
-                    except OSError:
-                        pass
+                    report.write(w, report.MONITOR, f"monitor: {err}")
                 finally:
                     os._exit(0)
         finally:
             os._exit(0)
     os.close(w)
     os.waitpid(pid, 0)
-    chunks = []
-    while chunk := os.read(r, 65536):
-        chunks.append(chunk)
-    os.close(r)
     try:
-        report = json.loads(b"".join(chunks))
-    except ValueError:
-        raise CtrError(f"the monitor of {rec.name} died before starting it") from None
-    if "error" in report:
-        raise CtrError(report["error"], report.get("code", EXIT_CTR))
-    return report["pid"]
+        said = report.read(r)
+    finally:
+        os.close(r)
+    if said is None:
+        raise CtrError(f"the monitor of {rec.name} died before starting it")
+    if said.step != report.STARTED:
+        raise CtrError(said.message, said.code)
+    return said.pid

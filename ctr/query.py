@@ -4,8 +4,8 @@ an instance; the transitions are ctr.instance's."""
 
 import errno
 
+from ctr import drivers
 from ctr import store as st
-from ctr.drivers import driver_for
 from ctr.errors import CgroupError, Conflict
 from ctr.instance import cgroup_of
 
@@ -16,7 +16,7 @@ def inspect(rec, images):
     """An instance's spec, state (with what its driver adds while it runs) and paths."""
     spec, state = rec.spec, rec.state()
     if state["status"] in LIVE:
-        extra = driver_for(spec.kind).describe(rec, state)
+        extra = drivers.load(spec.kind).describe(rec, state)
         if extra:
             state = {**state, spec.kind: extra}
     return {

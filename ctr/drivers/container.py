@@ -1,58 +1,24 @@
 """The container driver: namespaces + cgroup + overlay root, with the C helper's clone.
 
 The driver does kernel work and nothing else: no state files, no printing.
-`start` returns a Process once the command has been exec'd (or raises the
-error the container's init reported); the caller owns waiting and recording.
+`start` returns a ContainerProcess once the command has been exec'd (or raises
+the error the container's init reported); the caller owns waiting and recording.
+The protocol it implements is written down in ctr.drivers.
 """
 
 import os
-import signal
 
-from ctr import cgroups, namespaces
-from ctr.errors import EXIT_CTR, CtrError, StartError
+from ctr import cgroups, namespaces, report
+from ctr.drivers import common
+from ctr.errors import StartError
 from ctr.native import CLONE_NEWPID, clone, setns
+from ctr.revert import Reverter
 from ctr.store import proc_starttime
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-             signal.SIGUSR2)
 
-
-class SignalForwarder:
-    """Forwards the signals ctr receives to the process it runs in the foreground.
-
-    Installed before the process exists, so that a signal arriving during the
-    start is not lost (nor kills ctr): it is queued and delivered once the
-    process is known.
-    """
-
-    def __init__(self, signals=FORWARDED, translate=None):
-        self.proc = None
-        self.pending = []
-        self.translate = translate or {}  # {received: sent}: SIGTERM -> the stop signal
-        for sig in signals:
-            signal.signal(sig, self._handle)
-
-    def _handle(self, sig, _frame):
-        sig = self.translate.get(sig, sig)
-        if self.proc is None:
-            self.pending.append(sig)
-        else:
-            self._send(sig)
-
-    def _send(self, sig):
-        try:
-            self.proc.send_signal(sig)
-        except (ProcessLookupError, CtrError):
-            pass
-
-    def attach(self, proc):
-        self.proc = proc
-        while self.pending:
-            self._send(self.pending.pop(0))
-
-
-class Process:
-    """A process ctr started and must reap: the container's init, or an exec."""
+class ContainerProcess:
+    """A process ctr started and must reap: the container's init, or an exec
+    (which has no cgroup nor network of its own)."""
 
     def __init__(self, pid, master=None, cgroup=None, net=None):
         self.pid = pid
@@ -64,9 +30,11 @@ class Process:
     def send_signal(self, sig):
         os.kill(self.pid, sig)
 
-    def wait(self, stdin=0, stdout=1):
+    def wait(self, stdin=0, stdout=1, stderr=2):
         """Relay the terminal if there is one (to stdin/stdout), reap, return the
-        exit status (128+N when killed by signal N)."""
+        exit status (128+N when killed by signal N). Without a terminal the
+        command holds its stdio itself."""
+        del stderr  # a pty carries both streams
         if self.master is not None:
             from ctr.tty import relay
 
@@ -80,23 +48,9 @@ class Process:
         return 128 - code if code < 0 else code
 
 
-def _fail(report, what):
-    msg = report.get("message", "unknown error")
-    return StartError(f"{what}: {msg}", report.get("code", EXIT_CTR), report.get("errno", 0))
-
-
-def _pty_channel(tty):
-    """With -t, a socketpair over which the container sends the master of a pty
-    it opened in its own devpts."""
-    if not tty:
-        return None, None
-    import socket
-
-    return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-
-
 def _receive_pty(sock):
-    """The master fd, or None if the child failed before sending it (its report says why)."""
+    """With -t, the master of the pty the child opened in the container's own
+    devpts; None if the child failed before sending it (its report says why)."""
     if sock is None:
         return None
     import socket
@@ -105,81 +59,50 @@ def _receive_pty(sock):
     return fds[0] if fds else None
 
 
-def _close(*socks):
-    for s in socks:
-        if s is not None:
-            s.close()
-
-
-def _abort(pid):
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    os.waitpid(pid, 0)
-
-
 class ContainerDriver:
     kind = "container"
 
     def start(self, rec, lower, *, stdio=(None, None, None), tty=False, pdeathsig=None):
         """Network plan (address leased), cgroup (limits applied), clone, network
         attached, go. Whatever fails, what was done before is undone."""
-        from ctr.net.attach import Plan
-
         spec = rec.spec
-        plan = Plan(rec.store, rec, spec)
-        undo = [plan.abort]
-        try:
-            plan.prepare()
+        with Reverter() as revert:
+            plan = common.network_plan(revert, rec)
             cg = cgroups.Cgroup(spec.cgroup_parent, spec.id)
             if spec.init and cg.dir_of("unified") is None:
                 raise StartError("--init needs a cgroup2 hierarchy on the host (systemd's view "
                                  "of its own cgroup): this host mounts only cgroup v1")
-            cg = cg.create(spec.resources)
-            undo.append(cg.destroy)
-            if not spec.privileged:
-                cg.restrict_devices()
-            return self._clone(rec, lower, plan, cg, stdio, tty, pdeathsig)
-        except BaseException:
-            for step in reversed(undo):
-                try:
-                    step()
-                except CtrError:
-                    pass  # the first error is the one to report
-            raise
+            cg = common.create_cgroup(revert, cg, spec.resources,
+                                      restrict_devices=not spec.privileged)
+            proc = self._clone(revert, rec, lower, plan, cg, stdio, tty, pdeathsig)
+            revert.success()
+        return proc
 
-    def _clone(self, rec, lower, plan, cg, stdio, tty, pdeathsig):
+    def _clone(self, revert, rec, lower, plan, cg, stdio, tty, pdeathsig):
+        """The init cloned into its namespaces (see ctr.namespaces for the sync
+        protocol), given its ids, cgroup and network, told to go; returns once
+        it exec'd the command."""
         spec = rec.spec
-        master = None
-        join_fd = plan.open_join_fd()
-        sock, child_sock = _pty_channel(tty)
-        go_r, go_w = os.pipe()
-        rep_r, rep_w = os.pipe()
         flags = plan.clone_flags(namespaces.CONTAINER_FLAGS)
         if spec.userns:
             flags |= namespaces.CLONE_NEWUSER
-        try:
-            pid = clone(flags)
-        except OSError as err:
-            for fd in (go_r, go_w, rep_r, rep_w, join_fd):
-                if fd is not None:
-                    os.close(fd)
-            _close(sock, child_sock)
-            raise StartError(f"clone: {err.strerror}", errno=err.errno) from err
-        if pid == 0:
-            os.close(go_w)
-            os.close(rep_r)
-            namespaces.container_init(
-                go_r, rep_w, spec=spec, lower=lower, rootfs=rec.rootfs, upper=rec.upper,
-                work=rec.work, stdio=stdio, tty_sock=child_sock, pdeathsig=pdeathsig,
-                binds=plan.binds, netns_fd=join_fd, own_netns=plan.new_netns)
-        os.close(go_r)
-        os.close(rep_w)
-        if join_fd is not None:
-            os.close(join_fd)
-        _close(child_sock)
-        try:
+        with common.Fds() as fds:
+            join_fd = fds.add(plan.open_join_fd())
+            sock, child_sock = fds.socketpair() if tty else (None, None)
+            go_r, go_w = fds.pipe()
+            rep_r, rep_w = fds.pipe()
+            try:
+                pid = clone(flags)
+            except OSError as err:
+                raise StartError(f"clone: {err.strerror}", errno=err.errno) from err
+            if pid == 0:
+                fds.close(go_w, rep_r)
+                namespaces.container_init(
+                    go_r, rep_w, spec=spec, lower=lower, rootfs=rec.rootfs, upper=rec.upper,
+                    work=rec.work, stdio=stdio, tty_sock=child_sock, pdeathsig=pdeathsig,
+                    binds=plan.binds, netns_fd=join_fd, own_netns=plan.new_netns)
+            revert.add(common.kill, pid)
+            fds.close(go_r, rep_w, join_fd, child_sock)
             if spec.userns:
                 from ctr.userns import write_maps
 
@@ -187,30 +110,18 @@ class ContainerDriver:
             cg.add(pid)
             net = plan.attach(pid, proc_starttime(pid))
             os.write(go_w, b"G")
-            os.close(go_w)
-            go_w = None
+            fds.close(go_w)
             master = _receive_pty(sock)
-            report = namespaces.read_report(rep_r)
-        except BaseException:
-            _abort(pid)
             if master is not None:
-                os.close(master)
-            raise
-        finally:
-            if go_w is not None:
-                os.close(go_w)
-            os.close(rep_r)
-            _close(sock)
-        if report is not None:
-            _abort(pid)
-            if master is not None:
-                os.close(master)
-            raise _fail(report, f"starting {spec.name}")
-        return Process(pid, master, cg, net)
+                revert.add(os.close, master)
+            failure = report.read(rep_r)
+        if failure is not None:
+            raise failure.error(f"starting {spec.name}")
+        return ContainerProcess(pid, master, cg, net)
 
     def exec(self, rec, state, *, command, env, workdir, user, tty=False,
              stdio=(None, None, None)):
-        """Run a command inside a running container; returns its Process."""
+        """Run a command inside a running container; returns its ContainerProcess."""
         spec = rec.spec
         pid = state["pid"]
         cg = cgroups.at(state["cgroups"])
@@ -222,29 +133,25 @@ class ContainerDriver:
             setns(pidns, CLONE_NEWPID)  # applies to the children forked below
         finally:
             os.close(pidns)
-        sock, child_sock = _pty_channel(tty)
-        rep_r, rep_w = os.pipe()
-        child = os.fork()
-        if child == 0:
-            os.close(rep_r)
-            _close(sock)
-            namespaces.join(pid, cgroup=cg, spec=spec, command=command, env=env,
-                            workdir=workdir, user=user, stdio=stdio, tty_sock=child_sock,
-                            report_fd=rep_w)
-        os.close(rep_w)
-        _close(child_sock)
-        try:
+        with Reverter() as revert, common.Fds() as fds:
+            sock, child_sock = fds.socketpair() if tty else (None, None)
+            rep_r, rep_w = fds.pipe()
+            child = os.fork()
+            if child == 0:
+                fds.close(rep_r, sock)
+                namespaces.join(pid, cgroup=cg, spec=spec, command=command, env=env,
+                                workdir=workdir, user=user, stdio=stdio, tty_sock=child_sock,
+                                report_fd=rep_w)
+            revert.add(common.kill, child)
+            fds.close(rep_w, child_sock)
             master = _receive_pty(sock)
-            report = namespaces.read_report(rep_r)
-        finally:
-            os.close(rep_r)
-            _close(sock)
-        if report is not None:
-            os.waitpid(child, 0)
             if master is not None:
-                os.close(master)
-            raise _fail(report, f"exec in {spec.name}")
-        return Process(child, master)
+                revert.add(os.close, master)
+            failure = report.read(rep_r)
+            if failure is not None:
+                raise failure.error(f"exec in {spec.name}")
+            revert.success()
+        return ContainerProcess(child, master)
 
     def pause(self, rec, state, cgroup):
         del rec, state

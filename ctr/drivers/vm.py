@@ -1,22 +1,27 @@
 """The VM driver: the instance's image booted under QEMU (see ctr/vm/launch.py).
 
-Same protocol as the container driver: `start` returns once the guest's agent
-has exec'd the command (or raises what the guest reported), the caller waits
-and records. The instance's pid is QEMU's; signals other than SIGKILL go to
-the command inside the guest.
+Same protocol as the container driver (ctr.drivers): `start` returns once the
+guest's agent has exec'd the command (or raises what the guest reported), the
+caller waits and records. The instance's pid is QEMU's; signals other than
+SIGKILL go to the command inside the guest (ctr/vm/agent.py, the host's side
+of the agent).
 """
 
 import json
 import os
 import signal
-import socket
-import struct
 import time
 
-from ctr import cgroups, namespaces
-from ctr.errors import EXIT_CTR, CtrError, StartError
+from ctr import cgroups, report
+from ctr.drivers import common
+from ctr.errors import EXIT_CTR, StartError
 from ctr.native import CLONE_NEWNS, MS_PRIVATE, MS_REC, SYSCALLS, unshare
+from ctr.process import InitFailure, env_home
+from ctr.revert import Reverter
+from ctr.signals import reset_signals
 from ctr.store import proc_starttime
+from ctr.users import resolve_user
+from ctr.vm import agent
 
 BOOT_TIMEOUT = float(os.environ.get("CTR_VM_BOOT_TIMEOUT", "60"))
 VM_FILES = ("console.log", "status", "ctl.sock", "agent.sock", "qmp.sock", "initrd",
@@ -25,31 +30,6 @@ VM_FILES = ("console.log", "status", "ctl.sock", "agent.sock", "qmp.sock", "init
 
 def run_dir(rec):
     return os.path.join(rec.dir, "vm")
-
-
-def _connect(rec, name, timeout=5.0):
-    """A socket of the VM's run directory, through an fd: the path stays short."""
-    dirfd = os.open(run_dir(rec), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(f"/proc/self/fd/{dirfd}/{name}")
-    except OSError:
-        sock.close()
-        raise
-    finally:
-        os.close(dirfd)
-    return sock
-
-
-def qmp(rec):
-    from ctr.vm.qmp import Qmp
-
-    dirfd = os.open(run_dir(rec), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        return Qmp(f"/proc/self/fd/{dirfd}/qmp.sock")
-    finally:
-        os.close(dirfd)
 
 
 class VmProcess:
@@ -67,15 +47,15 @@ class VmProcess:
     def send_signal(self, sig):
         send_signal(self.rec, self.pid, sig)
 
-    def wait(self, stdin=0, stdout=1):
-        del stdin, stdout  # QEMU holds the instance's stdio itself
+    def wait(self, stdin=0, stdout=1, stderr=2):
+        del stdin, stdout, stderr  # QEMU holds the instance's stdio itself
         from ctr.vm.launch import read_status
 
         if self.status is None:
             _, self.status = os.waitpid(self.pid, 0)
-        report = read_status(os.path.join(run_dir(self.rec), "status"))
-        if "exit" in report:
-            return report["exit"]
+        said = read_status(os.path.join(run_dir(self.rec), "status"))
+        if "exit" in said:
+            return said["exit"]
         code = os.waitstatus_to_exitcode(self.status)
         return 128 - code if code < 0 else EXIT_CTR
 
@@ -86,11 +66,7 @@ def send_signal(rec, pid, sig):
         os.kill(pid, signal.SIGKILL)
         return
     os.kill(pid, 0)  # ProcessLookupError when the VM is gone
-    try:
-        with _connect(rec, "ctl.sock", timeout=2.0) as sock:
-            sock.sendall(f"K {int(sig)}\n".encode())
-    except OSError as err:
-        raise CtrError(f"cannot signal the VM's command: {err.strerror or err}") from None
+    agent.signal_command(run_dir(rec), sig)
 
 
 def _user(user, root):
@@ -98,8 +74,8 @@ def _user(user, root):
     if user is None:
         return 0, 0, "/root"
     try:
-        uid, gid, _, home = namespaces.resolve_user(user, root)
-    except namespaces.InitFailure as err:
+        uid, gid, _, home = resolve_user(user, root)
+    except InitFailure as err:
         raise StartError(str(err), EXIT_CTR) from None
     return uid, gid, home
 
@@ -120,7 +96,7 @@ def _launch(rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig, report_w):
         mount_overlay(SYSCALLS, lower, rec.upper, rec.work, rec.rootfs)
         uid, gid, home = _user(spec.user, rec.rootfs)
         config = initramfs.command_config(uid, gid, spec.workdir, list(spec.command),
-                                          namespaces.env_home(list(spec.env), home))
+                                          env_home(list(spec.env), home))
         os.chdir(run_dir(rec))
         with open("qemu.argv", "w") as f:  # for people debugging, and benchmarks/vm.py
             json.dump(argv.args, f)
@@ -137,10 +113,10 @@ def _launch(rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig, report_w):
             import prctl
 
             prctl.set_pdeathsig(pdeathsig)
-        namespaces.reset_signals()
+        reset_signals()
         os.execv(argv.args[0], argv.args)
     except BaseException as err:  # noqa: BLE001 - reported to the parent
-        namespaces.report_failure(report_w, err, "launching QEMU")
+        report.write_failure(report_w, err, report.QEMU)
     os._exit(EXIT_CTR)
 
 
@@ -155,18 +131,16 @@ class VmDriver:
     kind = "vm"
 
     def start(self, rec, lower, *, stdio=(None, None, None), tty=False, pdeathsig=None):
-        from ctr.net.attach import Plan
-
+        """The kernel and initrd found (before any resource: a bad kernel costs
+        nothing), network plan and tap, cgroup, QEMU launched, the guest's
+        agent awaited. Whatever fails, what was done before is undone."""
         if tty:
             raise StartError("-t is not supported for VMs yet")
         spec = rec.spec
-        plan = Plan(rec.store, rec, spec)
-        undo = [plan.abort]
-        tap_fd = None
-        try:
-            argv = self._prepare(rec, spec)  # before any resource: a bad kernel costs nothing
-            plan.prepare()
-            tap_fd = plan.attach_tap()
+        with common.Fds() as fds, Reverter() as revert:
+            argv = self._prepare(rec, spec)
+            plan = common.network_plan(revert, rec)
+            tap_fd = fds.add(plan.attach_tap())  # QEMU holds its own copy
             if tap_fd is not None:
                 from ctr.vm.launch import net_args
 
@@ -174,24 +148,14 @@ class VmDriver:
                 argv.guest_files["net"] = (f"{plan.ip} {plan.info['prefixlen']} "
                                            f"{plan.info['gateway']}\n")
             argv.guest_files.update(self._etc_files(plan))
-            cg = cgroups.Cgroup(spec.cgroup_parent, spec.id).create(cgroup_resources(spec))
-            undo.append(cg.destroy)
-            proc = self._spawn(rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig)
-            undo.append(lambda: _kill(proc.pid))
+            cg = common.create_cgroup(revert, cgroups.Cgroup(spec.cgroup_parent, spec.id),
+                                      cgroup_resources(spec))
+            proc = self._spawn(revert, rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig)
             plan.bind(proc.pid, proc.starttime)
             self._await_boot(rec, proc)
             proc.net = plan.info
-            return proc
-        except BaseException:
-            for step in reversed(undo):
-                try:
-                    step()
-                except CtrError:
-                    pass
-            raise
-        finally:
-            if tap_fd is not None:
-                os.close(tap_fd)
+            revert.success()
+        return proc
 
     def _prepare(self, rec, spec):
         from ctr.vm import initramfs, kernel, launch
@@ -227,29 +191,23 @@ class VmDriver:
                     files[name] = f.read()
         return files
 
-    def _spawn(self, rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig):
+    def _spawn(self, revert, rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig):
         """QEMU's stdin is /dev/null (no -t for VMs yet); its stdout carries the
-        guest's console: the caller's, or the log the monitor gave."""
-        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        stdio = (null, 1 if stdio[1] is None else stdio[1], 2)
-        rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
-        try:
+        guest's console: the caller's, or the log the monitor gave. Returns
+        once QEMU was exec'd; the reverter kills it."""
+        with common.Fds() as fds:
+            null = fds.add(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
+            stdio = (null, 1 if stdio[1] is None else stdio[1], 2)
+            rep_r, rep_w = fds.pipe()
             pid = os.fork()
             if pid == 0:
-                os.close(rep_r)
+                fds.close(rep_r)
                 _launch(rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig, rep_w)
-            os.close(rep_w)
-            rep_w = None
-            report = namespaces.read_report(rep_r)
-        finally:
-            os.close(rep_r)
-            os.close(null)
-            if rep_w is not None:
-                os.close(rep_w)
-        if report is not None:
-            os.waitpid(pid, 0)
-            raise StartError(report.get("message", "launching QEMU failed"),
-                             report.get("code", EXIT_CTR))
+            revert.add(common.kill, pid)
+            fds.close(rep_w)
+            failure = report.read(rep_r)
+        if failure is not None:
+            raise failure.error()
         return VmProcess(rec, pid, cg, None)
 
     def _await_boot(self, rec, proc):
@@ -261,21 +219,21 @@ class VmDriver:
         deadline = time.monotonic() + BOOT_TIMEOUT
         delay = 0.005
         while True:
-            report = read_status(os.path.join(run, "status"))
-            if "ready" in report and "exit" not in report:
+            said = read_status(os.path.join(run, "status"))
+            if "ready" in said and "exit" not in said:
                 return
             done, status = os.waitpid(proc.pid, os.WNOHANG)
-            if done or "exit" in report:
+            if done or "exit" in said:
                 if not done:
                     _, status = os.waitpid(proc.pid, 0)
                 proc.status = status
-                report = read_status(os.path.join(run, "status"))
-                if "exit" in report:
-                    if "ready" in report:
+                said = read_status(os.path.join(run, "status"))
+                if "exit" in said:
+                    if "ready" in said:
                         return  # it ran and already ended: wait() reads the status
                     raise StartError(f"starting {rec.name}: "
-                                     f"{report['message'] or 'the command did not start'}",
-                                     report["exit"])
+                                     f"{said['message'] or 'the command did not start'}",
+                                     said["exit"])
                 why = (last_lines(os.path.join(run, "qemu.log"))
                        or last_lines(os.path.join(run, "console.log"))
                        or f"QEMU exited with status {os.waitstatus_to_exitcode(status)}")
@@ -293,12 +251,12 @@ class VmDriver:
         """QMP stop: the vCPUs halt, QEMU's monitor stays responsive (a frozen
         cgroup would stop QEMU whole)."""
         del state, cgroup
-        with qmp(rec) as q:
+        with agent.qmp(run_dir(rec)) as q:
             q.execute("stop")
 
     def resume(self, rec, state, cgroup):
         del state, cgroup
-        with qmp(rec) as q:
+        with agent.qmp(run_dir(rec)) as q:
             q.execute("cont")
 
     def describe(self, rec, state):
@@ -306,7 +264,7 @@ class VmDriver:
         from ctr.vm.qmp import QmpError
 
         try:
-            with qmp(rec) as q:
+            with agent.qmp(run_dir(rec)) as q:
                 status = q.execute("query-status")
                 return {"qmp_status": status.get("status"), "run_dir": run_dir(rec)}
         except (QmpError, OSError):
@@ -324,104 +282,15 @@ class VmDriver:
         user = user if user is not None else rec.spec.user  # as a container's exec
         uid, gid, home = _user(user, f"/proc/{state['pid']}/root{rec.rootfs}")
         config = command_config(uid, gid, workdir, list(command),
-                                namespaces.env_home(list(env), home))
+                                env_home(list(env), home))
         try:
-            sock = _connect(rec, "agent.sock", timeout=None)
+            sock = agent.connect(run_dir(rec), "agent.sock", timeout=None)
         except OSError as err:
             raise StartError(f"exec in {rec.name}: the VM's agent: {err.strerror}") from None
-        return AgentSession(sock, config, rec.name)
+        return agent.AgentSession(sock, config, rec.name)
 
 
 def cgroup_resources(spec):
     """A VM's memory is its guest RAM (QEMU needs ~200 MiB beyond it): the
     cgroup gets the other limits."""
     return {k: v for k, v in spec.resources.items() if k not in ("memory", "memory_swap")}
-
-
-def _kill(pid):
-    try:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
-
-
-# -- exec sessions (the host's side of agent.c's protocol) ---------------------------
-
-def frame(kind, payload=b""):
-    return kind + struct.pack(">I", len(payload)) + payload
-
-
-class AgentSession:
-    """One exec: stdin relayed as frames, output frames written out, the exit
-    status returned by wait()."""
-
-    pid = None
-    master = None
-
-    def __init__(self, sock, config, name):
-        self.sock, self.name = sock, name
-        self.sock.sendall(frame(b"E", config))
-        self.stdin_open = True
-
-    def send_signal(self, sig):
-        try:
-            self.sock.sendall(frame(b"K", str(int(sig)).encode()))
-        except OSError:
-            pass
-
-    def _read_frame(self, buf):
-        while len(buf) < 5 or len(buf) < 5 + struct.unpack(">I", buf[1:5])[0]:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise StartError(f"exec in {self.name}: the VM went away")
-            buf += chunk
-        size = struct.unpack(">I", buf[1:5])[0]
-        return buf[:1], buf[5:5 + size], buf[5 + size:]
-
-    def wait(self, stdin=0, stdout=1, stderr=2):
-        import select
-
-        buf = b""
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        if stdin is not None:
-            try:
-                poller.register(stdin, select.POLLIN)
-            except (OSError, ValueError):
-                stdin = None
-        try:
-            while True:
-                if len(buf) >= 5 and len(buf) >= 5 + struct.unpack(">I", buf[1:5])[0]:
-                    kind, payload, buf = self._read_frame(buf)
-                    if kind == b"O":
-                        _write_all(stdout, payload)
-                    elif kind == b"R":
-                        _write_all(stderr, payload)
-                    elif kind == b"X":
-                        code, _, message = payload.decode(errors="replace").partition(" ")
-                        if message:
-                            raise StartError(f"exec in {self.name}: {message}", int(code))
-                        return int(code)
-                    continue
-                for fd, _ in poller.poll():
-                    if fd == stdin:
-                        data = os.read(stdin, 65536)
-                        if data:
-                            self.sock.sendall(frame(b"I", data))
-                        else:
-                            poller.unregister(stdin)
-                            self.sock.sendall(frame(b"C"))
-                    else:
-                        chunk = self.sock.recv(65536)
-                        if not chunk:
-                            raise StartError(f"exec in {self.name}: the VM went away")
-                        buf += chunk
-        finally:
-            self.sock.close()
-
-
-def _write_all(fd, data):
-    while data:
-        n = os.write(fd, data)
-        data = data[n:]

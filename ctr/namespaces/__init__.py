@@ -12,15 +12,13 @@ Sync protocol between the parent (ctr) and the child (the container's init):
                                        execve(command)
   reads the report pipe (CLOEXEC):
     EOF            <------------------ execve succeeded
-    JSON message   <------------------ a step failed: {"errno", "message", "code"}
+    JSON message   <------------------ a step failed (ctr.report's schema)
 
 The child never prints: any failure, including a Python exception, becomes a
 report and the child exits 125 without running the command.
 """
 
-import errno
 import fcntl
-import json
 import os
 import signal
 import termios
@@ -29,7 +27,8 @@ import termios
 # own files are out of reach.
 import prctl
 
-from ctr.errors import EXIT_CANNOT_INVOKE, EXIT_CTR, EXIT_NOT_FOUND
+from ctr import report
+from ctr.errors import EXIT_CANNOT_INVOKE, EXIT_CTR
 from ctr.native import (
     CLONE_NEWCGROUP,
     CLONE_NEWIPC,
@@ -39,7 +38,10 @@ from ctr.native import (
     CLONE_NEWUSER,
     CLONE_NEWUTS,
 )
+from ctr.process import InitFailure, env_home, find_command
+from ctr.signals import reset_signals
 from ctr.spec import ALL_CAPS
+from ctr.users import resolve_user
 
 CONTAINER_FLAGS = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET
 
@@ -48,104 +50,6 @@ CONTAINER_FLAGS = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLO
 JOIN_ORDER = (("cgroup", CLONE_NEWCGROUP), ("ipc", CLONE_NEWIPC), ("uts", CLONE_NEWUTS),
               ("net", CLONE_NEWNET), ("pid", CLONE_NEWPID), ("mnt", CLONE_NEWNS))
 
-
-
-class InitFailure(Exception):
-    def __init__(self, message, errno=0, code=EXIT_CTR):
-        super().__init__(message)
-        self.errno = errno
-        self.code = code
-
-
-def reset_signals():
-    """What Python changed at start-up (SIGPIPE and SIGXFSZ ignored, handlers for
-    SIGINT) and ctr's own handlers must not leak into the command: ignored
-    dispositions survive execve."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE,
-                signal.SIGXFSZ, signal.SIGWINCH, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-
-
-def report_failure(fd, err, step=None):
-    """Send (errno, message, exit code) to the parent. Used by the child only.
-    An InitFailure speaks for itself; anything else is prefixed with the step."""
-    prefix = f"{step}: " if step else ""
-    if isinstance(err, InitFailure):
-        msg = {"errno": err.errno, "message": str(err), "code": err.code}
-    elif isinstance(err, OSError):
-        where = f": {err.filename}" if err.filename else ""
-        msg = {"errno": err.errno or 0, "message": f"{prefix}{err.strerror}{where}",
-               "code": EXIT_CTR}
-    else:
-        msg = {"errno": 0, "message": f"{prefix}{type(err).__name__}: {err}", "code": EXIT_CTR}
-    try:
-        os.write(fd, json.dumps(msg).encode())
-    except OSError:
-        pass
-
-
-def read_report(fd):
-    """The parent's side: None when the command was exec'd, else the failure dict."""
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    if not chunks:
-        return None
-    try:
-        return json.loads(b"".join(chunks))
-    except ValueError:
-        return {"errno": 0, "message": "the container's init sent a garbled report",
-                "code": EXIT_CTR}
-
-
-# -- user and groups ------------------------------------------------------------------
-
-def _read_db(path):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return [line.rstrip("\n").split(":") for line in f if line.strip()
-                    and not line.startswith("#")]
-    except FileNotFoundError:
-        return []
-
-
-def _in_root(root, path):
-    """`path` of a root seen from outside it (a VM's overlay, from the host):
-    its symlinks are resolved inside that root, never on the host."""
-    if root == "/":
-        return path
-    from ctr.native import SYSCALLS
-    from ctr.rootfs import resolve_in_root
-
-    return resolve_in_root(SYSCALLS, root.rstrip("/"), path)
-
-
-def resolve_user(user, root="/"):
-    """docker's -u: NAME, UID, NAME:GROUP or UID:GID, looked up in the container's
-    /etc/passwd and /etc/group. Returns (uid, gid, supplementary gids, home)."""
-    name, _, group = (user or "0").partition(":")
-    passwd = [e for e in _read_db(_in_root(root, "/etc/passwd")) if len(e) >= 7]
-    groups = [e for e in _read_db(_in_root(root, "/etc/group")) if len(e) >= 4]
-    entry = next((e for e in passwd if e[0] == name or (name.isdigit() and e[2] == name)), None)
-    if entry is None and not name.isdigit():
-        raise InitFailure(f"unable to find user {name}: no matching entries in /etc/passwd")
-    if entry:
-        uid, gid, home, login = int(entry[2]), int(entry[3]), entry[5], entry[0]
-    else:
-        uid, gid, home, login = int(name), 0, "/", None
-    if group:
-        g = next((e for e in groups if e[0] == group or (group.isdigit() and e[2] == group)),
-                 None)
-        if g is None and not group.isdigit():
-            raise InitFailure(f"unable to find group {group}: no matching entries in /etc/group")
-        gid = int(g[2]) if g else int(group)
-    extra = sorted({int(e[2]) for e in groups
-                    if login and login in e[3].split(",") and e[2].isdigit()} | {gid})
-    return uid, gid, extra, home or "/"
 
 
 def check_own_cgroup2(path="/proc/self/cgroup"):
@@ -230,30 +134,6 @@ def drop_privileges(uid, gid, groups, spec, seccomp_filter=None, pdeathsig=None)
             seccomp.load(seccomp_filter)
 
 
-def env_home(env, home):
-    if any(e.startswith("HOME=") for e in env):
-        return env
-    return [*env, f"HOME={home}"]
-
-
-def _lookup(name, env):
-    """execvpe's search of PATH: the first executable file; EACCES when only
-    files that are not executable were found."""
-    if "/" in name:
-        return name  # what is wrong with it, the stub's execve tells
-    denied = False
-    for d in (env.get("PATH") or os.defpath).split(":"):
-        path = os.path.join(d or ".", name)
-        if os.path.isfile(path):
-            if os.access(path, os.X_OK):
-                return path
-            denied = True
-    if denied:
-        raise InitFailure(f"{name}: permission denied", errno.EACCES, EXIT_CANNOT_INVOKE)
-    raise InitFailure(f"{name}: executable file not found in $PATH", errno.ENOENT,
-                      EXIT_NOT_FOUND)
-
-
 def _exec(command, env, workdir, stub, report_fd):
     """Exec the command through the sealed stub (see ctr/native/execstub.c),
     which reports its own execve's failure on `report_fd`."""
@@ -263,7 +143,7 @@ def _exec(command, env, workdir, stub, report_fd):
     except OSError as err:
         raise InitFailure(f"cannot use working directory {workdir}: {err.strerror}",
                           err.errno) from err
-    path = _lookup(command[0], envd)
+    path = find_command(command[0], envd)
     os.set_inheritable(report_fd, True)
     try:
         os.execve(stub, ["ctr-exec", str(report_fd), path, *command], envd)
@@ -335,7 +215,7 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
     if tty_sock is not None:
         _import_pty_modules()
 
-    step = "waiting for the parent"
+    step = report.WAIT
     try:
         reset_signals()
         if os.read(go_fd, 1) != b"G":
@@ -343,17 +223,17 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         os.close(go_fd)
         if spec.userns:
             _become_userns_root()
-        step = "entering the cgroup namespace"
+        step = report.CGROUP_NS
         if spec.init:
             check_own_cgroup2()
         unshare(CLONE_NEWCGROUP)
-        step = "building the seccomp filter"
+        step = report.SECCOMP
         seccomp_filter, stub = process_setup(spec)
         if netns_fd is not None:
-            step = "joining the network namespace"
+            step = report.NETNS
             setns(netns_fd, CLONE_NEWNET)
             os.close(netns_fd)
-        step = "preparing the root filesystem"
+        step = report.ROOTFS
         pty = rootfs_mod.prepare(SYSCALLS, lower=lower, upper=upper, work=work, root=rootfs,
                                  tty=tty_sock is not None, binds=binds, volumes=spec.volumes,
                                  tmpfs=spec.tmpfs, read_only=spec.read_only,
@@ -361,24 +241,25 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
                                  init=spec.init)
         tty_slave = hand_over_pty(tty_sock, *pty) if pty else None
         if own_netns:
-            step = "setting up the network"
+            step = report.NETWORK
             loopback_up()
-        step = "setting the hostname"
+        step = report.HOSTNAME
         SYSCALLS.sethostname(spec.hostname)
-        step = "pivot_root"
+        step = report.PIVOT_ROOT
         rootfs_mod.pivot(SYSCALLS, rootfs)
-        step = "setting up the process"
+        step = report.PROCESS
         uid, gid, groups, home = resolve_user(spec.user)
         _prepare_workdir(spec.workdir)
         _stdio(tty_slave, stdio)
-        step = "setting the ulimits"
+        step = report.ULIMITS
         set_ulimits(spec.ulimits)
-        step = "dropping privileges"
+        step = report.PRIVILEGES
         drop_privileges(uid, gid, groups, spec, seccomp_filter, pdeathsig=pdeathsig)
+        step = report.EXEC
         _exec(list(spec.command), env_home(list(spec.env), home), spec.workdir, stub,
               report_fd)
     except BaseException as err:  # noqa: BLE001 - every failure becomes a report
-        report_failure(report_fd, err, step)
+        report.write_failure(report_fd, err, step)
     os._exit(EXIT_CTR)
 
 
@@ -392,12 +273,12 @@ def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_sock, rep
 
     if tty_sock is not None:
         _import_pty_modules()
-    step = "joining the namespaces"
+    step = report.JOIN
     try:
         reset_signals()
-        step = "building the seccomp filter"
+        step = report.SECCOMP
         seccomp_filter, stub = process_setup(spec)
-        step = "joining the namespaces"
+        step = report.JOIN
         fds = []
         for name, flag in JOIN_ORDER:
             if name != "pid":
@@ -415,14 +296,15 @@ def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_sock, rep
         tty_slave = None
         if tty_sock is not None:  # a pty of the container's own devpts
             tty_slave = hand_over_pty(tty_sock, *rootfs_mod.open_pty(SYSCALLS))
-        step = "setting up the process"
+        step = report.PROCESS
         uid, gid, groups, home = resolve_user(user if user is not None else spec.user)
         _stdio(tty_slave, stdio)
-        step = "setting the ulimits"
+        step = report.ULIMITS
         set_ulimits(spec.ulimits)
-        step = "dropping privileges"
+        step = report.PRIVILEGES
         drop_privileges(uid, gid, groups, spec, seccomp_filter, pdeathsig=pdeathsig)
+        step = report.EXEC
         _exec(list(command), env_home(list(env), home), workdir, stub, report_fd)
     except BaseException as err:  # noqa: BLE001
-        report_failure(report_fd, err, step)
+        report.write_failure(report_fd, err, step)
     os._exit(EXIT_CTR)

@@ -12,7 +12,8 @@
  * host file: at worst the sealed copy, which cannot be changed.
  *
  * On success the report pipe closes with the exec (close-on-exec): the parent
- * reads EOF. On failure it gets the same JSON report the Python side sends.
+ * reads EOF. On failure it gets ctr/report.py's report, at step "exec":
+ *   {"step": "exec", "errno": N, "code": 126|127, "message": "PATH: why"}
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +24,9 @@
 
 extern char **environ;
 
+/* ctr/report.py's EXEC: the step this program is. */
+#define STEP "exec"
+
 static void report(int fd, const char *path, int err)
 {
     char msg[8192], *o = msg;
@@ -30,7 +34,8 @@ static void report(int fd, const char *path, int err)
                      : err == EACCES ? "permission denied" : NULL;
     int code = err == ENOENT ? 127 : 126;
 
-    o += snprintf(o, 64, "{\"errno\": %d, \"code\": %d, \"message\": \"", err, code);
+    o += snprintf(o, 96, "{\"step\": \"" STEP "\", \"errno\": %d, \"code\": %d, "
+                  "\"message\": \"", err, code);
     for (const char *p = path; *p && o < msg + sizeof(msg) - 600; p++) {
         if (*p == '"' || *p == '\\')
             *o++ = '\\';

@@ -13,8 +13,9 @@ from ctr.cgroups.common import _cgroup_of
 from ctr.errors import InvalidSpec
 from ctr.host import HostFacts
 from ctr.images.recipe import recipe_path
-from ctr.namespaces import InitFailure, check_own_cgroup2
+from ctr.namespaces import check_own_cgroup2
 from ctr.native import MS_BIND, MS_RDONLY, MS_REMOUNT, Syscalls
+from ctr.process import InitFailure
 from ctr.spec import InstanceSpec, parse_signal, signal_name
 from ctr.spec import build_spec as _build_spec
 

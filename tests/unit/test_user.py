@@ -1,6 +1,7 @@
 import pytest
 
-from ctr.namespaces import InitFailure, resolve_user
+from ctr.process import InitFailure
+from ctr.users import resolve_user
 
 
 @pytest.fixture
