@@ -119,7 +119,11 @@ def _final_state(rec):
     try:
         return rec.state()
     except (NotFound, StateError):
-        if os.path.isdir(rec.dir):
+        try:
+            removing = rec.spec.remove  # its reaper is removing it right now
+        except CtrError:
+            removing = True  # its spec went first: being removed
+        if os.path.isdir(rec.dir) and not removing:
             raise
         return {"status": st.STOPPED, "removed": True}
 
