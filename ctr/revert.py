@@ -10,8 +10,7 @@ On any exit without `success()` (an exception, a BaseException such as
 KeyboardInterrupt, or a plain return) the undo steps run in reverse order. A
 step that fails does not stop the others, and never hides the error that caused
 the revert: the first such error is what propagates, the steps' own failures are
-attached to it as notes. `steal()` hands the pending steps to a new Reverter, so
-a caller can take over the undo of something a callee set up.
+attached to it as notes.
 """
 
 import contextlib
@@ -41,13 +40,6 @@ class Reverter:
     def fail(self):
         """Undo now, in reverse order."""
         self._stack.close()
-
-    def steal(self):
-        """A new Reverter owning the pending steps; this one then has none."""
-        other = Reverter()
-        other._stack = self._stack.pop_all()
-        other.errors = self.errors
-        return other
 
     def __enter__(self):
         return self

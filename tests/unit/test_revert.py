@@ -55,13 +55,3 @@ def test_keyboard_interrupt_reverts():
         revert.add(done.append, 1)
         raise KeyboardInterrupt
     assert done == [1]
-
-
-def test_steal_hands_over_the_pending_steps():
-    done = []
-    with Reverter() as revert:
-        revert.add(done.append, "cg")
-        taken = revert.steal()
-    assert done == []
-    taken.fail()
-    assert done == ["cg"]
