@@ -72,3 +72,84 @@ def network_users(store):
         if spec:
             users.setdefault(spec.network, []).append(rec.name)
     return users
+
+
+def instance_pids(rec):
+    """The host pids of every process of a running instance (its cgroup's)."""
+    state = rec.state()
+    if state["status"] not in LIVE:
+        raise Conflict(f"instance {rec.name} is not running")
+    return cgroup_of(rec, state).pids()
+
+
+def wait_stopped(rec, poll=0.05):
+    """Block until the instance is stopped (its next exit when it runs or is about
+    to); its last state, with the exit status its reaper recorded. An instance
+    removed meanwhile (--rm) gives what its last readable state said."""
+    import time
+
+    from ctr.errors import NotFound, StateError
+    from ctr.instance import wait_exit
+
+    last = {}
+    while True:
+        try:
+            state = rec.read_state()
+        except (NotFound, StateError):
+            if last.get("exit_code") is not None:
+                return last
+            raise
+        last = state
+        status = state["status"]
+        if status in (st.STOPPED, st.CORRUPT):
+            return state
+        reaper = st.alive(state.get("reaper_pid"), state.get("reaper_starttime"))
+        if status in LIVE and st.alive(state.get("pid"), state.get("starttime")):
+            wait_exit(state["pid"], state.get("starttime"), 1.0)
+        elif status in LIVE + (st.RESTARTING,) and not reaper:
+            return rec.state()  # nobody will record it: reconciled as lost
+        else:
+            time.sleep(poll)  # created, restarting, or exited and being recorded
+
+
+def host_info(store, images, hierarchies):
+    """What `ctr info` shows: the kernel, cgroups, storage, networks, counts."""
+    import os
+    import platform
+
+    from ctr.net.networks import Networks
+
+    counts = {s: 0 for s in (st.RUNNING, st.PAUSED, st.STOPPED, st.CREATED, st.RESTARTING)}
+    listed = store.listing() if os.path.isdir(store.instances_dir) else []
+    for _, _, state in listed:
+        counts[state["status"]] = counts.get(state["status"], 0) + 1
+    v2_only = all(ctrls == ("unified",) for _, ctrls in hierarchies)
+    try:
+        networks = [n["name"] for n in Networks(store).list()]
+    except OSError:
+        networks = []
+    return {
+        "Kernel": platform.release(),
+        "OperatingSystem": _os_name(),
+        "Architecture": platform.machine(),
+        "CPUs": os.cpu_count(),
+        "CgroupVersion": "2" if v2_only else "1",
+        "CgroupDriver": "cgroupfs",
+        "StorageDriver": "overlay",
+        "StateRoot": store.root,
+        "Instances": len(listed),
+        "InstancesByStatus": counts,
+        "Images": len(images.list()) if os.path.isdir(store.images_dir) else 0,
+        "Networks": ["bridge", "host", "none", *[n for n in networks if n != "bridge"]],
+    }
+
+
+def _os_name():
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "Linux"

@@ -26,9 +26,11 @@ def cli(ctx, root, debug):
 
 
 def _register():
-    from ctr.cli import bench, generate, images, instances, kernels, networks
+    from ctr.cli import bench, generate, habits, images, instances, kernels, networks, ps
 
     instances.register(cli)
+    ps.register(cli)
+    habits.register(cli)
     images.register(cli)
     networks.register(cli)
     kernels.register(cli)

@@ -273,14 +273,29 @@ def ls(obj, show_all, fmt):
 
 
 @click.command()
-@click.argument("name")
+@click.option("-f", "--format", "fmt", metavar="TEMPLATE",
+              help="A Go template over the fields, as docker's: '{{.State.Pid}}'.")
+@click.argument("names", nargs=-1, required=True)
 @pass_ctx
-def inspect(obj, name):
-    """Show an instance's spec, state and paths as JSON."""
+def inspect(obj, fmt, names):
+    """Show instances' spec, state and paths as JSON: ctr's own fields, and
+    docker's (.State.Status, .Config.Env, .NetworkSettings.IPAddress, ...)."""
+    from ctr.docker_view import view
     from ctr.query import inspect as describe
 
-    rec = obj.store.record(name)
-    click.echo(json.dumps(describe(rec, obj.images), indent=2, sort_keys=True))
+    docs = []
+    for name in names:
+        rec = obj.store.record(name)
+        doc = describe(rec, obj.images)
+        docs.append({**view(rec, rec.spec, doc["state"]), **doc})
+    if fmt:
+        from ctr.cli.template import render
+
+        for doc in docs:
+            click.echo(render(fmt, doc))
+        return
+    out = docs[0] if len(docs) == 1 else docs
+    click.echo(json.dumps(out, indent=2, sort_keys=True))
 
 
 def _tail(value):

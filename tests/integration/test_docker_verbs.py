@@ -1,0 +1,134 @@
+"""The verbs docker users type by habit (issue 19, first slice): ps, inspect -f
+with docker's field names, wait, restart, top, port, version, info. Real
+containers; each test asserts what a docker user would check."""
+
+import json
+import os
+
+from helpers import wait_for
+
+
+def _refused(r, message):
+    assert r.returncode == 125, r.stderr
+    assert r.stderr.startswith("ctr: error: ") and message in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1, r.stderr
+
+
+def _cmdline(pid):
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().split(b"\0")[:-1]
+
+
+def test_ps_shows_dockers_columns_and_ids(ctr):
+    ctr("run", "-d", "--name", "web", "busybox", "sleep", "100", check=True)
+    ctr("run", "--name", "done", "busybox", "sh", "-c", "exit 3")
+    lines = ctr("ps", check=True).stdout.splitlines()
+    assert lines[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS",
+                                "PORTS", "NAMES"]
+    assert len(lines) == 2 and lines[1].split()[-1] == "web" and " Up " in lines[1]
+    full_id = ctr.inspect("web")["id"]
+    assert lines[1].split()[0] == full_id[:12]
+    everything = ctr("ps", "-a", check=True).stdout
+    assert "Exited (3)" in everything and "done" in everything
+    assert ctr("ps", "-q", check=True).stdout.split() == [full_id[:12]]
+    assert full_id in ctr("ps", "--no-trunc", check=True).stdout
+
+
+def test_ps_filters_and_formats(ctr):
+    ctr("run", "-d", "--name", "web", "busybox", "sleep", "100", check=True)
+    ctr("run", "--name", "done", "busybox", "sh", "-c", "exit 3")
+    fmt = ("--format", "{{.Names}} {{.State}}")
+    assert ctr("ps", "-a", *fmt, check=True).stdout.splitlines() == ["done exited",
+                                                                      "web running"]
+    assert ctr("ps", "--filter", "status=exited", *fmt, check=True).stdout == "done exited\n"
+    assert ctr("ps", "-a", "--filter", "name=we", *fmt, check=True).stdout == "web running\n"
+    assert ctr("ps", "-a", "-f", "ancestor=busybox", "-f", "name=done", *fmt,
+               check=True).stdout == "done exited\n"
+    assert ctr("ps", "-a", "--filter", "ancestor=debian", "-q", check=True).stdout == ""
+    rows = [json.loads(line) for line in
+            ctr("ps", "-a", "--format", "json", check=True).stdout.splitlines()]
+    assert {r["Names"]: r["State"] for r in rows} == {"web": "running", "done": "exited"}
+    table = ctr("ps", "--format", "table {{.Names}}\\t{{.Image}}", check=True).stdout
+    assert [line.split() for line in table.splitlines()] == [["NAMES", "IMAGE"],
+                                                             ["web", "busybox"]]
+    _refused(ctr("ps", "--filter", "colour=red"), "invalid --filter")
+    _refused(ctr("ps", "--format", "{{if .Names}}"), "template")
+
+
+def test_inspect_format_reads_dockers_fields(ctr):
+    ctr("run", "-d", "--name", "web", "-m", "64m", "-e", "FOO=bar", "busybox",
+        "sleep", "100", check=True)
+    out = ctr("inspect", "-f", "{{.State.Pid}} {{.State.Running}} {{.State.Status}} "
+              "{{.HostConfig.Memory}} {{.Name}}", "web", check=True).stdout.split()
+    pid = int(out[0])
+    assert _cmdline(pid) == [b"sleep", b"100"]  # the real process, on the host
+    assert out[1:] == ["true", "running", str(64 << 20), "/web"]
+    env = json.loads(ctr("inspect", "--format", "{{json .Config.Env}}", "web",
+                         check=True).stdout)
+    assert "FOO=bar" in env
+    doc = ctr.inspect("web")  # ctr's own fields stay beside docker's
+    assert doc["state"]["pid"] == pid and doc["State"]["Pid"] == pid
+    ctr("stop", "-t", "0", "web", check=True)
+    assert ctr("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}} {{.State.Running}}",
+               "web", check=True).stdout.split() == ["exited", "137", "false"]
+    _refused(ctr("inspect", "-f", "{{range .Mounts}}", "web"), "template")
+
+
+def test_wait_prints_the_exit_status(ctr):
+    ctr("run", "--name", "done", "busybox", "sh", "-c", "exit 3")
+    assert ctr("wait", "done", check=True).stdout == "3\n"
+    ctr("run", "-d", "--name", "later", "busybox", "sh", "-c", "sleep 1; exit 7", check=True)
+    assert ctr("wait", "later", check=True).stdout == "7\n"
+    ctr("run", "-d", "--name", "stopped", "busybox", "sleep", "100", check=True)
+    waiter = ctr.popen("wait", "stopped")
+    ctr("stop", "-t", "1", "stopped", check=True)
+    out, _ = waiter.communicate(timeout=30)
+    assert out == "137\n"  # sleep as PID 1 ignores SIGTERM: killed after the timeout
+
+
+def test_restart_runs_it_again(ctr):
+    ctr("run", "-d", "--name", "web", "busybox", "sleep", "100", check=True)
+    before = ctr.state("web")["pid"]
+    assert ctr("restart", "-t", "1", "web", check=True).stdout == "web\n"
+    state = ctr.state("web")
+    assert state["status"] == "running" and state["pid"] != before
+    assert _cmdline(state["pid"]) == [b"sleep", b"100"]
+    ctr("run", "-d", "--rm", "--name", "gone", "busybox", "sleep", "100", check=True)
+    _refused(ctr("restart", "gone"), "--rm")
+    ctr("rm", "-f", "gone", check=True)
+
+
+def test_top_lists_only_the_instances_processes(ctr):
+    ctr("run", "-d", "--name", "web", "busybox", "sh", "-c", "sleep 100 & sleep 200",
+        check=True)
+    pid = ctr.state("web")["pid"]
+    assert wait_for(lambda: "sleep 100" in ctr("top", "web").stdout)
+    out = ctr("top", "web", check=True).stdout.splitlines()
+    assert out[0].split()[:3] == ["UID", "PID", "PPID"]
+    pids = {int(line.split()[1]) for line in out[1:]}
+    # sh execs its last command: the two sleeps, nothing of the host's
+    assert pid in pids and os.getpid() not in pids and len(pids) == 2
+    out = ctr("top", "web", "-o", "pid,comm", check=True).stdout.splitlines()
+    assert out[0].split() == ["PID", "COMMAND"] and len(out) == 3
+    ctr("stop", "-t", "0", "web", check=True)
+    r = ctr("top", "web")
+    assert r.returncode == 125 and "not running" in r.stderr
+
+
+def test_port_lists_the_published_ports(ctr):
+    ctr("run", "-d", "--name", "web", "-p", "8080:80", "-p", "127.0.0.1:5353:53/udp",
+        "busybox", "sleep", "100", check=True)
+    assert ctr("port", "web", check=True).stdout.splitlines() == [
+        "80/tcp -> 0.0.0.0:8080", "53/udp -> 127.0.0.1:5353"]
+    assert ctr("port", "web", "53/udp", check=True).stdout == "127.0.0.1:5353\n"
+    _refused(ctr("port", "web", "81"), "no public port")
+
+
+def test_version_and_info(ctr):
+    version = json.loads(ctr("version", "--format", "json", check=True).stdout)
+    assert version["Kernel"] == os.uname().release and version["Version"]
+    ctr("run", "-d", "--name", "web", "busybox", "sleep", "100", check=True)
+    info = json.loads(ctr("info", "--format", "json", check=True).stdout)
+    assert info["InstancesByStatus"]["running"] == 1 and info["Images"] == 1
+    assert info["Kernel"] == os.uname().release and info["StateRoot"] == ctr.root
+    assert info["CgroupVersion"] in ("1", "2")
