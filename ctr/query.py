@@ -153,3 +153,29 @@ def _os_name():
     except OSError:
         pass
     return "Linux"
+
+
+def changes(rec, lowers):
+    """What an instance changed in its root, as `docker diff` lists it: [(kind, path)]
+    with kind A (added), C (changed) or D (deleted), read from its upper directory
+    (an overlayfs whiteout, a 0/0 character device, is a deletion). `lowers`: the
+    image's root folders, top first."""
+    import os
+    import stat
+
+    def in_lower(rel):
+        return any(os.path.lexists(os.path.join(lower, rel)) for lower in lowers)
+
+    out = []
+    upper = rec.upper
+    for top, dirs, files in os.walk(upper):
+        for name in sorted(dirs + files):
+            full = os.path.join(top, name)
+            rel = os.path.relpath(full, upper)
+            st_ = os.lstat(full)
+            if stat.S_ISCHR(st_.st_mode) and st_.st_rdev == 0:
+                out.append(("D", "/" + rel))
+            else:
+                out.append(("C" if in_lower(rel) else "A", "/" + rel))
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(top, d))]
+    return sorted(out, key=lambda change: change[1])

@@ -1,4 +1,4 @@
-"""Verbs docker users type by habit: wait, restart, top, port, version, info.
+"""Verbs docker users type by habit: wait, restart, top, port, diff, version, info.
 Each is a thin composition of what the layers below already offer."""
 
 import json
@@ -89,6 +89,20 @@ def port(obj, name, port):
         click.echo(line if port else f"{p['port']}/{p['proto']} -> {line}")
 
 
+@click.command()
+@click.argument("name")
+@pass_ctx
+def diff(obj, name):
+    """What an instance changed in its root: A added, C changed, D deleted."""
+    from ctr.query import changes
+
+    rec = obj.store.record(name)
+    spec = rec.spec
+    lower = rec.lower if spec.userns else obj.images.rootfs(spec.image)
+    for kind, path in changes(rec, str(lower).split(":")):
+        click.echo(f"{kind} {path}")
+
+
 def _version():
     from importlib.metadata import PackageNotFoundError, version
 
@@ -134,6 +148,6 @@ def info(obj, fmt):
 
 
 def register(group):
-    for cmd in (wait, restart, top, port, version, info):
+    for cmd in (wait, restart, top, port, diff, version, info):
         group.add_command(cmd)
 

@@ -132,3 +132,12 @@ def test_version_and_info(ctr):
     assert info["InstancesByStatus"]["running"] == 1 and info["Images"] == 1
     assert info["Kernel"] == os.uname().release and info["StateRoot"] == ctr.root
     assert info["CgroupVersion"] in ("1", "2")
+
+
+def test_diff_lists_added_changed_and_deleted_paths(ctr):
+    ctr("run", "--name", "job", "busybox", "sh", "-c",
+        "echo hi > /new; echo x >> /etc/passwd; rm /etc/group; mkdir -p /srv/a", check=True)
+    out = ctr("diff", "job", check=True).stdout.splitlines()
+    assert "A /new" in out and "C /etc/passwd" in out and "D /etc/group" in out
+    assert "C /etc" in out and "A /srv/a" in out
+    assert out == sorted(out, key=lambda line: line[2:])
