@@ -12,9 +12,9 @@ APT_BENCH    = crun runc
 # Tests: systemd-analyze verify of generated units (systemd need not be PID 1).
 APT_TEST     = systemd
 
-.PHONY: install apt venv kernel subids dev test-images test unit lint bench clean
+.PHONY: install apt venv kernel subids completion dev test-images test unit lint bench clean
 
-install: apt venv kernel subids
+install: apt venv kernel subids completion
 
 # The subordinate ids --userns=auto hands out, one block of 65536 per container.
 subids:
@@ -38,6 +38,14 @@ venv:
 	@$(VENV)/bin/pip install -q --disable-pip-version-check '.[$(EXTRAS)]'
 	@ln -sf $(VENV)/bin/ctr $(BINDIR)/ctr
 	@echo "ctr installed: $(BINDIR)/ctr -> $(VENV)/bin/ctr"
+
+# Shell completion (instance, image and network names too) where each shell looks.
+completion:
+	@install -d /etc/bash_completion.d /usr/share/zsh/vendor-completions \
+	  /usr/share/fish/vendor_completions.d
+	@$(BINDIR)/ctr completion bash > /etc/bash_completion.d/ctr
+	@$(BINDIR)/ctr completion zsh > /usr/share/zsh/vendor-completions/_ctr
+	@$(BINDIR)/ctr completion fish > /usr/share/fish/vendor_completions.d/ctr.fish
 
 # The guest kernel VMs boot, fetched once from the distribution (ctr kernel fetch).
 kernel:

@@ -26,7 +26,17 @@ def cli(ctx, root, debug):
 
 
 def _register():
-    from ctr.cli import bench, generate, habits, images, instances, kernels, networks, ps
+    from ctr.cli import (
+        bench,
+        completion,
+        generate,
+        habits,
+        images,
+        instances,
+        kernels,
+        networks,
+        ps,
+    )
 
     instances.register(cli)
     ps.register(cli)
@@ -36,6 +46,8 @@ def _register():
     kernels.register(cli)
     bench.register(cli)
     generate.register(cli)
+    completion.register(cli)
+    completion.attach(cli)
 
 
 _register()
@@ -61,6 +73,8 @@ def _verb_given(args):
 def main(argv=None):
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    if "_CTR_COMPLETE" in os.environ:  # the shell asks for completions
+        cli.main(args=argv, prog_name="ctr")
     if not _verb_given(args):
         click.echo(cli.get_help(click.Context(cli, info_name="ctr")))
         sys.exit(0)

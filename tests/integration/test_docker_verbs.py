@@ -141,3 +141,26 @@ def test_diff_lists_added_changed_and_deleted_paths(ctr):
     assert "A /new" in out and "C /etc/passwd" in out and "D /etc/group" in out
     assert "C /etc" in out and "A /srv/a" in out
     assert out == sorted(out, key=lambda line: line[2:])
+
+
+def test_bash_completes_instance_image_and_verb_names(ctr):
+    import subprocess
+
+    from helpers import CTR
+
+    ctr("create", "--name", "web1", "busybox", "true", check=True)
+    script = ctr("completion", "bash", check=True).stdout
+
+    def complete(*words):
+        line = " ".join(words)
+        r = subprocess.run(
+            ["bash", "-c", f'{script}\nCOMP_WORDS=({line} ""); COMP_CWORD={len(words)}; '
+             f'_ctr_completion {CTR}; printf "%s\\n" "${{COMPREPLY[@]}}"'],
+            capture_output=True, text=True, env=ctr.env(), check=True)
+        return r.stdout.split()
+
+    assert complete("ctr", "rm") == ["web1"]
+    assert complete("ctr", "run") == ["busybox"]
+    assert complete("ctr", "image", "rm") == ["busybox"]
+    r = ctr("completion", "tcsh")
+    assert r.returncode == 125 and "tcsh" in r.stderr
