@@ -52,7 +52,8 @@ def attach(group, folder=("instances", "")):
 
 @click.command()
 @click.argument("shell", type=click.Choice(SHELLS))
-def completion(shell):
+@click.pass_context
+def completion(ctx, shell):
     """Print the completion script for SHELL (bash, zsh or fish).
 
     \b
@@ -62,9 +63,7 @@ def completion(shell):
     """
     from click.shell_completion import get_completion_class
 
-    from ctr.cli import cli
-
-    comp = get_completion_class(shell)(cli, {}, "ctr", "_CTR_COMPLETE")
+    comp = get_completion_class(shell)(ctx.find_root().command, {}, "ctr", "_CTR_COMPLETE")
     click.echo(comp.source())
 
 
