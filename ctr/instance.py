@@ -212,13 +212,27 @@ class Instances:
     # -- create / start -----------------------------------------------------------
 
     def create(self, spec):
-        """The record of a new instance, `created`; its name must be free."""
-        self.store.ensure()
-        if spec.userns:
-            from ctr import userns
+        """The record of a new instance, `created`; its name must be free. Its
+        anonymous volumes (the image's) get their folders here."""
+        from ctr.revert import Reverter
 
-            return userns.create_record(self.store, self.images.rootfs(spec.image), spec)
-        return self.store.create_record(spec)
+        self.store.ensure()
+        with Reverter() as revert:
+            if any(v.get("anonymous") for v in spec.volumes):
+                from ctr.rootfs import volumes
+
+                spec = volumes.assign(revert, self.store, spec)
+            if spec.userns:
+                from ctr import userns
+
+                rec = userns.create_record(self.store, self.images.rootfs(spec.image), spec)
+                if any(v.get("anonymous") for v in spec.volumes):
+                    ids = rec.spec.userns
+                    volumes.chown(self.store, spec, ids["uid"], ids["gid"])
+            else:
+                rec = self.store.create_record(spec)
+            revert.success()
+        return rec
 
     def start(self, rec, *, stdio=(None, None, None), pdeathsig=None, fresh=True):
         """The locked transition to running. Returns the driver's process.
@@ -280,7 +294,7 @@ class Instances:
         except (NotFound, StateError):
             return False  # removed meanwhile (rm -f)
         if spec.remove:
-            self._remove(rec, spec)
+            self._remove(rec, spec, volumes=True)
         return restart
 
     def restarting(self, rec):
@@ -324,7 +338,7 @@ class Instances:
                 proc = self.start(notify.record, pdeathsig=signal.SIGKILL)
             except CtrError:
                 if rec.spec.remove:
-                    self._remove(rec, rec.spec)
+                    self._remove(rec, rec.spec, volumes=True)
                 raise
             notify.started(proc)
             forwarder.attach(proc)
@@ -341,12 +355,12 @@ class Instances:
             return monitor.spawn(self, rec)
         except CtrError:
             if rec.spec.remove:
-                self._remove(rec, rec.spec)
+                self._remove(rec, rec.spec, volumes=True)
             raise
 
     def discard(self, rec):
         """Remove a record whose creation or first start failed."""
-        self._remove(rec, rec.spec)
+        self._remove(rec, rec.spec, volumes=True)
 
     # -- signals ------------------------------------------------------------------
 
@@ -455,7 +469,8 @@ class Instances:
 
     # -- remove, gc ---------------------------------------------------------------
 
-    def remove(self, name, force=False):
+    def remove(self, name, force=False, volumes=False):
+        """Remove an instance; its anonymous volumes too with `volumes` (rm -v)."""
         rec = self.get(name)
         try:
             state = rec.state()
@@ -473,15 +488,19 @@ class Instances:
             if state["status"] != st.STOPPED:
                 _kill_all(rec, state)
                 _await_stopped(rec, state, 30)
-        self._remove(rec, spec, state, force=force)
+        self._remove(rec, spec, state, force=force, volumes=volumes)
 
-    def _remove(self, rec, spec, state=None, force=True):
+    def _remove(self, rec, spec, state=None, force=True, volumes=False):
         if spec is not None or (state or {}).get("cgroups"):
             cg = cgroup_of(rec, state)
             if cg.pids() and not force:
                 raise Conflict(f"instance {rec.name} still has processes: use rm -f")
             _release(rec, spec, state, cg)
         rec.remove()
+        if volumes and spec is not None and any(v.get("anonymous") for v in spec.volumes):
+            from ctr.rootfs import volumes as anonymous
+
+            anonymous.remove(self.store, spec)
 
     def gc(self):
         """Clean what dead instances left: the cgroups of instances whose reaper
@@ -492,7 +511,7 @@ class Instances:
                 continue
             cg = cgroup_of(rec, state)
             if spec.remove:
-                self._remove(rec, spec, state)
+                self._remove(rec, spec, state, volumes=True)
                 cleaned.append(rec.name)
             elif cg.exists() or (state.get("net") or {}).get("ip"):
                 _release(rec, spec, state, cg)

@@ -179,8 +179,14 @@ def _mount_point(sc, root, target, is_dir):
 
 
 def mount_volumes(sc, root, volumes):
-    """-v SRC:DST[:ro]: host paths bound at their place inside the root."""
+    """-v SRC:DST[:ro]: host paths bound at their place inside the root. An
+    anonymous volume (the image's) is seeded first, on its first start, with
+    what the image has there (ctr.rootfs.volumes)."""
     for vol in volumes:
+        if vol.get("anonymous"):
+            from ctr.rootfs.volumes import seed
+
+            seed(resolve_in_root(sc, root, vol["target"]), vol["source"])
         path = _mount_point(sc, root, vol["target"], sc.isdir(vol["source"]))
         sc.mount(vol["source"], path, None, MS_BIND | MS_REC)
         if vol.get("readonly"):
