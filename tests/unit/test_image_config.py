@@ -276,3 +276,26 @@ def test_seed_copies_the_images_folder_without_following_links(tmp_path):
     empty.parent.mkdir()
     volumes.seed(str(tmp_path / "missing"), str(empty))
     assert empty.is_dir() and not os.listdir(empty)
+
+
+def test_a_unit_rebuilds_a_spec_of_an_oci_image():
+    """`generate systemd --new`: the run it writes gives back the same spec."""
+    from test_unit_files import _comparable
+
+    from ctr import systemd
+    from ctr.cli.instances import _command, run
+
+    spec = cli(RECORD, ["one", "two"], name="n", labels=["x=1"], publish_all=True,
+               env=["LANG=de"])
+    argv = systemd.run_args(spec, RECORD)
+    assert argv[argv.index("--entrypoint") + 1] == "" and "-P" in argv
+    assert "org.opencontainers.image.title=demo" not in argv  # the image's own label
+    params = run.make_context("run", argv[1:]).params
+    for key in ("detach", "interactive", "image"):
+        params.pop(key)
+    again = cli(RECORD, _command(params.pop("command")), **params)
+    ours = _comparable(spec, True)
+    theirs = _comparable(again, True)
+    for d in (ours, theirs):  # each run makes its own anonymous volumes
+        d["volumes"] = [v for v in d["volumes"] if not v.get("anonymous")]
+    assert theirs == ours
