@@ -458,7 +458,7 @@ class Instances:
             raise CtrError("exec needs a command")
         env = merge_env(spec.env, ["TERM=xterm"] if tty else [], parse_env(env))
         workdir = check_workdir(workdir) or spec.workdir
-        user = check_user(user)
+        user = check_user(user) or spec.user  # docker: the instance's user unless -u
         from ctr.signals import SignalForwarder
 
         forwarder = SignalForwarder()

@@ -213,3 +213,11 @@ def test_publish_all_answers_from_outside(ctr, lab):  # noqa: F811
     assert other[80, "tcp"] == 8081 and other[53, "udp"] != ports[53, "udp"]
     r = lab.out(BUSYBOX, "wget", "-q", "-O", "-", "http://192.0.2.1:8081/hostname")
     assert r.returncode == 0, r.stderr
+
+
+def test_exec_runs_as_the_instances_user_unless_u(ctr):
+    make_image(ctr, "demo", {"Cmd": ["sleep", "1000"], "User": "www-data",
+                             "WorkingDir": "/var/www"})
+    ctr("run", "-d", "--name", "x", "demo", check=True)
+    assert ctr("exec", "x", "sh", "-c", "id -u; pwd").stdout == "33\n/var/www\n"
+    assert ctr("exec", "-u", "root", "x", "id", "-u").stdout == "0\n"
