@@ -13,6 +13,7 @@ import subprocess
 import pytest
 from helpers import assert_refused, wait_for
 from test_network import BUSYBOX, lab  # noqa: F401 - the network fixture
+from test_userns import subids  # noqa: F401 - a subordinate range of the test's own
 
 SCRIPT = ('tr "\\0" " " </proc/1/cmdline; echo; echo "cwd=$(pwd)"; echo "ids=$(id -u):$(id -g)";'
           ' env')
@@ -221,3 +222,18 @@ def test_exec_runs_as_the_instances_user_unless_u(ctr):
     ctr("run", "-d", "--name", "x", "demo", check=True)
     assert ctr("exec", "x", "sh", "-c", "id -u; pwd").stdout == "33\n/var/www\n"
     assert ctr("exec", "-u", "root", "x", "id", "-u").stdout == "0\n"
+
+
+def test_an_image_volume_of_a_userns_instance_belongs_to_its_ids(ctr, subids):  # noqa: F811
+    make_image(ctr, "vol", {"Cmd": ["sleep", "1000"], "Volumes": {"/data": {}}},
+               files={"/data/seed.txt": "seeded\n"})
+    r = ctr("run", "-d", "--name", "u", "--userns", "auto", "--network", "none", "vol",
+            env=subids)
+    assert r.returncode == 0, r.stderr
+    r = ctr("exec", "u", "sh", "-c", "cat /data/seed.txt; touch /data/new; ls -ln /data/new")
+    assert r.stdout.splitlines()[0] == "seeded" and r.stdout.split()[3:5] == ["0", "0"], r
+    source = ctr.inspect("u")["spec"]["volumes"][0]["source"]
+    st = os.stat(os.path.join(source, "new"))
+    assert (st.st_uid, st.st_gid) == (1500000000, 1500000000)  # the block's root on the host
+    ctr("rm", "-f", "-v", "u", check=True)
+    assert os.listdir(ctr.path("volumes")) == []
