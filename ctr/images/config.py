@@ -32,6 +32,7 @@ MAX_ITEMS = 1024  # entries of any one list or object (Env, Cmd, ExposedPorts, L
 MAX_STRING = 128 << 10  # bytes of one string: the kernel's MAX_ARG_STRLEN
 PORT_KEY_RE = re.compile(r"(\d{1,5})(?:-(\d{1,5}))?(?:/([a-zA-Z]+))?")
 PROTOCOLS = ("tcp", "udp")
+KERNEL_FILESYSTEMS = ("/proc", "/sys", "/dev")  # as ctr.rootfs's (not imported: it loads native)
 IGNORED_PROTOCOLS = ("sctp",)  # docker's third protocol: ctr's nft rules publish tcp and udp
 
 
@@ -183,6 +184,8 @@ def _volumes(keys, bad):
         path = _normal(path)
         if path == "/":
             raise bad("Volumes", "has '/': a volume cannot replace the root")
+        if any(path == k or path.startswith(k + "/") for k in KERNEL_FILESYSTEMS):
+            raise bad("Volumes", f"has {path!r}: not over the kernel's filesystems")
         out.add(path)
     return tuple(sorted(out))
 

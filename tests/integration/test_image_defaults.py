@@ -154,6 +154,13 @@ def test_a_volume_that_leads_out_of_the_root_stays_inside(ctr):
     with open(os.path.join(source, "passwd")) as f:
         assert "www-data:x:33" in f.read()  # the image's passwd, not the host's
     ctr("rm", "-v", "e", check=True)
+    # one that leads to the container's /proc through a link: refused at start, nothing left
+    make_image(ctr, "evil2", {"Cmd": ["true"], "Volumes": {"/data": {}}})
+    os.symlink("/proc/self/../sys", ctr.path("images", "evil2", "rootfs", "data"))
+    r = ctr("run", "--rm", "evil2")
+    assert r.returncode == 125 and "leads to /proc/sys: refused" in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1
+    assert os.listdir(ctr.path("volumes")) == [] and os.listdir(ctr.path("instances")) == []
 
 
 def test_labels_from_the_image_and_the_options(ctr, tmp_path):

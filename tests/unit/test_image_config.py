@@ -110,6 +110,8 @@ def test_null_and_empty_values_are_unset():
     ({"Volumes": {"data": {}}}, "Volumes has 'data': not an absolute path"),
     ({"Volumes": {"/": {}}}, "cannot replace the root"),
     ({"Volumes": {"/a/..": {}}}, "cannot replace the root"),
+    ({"Volumes": {"/proc/sys": {}}}, "not over the kernel's filesystems"),
+    ({"Volumes": {"/dev": {}}}, "not over the kernel's filesystems"),
     ({"Labels": {"a": 1}}, "Labels has 1"),
     ({"Labels": {"": "x"}}, "Labels has an empty key"),
     ({"Labels": ["a=b"]}, "Labels is not a JSON object"),
