@@ -198,6 +198,37 @@ def _kill_all(rec, state):
     cgroup_of(rec, state).kill_all(signal.SIGKILL)
 
 
+def _create_record(store, images, spec):
+    from ctr.revert import Reverter
+
+    store.ensure()
+    anonymous = any(v.get("anonymous") for v in spec.volumes)
+    with Reverter() as revert:
+        if anonymous:
+            from ctr.rootfs import volumes
+
+            spec = volumes.assign(revert, store, spec)
+        if spec.userns:
+            from ctr import userns
+
+            rec = userns.create_record(store, images.rootfs(spec.image), spec)
+            revert.add(rec.remove)
+            if anonymous:
+                volumes.chown(store, spec, rec.spec.userns["uid"], rec.spec.userns["gid"])
+        else:
+            rec = store.create_record(spec)
+        revert.success()
+    return rec
+
+
+def _remove_volumes(store, spec):
+    """rm -v, --rm: the instance's anonymous volumes go with it."""
+    if spec is not None and any(v.get("anonymous") for v in spec.volumes):
+        from ctr.rootfs import volumes
+
+        volumes.remove(store, spec)
+
+
 class Instances:
     """The lifecycle of the instances in one store. `images` is the image store
     their root filesystems come from."""
@@ -214,25 +245,7 @@ class Instances:
     def create(self, spec):
         """The record of a new instance, `created`; its name must be free. Its
         anonymous volumes (the image's) get their folders here."""
-        from ctr.revert import Reverter
-
-        self.store.ensure()
-        with Reverter() as revert:
-            if any(v.get("anonymous") for v in spec.volumes):
-                from ctr.rootfs import volumes
-
-                spec = volumes.assign(revert, self.store, spec)
-            if spec.userns:
-                from ctr import userns
-
-                rec = userns.create_record(self.store, self.images.rootfs(spec.image), spec)
-                if any(v.get("anonymous") for v in spec.volumes):
-                    ids = rec.spec.userns
-                    volumes.chown(self.store, spec, ids["uid"], ids["gid"])
-            else:
-                rec = self.store.create_record(spec)
-            revert.success()
-        return rec
+        return _create_record(self.store, self.images, spec)
 
     def start(self, rec, *, stdio=(None, None, None), pdeathsig=None, fresh=True):
         """The locked transition to running. Returns the driver's process.
@@ -497,10 +510,8 @@ class Instances:
                 raise Conflict(f"instance {rec.name} still has processes: use rm -f")
             _release(rec, spec, state, cg)
         rec.remove()
-        if volumes and spec is not None and any(v.get("anonymous") for v in spec.volumes):
-            from ctr.rootfs import volumes as anonymous
-
-            anonymous.remove(self.store, spec)
+        if volumes:
+            _remove_volumes(self.store, spec)
 
     def gc(self):
         """Clean what dead instances left: the cgroups of instances whose reaper
