@@ -202,6 +202,37 @@ def _kill_all(rec, state):
     cgroup_of(rec, state).kill_all(signal.SIGKILL)
 
 
+def _create_record(store, images, spec):
+    from ctr.revert import Reverter
+
+    store.ensure()
+    anonymous = any(v.get("anonymous") for v in spec.volumes)
+    with Reverter() as revert:
+        if anonymous:
+            from ctr.rootfs import volumes
+
+            spec = volumes.assign(revert, store, spec)
+        if spec.userns:
+            from ctr import userns
+
+            rec = userns.create_record(store, images.rootfs(spec.image), spec)
+            revert.add(rec.remove)
+            if anonymous:
+                volumes.chown(store, spec, rec.spec.userns["uid"], rec.spec.userns["gid"])
+        else:
+            rec = store.create_record(spec)
+        revert.success()
+    return rec
+
+
+def _remove_volumes(store, spec):
+    """rm -v, --rm: the instance's anonymous volumes go with it."""
+    if spec is not None and any(v.get("anonymous") for v in spec.volumes):
+        from ctr.rootfs import volumes
+
+        volumes.remove(store, spec)
+
+
 class Instances:
     """The lifecycle of the instances in one store. `images` is the image store
     their root filesystems come from."""
@@ -216,13 +247,9 @@ class Instances:
     # -- create / start -----------------------------------------------------------
 
     def create(self, spec):
-        """The record of a new instance, `created`; its name must be free."""
-        self.store.ensure()
-        if spec.userns:
-            from ctr import userns
-
-            return userns.create_record(self.store, self.images.rootfs(spec.image), spec)
-        return self.store.create_record(spec)
+        """The record of a new instance, `created`; its name must be free. Its
+        anonymous volumes (the image's) get their folders here."""
+        return _create_record(self.store, self.images, spec)
 
     def start(self, rec, *, stdio=(None, None, None), pdeathsig=None, fresh=True):
         """The locked transition to running. Returns the driver's process.
@@ -284,7 +311,7 @@ class Instances:
         except (NotFound, StateError):
             return False  # removed meanwhile (rm -f)
         if spec.remove:
-            self._remove(rec, spec)
+            self._remove(rec, spec, volumes=True)
         return restart
 
     def restarting(self, rec):
@@ -328,7 +355,7 @@ class Instances:
                 proc = self.start(notify.record, pdeathsig=signal.SIGKILL)
             except CtrError:
                 if rec.spec.remove:
-                    self._remove(rec, rec.spec)
+                    self._remove(rec, rec.spec, volumes=True)
                 raise
             notify.started(proc)
             forwarder.attach(proc)
@@ -345,12 +372,12 @@ class Instances:
             return monitor.spawn(self, rec)
         except CtrError:
             if rec.spec.remove:
-                self._remove(rec, rec.spec)
+                self._remove(rec, rec.spec, volumes=True)
             raise
 
     def discard(self, rec):
         """Remove a record whose creation or first start failed."""
-        self._remove(rec, rec.spec)
+        self._remove(rec, rec.spec, volumes=True)
 
     # -- signals ------------------------------------------------------------------
 
@@ -448,7 +475,7 @@ class Instances:
             raise CtrError("exec needs a command")
         env = merge_env(spec.env, ["TERM=xterm"] if tty else [], parse_env(env))
         workdir = check_workdir(workdir) or spec.workdir
-        user = check_user(user)
+        user = check_user(user) or spec.user  # docker: the instance's user unless -u
         from ctr.signals import SignalForwarder
 
         forwarder = SignalForwarder()
@@ -459,7 +486,8 @@ class Instances:
 
     # -- remove, gc ---------------------------------------------------------------
 
-    def remove(self, name, force=False):
+    def remove(self, name, force=False, volumes=False):
+        """Remove an instance; its anonymous volumes too with `volumes` (rm -v)."""
         rec = self.get(name)
         try:
             state = rec.state()
@@ -477,15 +505,17 @@ class Instances:
             if state["status"] != st.STOPPED:
                 _kill_all(rec, state)
                 _await_stopped(rec, state, 30)
-        self._remove(rec, spec, state, force=force)
+        self._remove(rec, spec, state, force=force, volumes=volumes)
 
-    def _remove(self, rec, spec, state=None, force=True):
+    def _remove(self, rec, spec, state=None, force=True, volumes=False):
         if spec is not None or (state or {}).get("cgroups"):
             cg = cgroup_of(rec, state)
             if cg.pids() and not force:
                 raise Conflict(f"instance {rec.name} still has processes: use rm -f")
             _release(rec, spec, state, cg)
         rec.remove()
+        if volumes:
+            _remove_volumes(self.store, spec)
 
     def gc(self):
         """Clean what dead instances left: the cgroups of instances whose reaper
@@ -496,7 +526,7 @@ class Instances:
                 continue
             cg = cgroup_of(rec, state)
             if spec.remove:
-                self._remove(rec, spec, state)
+                self._remove(rec, spec, state, volumes=True)
                 cleaned.append(rec.name)
             elif cg.exists() or (state.get("net") or {}).get("ip"):
                 _release(rec, spec, state, cg)

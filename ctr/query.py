@@ -24,6 +24,7 @@ def inspect(rec, images):
         "id": spec.id,
         "kind": spec.kind,
         "image": spec.image,
+        "labels": dict(spec.labels),
         "spec": spec.to_dict(),
         "state": state,
         "paths": {

@@ -96,14 +96,16 @@ def _resource_args(res):
     return args
 
 
-def _base_env(spec, image):
+def _base_env(spec, defaults):
     """The environment a run of this image gets without any -e."""
     from ctr.spec import DEFAULT_PATH, merge_env
 
     base = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={spec.hostname}"]
+    if any(e.startswith("PATH=") for e in defaults.env):
+        base = base[1:]  # the image's own PATH is kept
     if spec.tty:
         base.append("TERM=xterm")
-    return set(merge_env(image.get("env") or (), base))
+    return set(merge_env(defaults.env, base))
 
 
 def run_args(spec, image):
@@ -111,7 +113,10 @@ def run_args(spec, image):
     --rm and --cgroup-parent self: parsed by ctr's own CLI they give the same
     spec but for its id (and the hostname, when it was the id's)."""
     from ctr import seccomp
+    from ctr.images.config import image_config
     from ctr.spec import ALL_CAPS, DEFAULT_CAPS, LOG_DEFAULTS
+
+    defaults = image_config(image)
 
     if isinstance(spec.seccomp, dict):
         raise InvalidSpec(f"--new cannot rebuild {spec.name}: its seccomp profile came "
@@ -126,11 +131,11 @@ def run_args(spec, image):
                 args += ["--" + key, spec.vm[key]]
     if spec.hostname != spec.id[:12]:
         args += ["--hostname", spec.hostname]
-    base = _base_env(spec, image)
+    base = _base_env(spec, defaults)
     for item in spec.env:
         if item not in base:
             args += ["-e", item]
-    if spec.workdir != (image.get("workdir") or "/"):
+    if spec.workdir != (defaults.workdir or "/"):
         args += ["-w", spec.workdir]
     if spec.user:
         args += ["-u", spec.user]
@@ -141,6 +146,8 @@ def run_args(spec, image):
     for p in spec.ports:
         ip = "" if p["host_ip"] == "0.0.0.0" else p["host_ip"] + ":"
         args += ["-p", f"{ip}{p['host_port']}:{p['port']}/{p['proto']}"]
+    if spec.publish_all:
+        args.append("-P")
     if spec.ip:
         args += ["--ip", spec.ip]
     args += _resource_args(spec.resources)
@@ -159,7 +166,12 @@ def run_args(spec, image):
         opts = ",".join([*t.get("flags", ()), *filter(None, [t.get("data")])])
         args += ["--tmpfs", f"{t['path']}:{opts}" if opts else t["path"]]
     for v in spec.volumes:
+        if v.get("anonymous"):
+            continue  # each run makes its own from the image's, as podman's --new units do
         args += ["-v", f"{v['source']}:{v['target']}" + (":ro" if v.get("readonly") else "")]
+    for key, value in spec.labels.items():
+        if defaults.labels.get(key) != value:
+            args += ["--label", f"{key}={value}"]
     if spec.seccomp == seccomp.UNCONFINED and not spec.privileged:
         args += ["--security-opt", "seccomp=unconfined"]
     if not spec.no_new_privs:
@@ -173,6 +185,8 @@ def run_args(spec, image):
     if spec.log != LOG_DEFAULTS:
         args += ["--log-max-size", str(spec.log["max_size"]),
                  "--log-max-files", str(spec.log["max_files"])]
+    if defaults.entrypoint:  # the command below is whole: not after the image's entrypoint
+        args += ["--entrypoint", ""]
     return [*args, spec.image, "--", *spec.command]
 
 

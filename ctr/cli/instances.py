@@ -53,6 +53,9 @@ def instance_options(f):
                      help="bridge (default), none, host, container:NAME or a network's name."),
         click.option("-p", "--publish", multiple=True, metavar="[IP:]HOST:PORT[/PROTO]",
                      help="Publish a port of the instance on the host."),
+        click.option("-P", "--publish-all", is_flag=True,
+                     help="Publish each port the image exposes on a free host port "
+                          "(chosen at each start; `ctr inspect` shows them)."),
         click.option("--ip", help="A fixed address on the instance's network."),
         click.option("--cgroup-parent", metavar="PATH",
                      help="Cgroup to nest in (default /ctr; 'self': ctr's own)."),
@@ -75,6 +78,13 @@ def instance_options(f):
                      help="auto: ids of its own from ctr's /etc/subuid range (default: host)."),
         click.option("--ulimit", multiple=True, metavar="NAME=SOFT[:HARD]",
                      help="A resource limit (nofile=1024:2048, nproc=64, core=0...)."),
+        click.option("--entrypoint", metavar="PATH",
+                     help="Run PATH instead of the image's entrypoint, with COMMAND as its "
+                          "arguments ('' clears the image's)."),
+        click.option("-l", "--label", "labels", multiple=True, metavar="K=V",
+                     help="Set a label (over the image's); `ctr inspect` shows them."),
+        click.option("--label-file", "label_files", multiple=True, metavar="FILE",
+                     help="Read K=V label lines from a file."),
         click.option("--init", "--systemd", "init", is_flag=True,
                      help="Boot the image's init system (systemd) as PID 1: /sbin/init "
                           "unless a command is given; stop signal SIGRTMIN+3."),
@@ -117,11 +127,13 @@ def _create(obj, image, command, interactive=False, **opts):
         # Unknown options are kept for the command, so one before IMAGE lands here.
         raise click.NoSuchOption(image)
     from ctr.host import HostFacts
+    from ctr.images.config import image_config
     from ctr.spec import build_spec
 
     obj.store.ensure()
     img = obj.images.ensure(image, progress=progress)
-    spec = build_spec(image=img, command=_command(command), host=HostFacts(), **opts)
+    spec = build_spec(image=img, command=_command(command), defaults=image_config(img),
+                      host=HostFacts(), **opts)
     return obj.instances.create(spec)
 
 
@@ -213,12 +225,14 @@ def kill(obj, sig, names):
 
 @click.command()
 @click.option("-f", "--force", is_flag=True, help="Kill a running instance first.")
+@click.option("-v", "--volumes", is_flag=True,
+              help="Remove its anonymous volumes too (those of the image's Volumes).")
 @click.argument("names", nargs=-1, required=True)
 @pass_ctx
-def rm(obj, force, names):
-    """Remove instances and everything they hold."""
+def rm(obj, force, volumes, names):
+    """Remove instances and everything they hold (their anonymous volumes with -v)."""
     for name in names:
-        obj.instances.remove(name, force=force)
+        obj.instances.remove(name, force=force, volumes=volumes)
         click.echo(name)
 
 

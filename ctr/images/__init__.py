@@ -13,6 +13,9 @@ Today:
   layers.py   unpack(): one OCI layer (a tar stream) into a folder of its own,
               safely (every write relative to a directory fd, O_NOFOLLOW),
               with its diff ID checked.
+  config.py   the image's config (record["config"], OCI form, or the flat
+              cmd/env/workdir of today's records) as run defaults: ImageConfig,
+              typed values for ctr.spec.new_spec, checked as hostile input.
 
 Where OCI images go (issue 15):
   layers.py   the layer store on top of unpack(), content-addressed: each layer unpacked once, into
@@ -25,9 +28,6 @@ Where OCI images go (issue 15):
               digest, and at their config. Today's images (recipes, rootfs
               imports) become one-layer images; a state root made by today's
               ctr keeps working (migrated on first use if need be).
-  config.py   the image's config (Entrypoint, Cmd, Env, WorkingDir, User,
-              ExposedPorts, StopSignal, Volumes, Labels) as run defaults: typed
-              values for the spec, not CLI strings.
   pull.py     references as docker normalizes them, platforms, skopeo as the
               transport.
   archive.py  import and save: OCI layouts, OCI and docker archives, rootfs

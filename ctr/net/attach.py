@@ -35,6 +35,7 @@ class Plan:
         self.netdef = None
         self.ip = None
         self.binds = []
+        self.ports = tuple(spec.ports)  # with -P's, once chosen
         self.info = {"network": self.mode}
 
     @property
@@ -63,8 +64,9 @@ class Plan:
 
             self.networks = Networks(self.store)
             self.netdef = self.networks.get(self.mode)
-            self.ip, dead = self.networks.allocate(
-                self.netdef, {"id": spec.id, "name": spec.name}, spec.ip, spec.ports)
+            self.ip, dead, self.ports = self.networks.allocate(
+                self.netdef, {"id": spec.id, "name": spec.name}, spec.ip, spec.ports,
+                spec.publish_all)
             _forget(dead)
         net.write_in_place(files["hosts"], net.hosts_file(
             spec.hostname, spec.name, self.ip, self._peers()))
@@ -120,14 +122,14 @@ class Plan:
         nft.ensure_network(netdef)
         mac = links.attach(netdef, bridge, veth, pid, self.ip, prefixlen)
         try:
-            nft.publish(spec.id, self.ip, spec.ports)
+            nft.publish(spec.id, self.ip, self.ports)
         except CtrError:
             links.delete(veth)
             raise
         self.networks.bind(netdef["name"], self.ip, pid, starttime)
         self.info = {"network": netdef["name"], "bridge": netdef["bridge"], "ip": self.ip,
                      "prefixlen": prefixlen, "gateway": netdef["gateway"], "mac": mac,
-                     "host_veth": veth, "ports": list(spec.ports)}
+                     "host_veth": veth, "ports": list(self.ports)}
         refresh_hosts(self.store, self.networks, netdef["name"])
         return self.info
 
@@ -147,14 +149,14 @@ class Plan:
         tap = host_tap(spec.id)
         fd = links.open_tap(tap, bridge)
         try:
-            nft.publish(spec.id, self.ip, spec.ports)
+            nft.publish(spec.id, self.ip, self.ports)
         except CtrError:
             os.close(fd)
             raise
         self.info = {"network": netdef["name"], "bridge": netdef["bridge"], "ip": self.ip,
                      "prefixlen": ipaddress.IPv4Network(netdef["subnet"]).prefixlen,
                      "gateway": netdef["gateway"], "mac": links.mac_for(self.ip),
-                     "tap": tap, "ports": list(spec.ports)}
+                     "tap": tap, "ports": list(self.ports)}
         return fd
 
     def bind(self, pid, starttime):
@@ -168,7 +170,7 @@ class Plan:
         if self.bridged and self.ip:
             detach(self.store, self.spec, {"network": self.netdef["name"], "ip": self.ip,
                                            "host_veth": host_veth(self.spec.id),
-                                           "ports": list(self.spec.ports)})
+                                           "ports": list(self.ports)})
 
 
 def _forget(dead_leases):

@@ -152,16 +152,18 @@ class Networks:
                     dead.append(table.pop(ip))
         return dead
 
-    def allocate(self, netdef, owner, want_ip=None, ports=()):
+    def allocate(self, netdef, owner, want_ip=None, ports=(), any_ports=()):
         """Lease an address of `netdef` for `owner` ({id, name}); the lease is held
-        by the calling process until bind() names the instance's own. Returns
-        (ip, dead leases reclaimed)."""
+        by the calling process until bind() names the instance's own. `any_ports`
+        (-P) are published on free host ports chosen here. Returns (ip, dead
+        leases reclaimed, the ports published: `ports` and those chosen)."""
         net, gw = parse_subnet(netdef["subnet"], netdef["gateway"])
         with self.lock():
             leases = self._leases()
             dead = self.reclaim(leases)
             table = leases.setdefault(netdef["name"], {})
             self._check_ports(leases, ports)
+            ports = (*ports, *self._choose_ports(leases, ports, any_ports))
             if want_ip is not None:
                 ip = ipaddress.IPv4Address(want_ip)
                 if ip not in net or ip in (net.network_address, net.broadcast_address, gw):
@@ -177,7 +179,34 @@ class Networks:
             table[str(ip)] = {"id": owner["id"], "name": owner["name"], "pid": me,
                               "starttime": _starttime(me), "ports": list(ports)}
             atomic_write_json(self.leases_path, leases)
-        return str(ip), dead
+        return str(ip), dead, ports
+
+    @staticmethod
+    def _choose_ports(leases, ports, wanted):
+        """A free host port for each of `wanted` (host_port 0): one the kernel
+        would give a socket now (its ephemeral range, as docker's -P) that no
+        lease publishes."""
+        if not wanted:
+            return []
+        import socket
+
+        taken = {(p["host_port"], p["proto"]) for p in ports}
+        taken |= {(p["host_port"], p["proto"]) for table in leases.values()
+                  for lease in table.values() for p in lease.get("ports", ())}
+        out = []
+        for want in wanted:
+            kind = socket.SOCK_DGRAM if want["proto"] == "udp" else socket.SOCK_STREAM
+            for _ in range(100):
+                with socket.socket(socket.AF_INET, kind) as s:
+                    s.bind((want["host_ip"], 0))
+                    port = s.getsockname()[1]
+                if (port, want["proto"]) not in taken:
+                    break
+            else:
+                raise Conflict(f"no free host port for {want['port']}/{want['proto']}")
+            taken.add((port, want["proto"]))
+            out.append({**want, "host_port": port})
+        return out
 
     @staticmethod
     def _check_ports(leases, ports):

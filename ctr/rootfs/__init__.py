@@ -178,9 +178,24 @@ def _mount_point(sc, root, target, is_dir):
     return path
 
 
+# Where no image volume may be (nor lead to through its symlinks): the kernel's own.
+KERNEL_FILESYSTEMS = ("/proc", "/sys", "/dev")
+
+
 def mount_volumes(sc, root, volumes):
-    """-v SRC:DST[:ro]: host paths bound at their place inside the root."""
+    """-v SRC:DST[:ro]: host paths bound at their place inside the root. An
+    anonymous volume (the image's) is seeded first, on its first start, with
+    what the image has there (ctr.rootfs.volumes)."""
     for vol in volumes:
+        if vol.get("anonymous"):
+            from ctr.rootfs.volumes import seed
+
+            source = resolve_in_root(sc, root, vol["target"])
+            inside = source[len(root):] or "/"
+            if any(inside == k or inside.startswith(k + "/") for k in KERNEL_FILESYSTEMS):
+                raise OSError(errno.EPERM, f"the image's volume {vol['target']} leads to "
+                              f"{inside}: refused", vol["target"])
+            seed(source, vol["source"])
         path = _mount_point(sc, root, vol["target"], sc.isdir(vol["source"]))
         sc.mount(vol["source"], path, None, MS_BIND | MS_REC)
         if vol.get("readonly"):

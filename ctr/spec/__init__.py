@@ -24,6 +24,7 @@ from ctr.spec.build import (
     VM_DEFAULT_MEMORY,
     build_resources,
     build_spec,
+    flat_defaults,
     generate_name,
     new_id,
     new_spec,
@@ -66,9 +67,11 @@ from ctr.spec.parse import (
     check_workdir,
     merge_env,
     parse_env,
+    parse_labels,
     parse_signal,
     parse_size,
     read_env_file,
+    read_label_file,
     signal_name,
 )
 from ctr.spec.validate import check_sd_notify, validate
@@ -81,7 +84,8 @@ __all__ = [
     "build_caps", "build_resources", "build_spec", "check_cgroup_parent", "check_hostname",
     "check_ip", "check_name", "check_network", "check_ports", "check_sd_notify",
     "check_security_opts", "check_tmpfs", "check_ulimits", "check_user", "check_volumes",
-    "check_workdir", "freeze", "generate_name", "merge_env", "new_id", "new_spec",
-    "parse_env", "parse_signal", "parse_size", "read_env_file", "signal_name", "thaw",
+    "check_workdir", "flat_defaults", "freeze", "generate_name", "merge_env", "new_id", "new_spec",
+    "parse_env", "parse_labels", "parse_signal", "parse_size", "read_env_file",
+    "read_label_file", "signal_name", "thaw",
     "validate",
 ]

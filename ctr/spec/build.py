@@ -5,6 +5,7 @@ becomes a spec through new_spec, as the CLI's options do.
 """
 
 import os
+from types import SimpleNamespace
 
 from ctr.errors import InvalidSpec
 from ctr.spec.caps import ALL_CAPS, DEFAULT_CAPS, build_caps, kernel_order
@@ -16,11 +17,13 @@ from ctr.spec.model import (
     SECCOMP_DEFAULT,
     SECCOMP_UNCONFINED,
     InstanceSpec,
+    Port,
     Resources,
     Restart,
     Tmpfs,
     Userns,
     VmOptions,
+    Volume,
     add_tmpfs,
 )
 from ctr.spec.parse import (
@@ -44,9 +47,11 @@ from ctr.spec.parse import (
     merge_env,
     need_host,
     parse_env,
+    parse_labels,
     parse_resources,
     parse_signal,
     read_env_file,
+    read_label_file,
     signal_name,
 )
 from ctr.spec.validate import check_env, check_resources, validate
@@ -107,12 +112,60 @@ def _check_image_init(image, host):
                           "(give the init's path as the command)")
 
 
+def flat_defaults(image):
+    """The run defaults of an image record of the flat form (cmd, env, workdir):
+    what new_spec uses when it is given no `defaults`."""
+    return SimpleNamespace(entrypoint=(), cmd=tuple(image.get("cmd") or ()),
+                           env=tuple(image.get("env") or ()),
+                           workdir=image.get("workdir") or None, user=None,
+                           exposed_ports=(), stop_signal=None, volumes=(), labels={})
+
+
+def _command(command, entrypoint, init, defaults):
+    """docker's rules: arguments replace Cmd; an entrypoint given replaces the
+    image's and clears its Cmd (an empty one clears both); the command is
+    Entrypoint + Cmd. --init with neither boots /sbin/init."""
+    command = tuple(command)
+    if init and not command and entrypoint is None:
+        return (INIT,)
+    if entrypoint is not None:
+        return (*entrypoint, *command)
+    return (*defaults.entrypoint, *(command or defaults.cmd))
+
+
+def _env(defaults, base, env):
+    """The image's < ctr's own < the user's; but an image's PATH is kept (docker
+    sets its default PATH only where the image has none)."""
+    if any(e.startswith("PATH=") for e in defaults.env):
+        base = [e for e in base if not e.startswith("PATH=")]
+    return tuple(merge_env(defaults.env, base, env))
+
+
+def _publish_all(ports, network, defaults):
+    """-P: each port the image exposes, not published by -p already, on a free
+    host port chosen at start (host_port 0). Without a bridge network there is
+    nothing to publish on: ignored, as docker does."""
+    if network in ("none", "host") or network.startswith("container:"):
+        return ()
+    given = {(p["port"], p["proto"]) for p in ports}
+    return tuple(Port(host_port=0, port=n, proto=proto)
+                 for n, proto in defaults.exposed_ports if (n, proto) not in given)
+
+
+def _image_volumes(volumes, tmpfs, defaults):
+    """An anonymous volume for each of the image's volumes that no -v or tmpfs covers."""
+    covered = {v["target"] for v in volumes} | {t["path"] for t in tmpfs}
+    return (*volumes, *(Volume(target=path, anonymous=True)
+                        for path in defaults.volumes if path not in covered))
+
+
 def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=None,
              user=None, hostname=None, tty=False, remove=False, network="bridge", ports=(),
              ip=None, resources=None, cgroup_parent=None, vm=None, caps=None,
              privileged=False, read_only=False, tmpfs=(), volumes=(), userns=None,
              seccomp=SECCOMP_DEFAULT, no_new_privs=None, ulimits=(), init=False,
-             stop_signal=None, restart=None, log=None, sd_notify=None, host=None):
+             stop_signal=None, restart=None, log=None, sd_notify=None, host=None,
+             entrypoint=None, publish_all=False, labels=None, defaults=None):
     """An InstanceSpec from typed values: ctr's defaults and policies filled in,
     then checked (ctr.spec.validate: InvalidSpec). For example
 
@@ -120,28 +173,36 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
                  resources=Resources(memory=64 << 20, cpus=1.5), network="none",
                  host=HostFacts())
 
-    image: the image's record: name and id; its run defaults cmd, env and workdir;
-      rootfs, where --init's /sbin/init is looked for.
-    command: () for the image's (/sbin/init with init).
-    env: the user's KEY=VALUE, over the image's and ctr's own (PATH, HOSTNAME,
-      TERM with a tty, container= with an init).
+    image: the image's record: name and id; rootfs, where --init's /sbin/init
+      is looked for.
+    defaults: the image's run defaults (ctr.images.config.ImageConfig:
+      entrypoint, cmd, env, workdir, user, exposed_ports, stop_signal, volumes,
+      labels); None for those of a flat record (its cmd, env and workdir).
+    command: () for the image's Cmd (/sbin/init with init); entrypoint: None
+      for the image's, else it replaces the image's Entrypoint and Cmd (docker's
+      --entrypoint; () clears it).
+    env: the user's KEY=VALUE, over ctr's own (PATH unless the image sets one,
+      HOSTNAME, TERM with a tty, container= with an init) and the image's.
+    workdir, user, stop_signal: None for the image's (stop_signal: SIGRTMIN+3
+      for an init, else the image's, else SIGTERM).
+    publish_all: each port the image exposes on a free host port (-P).
+    volumes: binds (Volume); each of the image's volumes not covered by one
+      (nor by a tmpfs) becomes an anonymous Volume, a container's own.
+    labels: {key: value} over the image's.
     resources (Resources), vm (VmOptions: memory defaults to the memory limit,
       else 256m), ports (Port), tmpfs (Tmpfs; read_only adds /tmp and /run,
-      init what systemd needs), volumes (Volume), ulimits (Ulimit), userns
-      (Userns), restart (Restart), log (LogLimits): typed values, or the plain
-      mappings they are made of.
+      init what systemd needs), ulimits (Ulimit), userns (Userns), restart
+      (Restart), log (LogLimits): typed values, or the plain mappings they are
+      made of.
     caps: capability names; None for docker's default set (all with privileged).
     seccomp: "default", "unconfined" or a profile (privileged: unconfined).
-    no_new_privs, stop_signal: None for the default (on / SIGTERM; off /
-      SIGRTMIN+3 for an init).
+    no_new_privs: None for the default (on; off for an init).
     host: the host's facts (ctr.host.HostFacts), asked only when a check needs one.
     """
     check_env(env)  # before they are merged: "K" alone would become "K="
-    command = tuple(command)
-    boots_image_init = init and not command
-    if boots_image_init:
-        command = (INIT,)
-    command = command or tuple(image.get("cmd") or ())
+    defaults = flat_defaults(image) if defaults is None else defaults
+    command = _command(command, entrypoint, init, defaults)
+    boots_image_init = init and command == (INIT,) and entrypoint is None
     instance_id = new_id()
     hostname = hostname or instance_id[:12]
     resources = Resources(resources or {})
@@ -157,7 +218,12 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
     if init:
         tmpfs = add_tmpfs(tmpfs, INIT_TMPFS)
     if stop_signal is None:
-        stop_signal = INIT_STOP_SIGNAL if init else "SIGTERM"
+        stop_signal = INIT_STOP_SIGNAL if init else defaults.stop_signal or "SIGTERM"
+    network = network or "bridge"
+    ports = tuple(ports)
+    volumes = tuple(volumes)
+    if kind == "container":  # a VM's image volumes are part of its root (no volumes yet)
+        volumes = _image_volumes(volumes, tmpfs, defaults)
     spec = InstanceSpec(
         name=check_name(name) if name is not None else generate_name(),
         id=instance_id,
@@ -165,14 +231,15 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
         image=image["name"],
         image_id=image["id"],
         command=command,
-        env=tuple(merge_env(image.get("env") or (), _base_env(hostname, tty, init), env)),
-        workdir=workdir or image.get("workdir") or "/",
-        user=user or None,
+        env=_env(defaults, _base_env(hostname, tty, init), env),
+        workdir=workdir or defaults.workdir or "/",
+        user=user or defaults.user or None,
         hostname=hostname,
         tty=tty,
         remove=remove,
-        network=network or "bridge",
+        network=network,
         ports=ports,
+        publish_all=_publish_all(ports, network, defaults) if publish_all else (),
         ip=ip,
         resources=resources,
         cgroup_parent=cgroup_parent,
@@ -191,6 +258,7 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
         restart=restart or Restart(),
         log=log or LOG_DEFAULTS,
         sd_notify=sd_notify or DEFAULT_SD_NOTIFY,
+        labels={**defaults.labels, **(labels or {})},
     )
     validate(spec, host)
     if boots_image_init:
@@ -227,9 +295,12 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
                initrd=None, accel=None, cap_add=(), cap_drop=(), privileged=False,
                read_only=False, tmpfs=(), volumes=(), security_opt=(), ulimit=(),
                userns=None, restart=None, log_max_size=None, log_max_files=None,
-               sd_notify=None, init=False, stop_signal=None, host=None, **resources):
-    """The CLI's options (strings, by their click names) and an image record ->
-    an InstanceSpec: each string parsed into its typed value, then new_spec."""
+               sd_notify=None, init=False, stop_signal=None, entrypoint=None,
+               publish_all=False, labels=(), label_files=(), defaults=None, host=None,
+               **resources):
+    """The CLI's options (strings, by their click names), an image record and
+    its run defaults (see new_spec) -> an InstanceSpec: each string parsed
+    into its typed value, then new_spec. --entrypoint "" clears the image's."""
     if name is not None:
         check_name(name)
     kind = "vm" if vm else kind
@@ -237,6 +308,14 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
         raise InvalidSpec("-v, --tmpfs, --read-only, --privileged, --security-opt and "
                           "--ulimit are for containers, not VMs (yet)")
     user_env = merge_env(*(read_env_file(p) for p in env_files), parse_env(env))
+    user_labels = {}
+    for path in label_files:
+        user_labels.update(read_label_file(path))
+    user_labels.update(parse_labels(labels))
+    if entrypoint is not None:
+        if "\0" in entrypoint:
+            raise InvalidSpec("invalid --entrypoint: it contains a NUL byte")
+        entrypoint = (entrypoint,) if entrypoint else ()
     seccomp, no_new_privs = check_security_opts(security_opt, privileged, host)
     if not any(str(o).startswith("no-new-privileges") for o in security_opt):
         no_new_privs = None  # not given: new_spec's default
@@ -254,4 +333,6 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
         no_new_privs=no_new_privs, ulimits=check_ulimits(ulimit), init=bool(init),
         stop_signal=stop_signal or None, restart=check_restart(restart),
         log=check_log(log_max_size, log_max_files), sd_notify=sd_notify, host=host,
+        entrypoint=entrypoint, publish_all=bool(publish_all), labels=user_labels,
+        defaults=defaults,
     )

@@ -133,7 +133,8 @@ class Resources(Frozen):
 
 
 class Port(Frozen):
-    """A published port: host_ip:host_port on the host to port in the instance."""
+    """A published port: host_ip:host_port on the host to port in the instance
+    (host_port 0 in a spec's publish_all: a free one, chosen at each start)."""
 
     __slots__ = ()
     FIELDS = {"host_ip": "0.0.0.0", "host_port": _REQUIRED, "port": _REQUIRED, "proto": "tcp"}
@@ -147,10 +148,13 @@ class Tmpfs(Frozen):
 
 
 class Volume(Frozen):
-    """A host path bound at target."""
+    """A host path bound at target. `anonymous`: one of the image's volumes (its
+    config's Volumes), a folder of the instance's own under the state root,
+    seeded from the image's content at target on the first start, removed with
+    `rm -v` or --rm; its source is absent until the record is made."""
 
     __slots__ = ()
-    FIELDS = {"source": _REQUIRED, "target": _REQUIRED, "readonly": False}
+    FIELDS = {"source": None, "target": _REQUIRED, "readonly": False, "anonymous": None}
 
 
 class Ulimit(Frozen):
@@ -221,8 +225,12 @@ _FREEZE = {
     "resources": _typed(Resources), "vm": _typed(VmOptions), "caps": _strings("caps"),
     "tmpfs": _entries(Tmpfs), "volumes": _entries(Volume), "userns": _typed(Userns),
     "seccomp": _seccomp, "ulimits": _entries(Ulimit), "restart": _typed(Restart),
-    "log": _typed(LogLimits),
+    "log": _typed(LogLimits), "labels": _typed(Frozen), "publish_all": _entries(Port),
 }
+
+# Fields added since spec.json was first written: left out of it while empty, so
+# a spec without them is written as before (and read by an older ctr).
+_OMITTED_EMPTY = ("labels", "publish_all")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,6 +271,8 @@ class InstanceSpec:
     restart: Restart = NO_RESTART
     log: LogLimits = LOG_DEFAULTS
     sd_notify: str = DEFAULT_SD_NOTIFY
+    labels: Frozen = Frozen()  # {key: value}: the image's, then --label-file's, --label's
+    publish_all: tuple = ()  # of Port, host_port 0: -P, a free host port each, at start
 
     def __post_init__(self):
         for name, coerce in _FREEZE.items():
@@ -270,7 +280,8 @@ class InstanceSpec:
 
     def to_dict(self):
         """The spec.json form: plain JSON data."""
-        return {f.name: thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: thaw(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if f.name not in _OMITTED_EMPTY or getattr(self, f.name)}
 
     @classmethod
     def from_dict(cls, d):

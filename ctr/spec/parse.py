@@ -138,6 +138,30 @@ def read_env_file(path):
         raise InvalidSpec(f"{path}: {err}") from None
 
 
+def parse_labels(items, what="--label"):
+    """--label K=V or K (docker: an empty value) -> {K: V}; the last one wins."""
+    out = {}
+    for item in items:
+        key, _, value = str(item).partition("=")
+        if not key or "\0" in item:
+            raise InvalidSpec(f"invalid {what} {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def read_label_file(path):
+    """docker's --label-file: KEY=VALUE lines; blank lines and # comments are skipped."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.strip() for line in f.read().splitlines()]
+    except OSError as err:
+        raise InvalidSpec(f"cannot read label file {path}: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise InvalidSpec(f"cannot read label file {path}: not UTF-8 text") from err
+    return parse_labels([line for line in lines if line and not line.startswith("#")],
+                        f"label in {path}:")
+
+
 def merge_env(*layers):
     """Later layers win; order of first appearance is kept."""
     merged = {}

@@ -205,9 +205,15 @@ def _network(spec, _host):
     check_network(spec.network)
     _ports(spec.ports)
     check_ip(spec.ip)
-    if (spec.ports or spec.ip) and (spec.network in ("none", "host")
+    for p in spec.publish_all:
+        if p["host_port"] != 0 or not (isinstance(p["port"], int) and 0 < p["port"] < 65536) \
+                or p["proto"] not in ("tcp", "udp"):
+            raise InvalidSpec(f"invalid -P port {_port_text(p)!r}: expected host port 0 "
+                              "(chosen at start), a port 1-65535, tcp or udp")
+    if (spec.ports or spec.ip or spec.publish_all) and (spec.network in ("none", "host")
                                     or spec.network.startswith("container:")):
-        raise InvalidSpec(f"-p and --ip need a bridge network, not --network {spec.network}")
+        raise InvalidSpec(f"-p, -P and --ip need a bridge network, not --network "
+                          f"{spec.network}")
 
 
 def _resources(spec, host):
@@ -265,11 +271,20 @@ def _mounts(spec, _host):
             if opt not in TMPFS_FLAGS and opt.split("=", 1)[0] not in TMPFS_DATA:
                 raise InvalidSpec(f"invalid --tmpfs {path!r}: unknown option {opt!r}")
     for v in spec.volumes:
-        text = f"{v['source']}:{v['target']}"
-        if not v["source"].startswith("/") or not v["target"].startswith("/"):
+        source = v.get("source")
+        text = f"{source}:{v['target']}" if source else v["target"]
+        if source is None and not v.get("anonymous"):
+            raise InvalidSpec(f"invalid -v {text!r}: expected SRC:DST[:ro]")
+        if source is not None and not source.startswith("/") or not v["target"].startswith("/"):
             raise InvalidSpec(f"invalid -v {text!r}: both paths must be absolute")
         if v["target"].rstrip("/") == "":
             raise InvalidSpec(f"invalid -v {text!r}: cannot mount over the root")
+        if "\0" in v["target"] + (source or ""):
+            raise InvalidSpec(f"invalid -v {text!r}: a path contains a NUL byte")
+    for key, value in spec.labels.items():
+        if not isinstance(key, str) or not key or not isinstance(value, str) \
+                or "\0" in key + value:
+            raise InvalidSpec(f"invalid label {key!r}: expected KEY=VALUE")
 
 
 def _ulimits(spec, _host):
