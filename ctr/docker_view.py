@@ -17,17 +17,27 @@ def status(state):
     return DOCKER_STATUS.get(state.get("status"), state.get("status"))
 
 
-def _ports(spec):
+def published(spec, state):
+    """The ports published now: those a running instance recorded at its start
+    (-P's chosen then), else the spec's own -p ones."""
+    net = state.get("net") or {}
+    if state.get("status") in (st.RUNNING, st.PAUSED) and net.get("ports") is not None:
+        return net["ports"]
+    return spec.ports
+
+
+def _ports(spec, state=None):
     """{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}: docker's port map."""
     out = {}
-    for p in spec.ports:
+    for p in (published(spec, state) if state else spec.ports):
         out.setdefault(f"{p['port']}/{p['proto']}", []).append(
             {"HostIp": p["host_ip"], "HostPort": str(p["host_port"])})
     return out
 
 
 def _mounts(spec):
-    mounts = [{"Type": "bind", "Source": v["source"], "Destination": v["target"],
+    mounts = [{"Type": "volume" if v.get("anonymous") else "bind", "Source": v["source"] or "",
+               "Destination": v["target"],
                "Mode": "ro" if v.get("readonly") else "", "RW": not v.get("readonly"),
                "Propagation": "rprivate"} for v in spec.volumes]
     mounts += [{"Type": "tmpfs", "Source": "", "Destination": t["path"], "Mode": "",
@@ -76,7 +86,7 @@ def _network_settings(spec, state):
                                   "IPPrefixLen": net.get("prefixlen", 0) if live else 0,
                                   "MacAddress": net.get("mac", "") if live else ""}
     return {"IPAddress": ip if live else "", "Gateway": net.get("gateway", "") if live else "",
-            "Ports": _ports(spec) if live else {}, "Networks": networks}
+            "Ports": _ports(spec, state) if live else {}, "Networks": networks}
 
 
 def view(rec, spec, state, image_id=None):
@@ -115,9 +125,10 @@ def view(rec, spec, state, image_id=None):
             "Image": spec.image,
             "WorkingDir": spec.workdir,
             "Entrypoint": None,
-            "Labels": dict(getattr(spec, "labels", None) or {}),
+            "Labels": dict(spec.labels or {}),
             "StopSignal": spec.stop_signal,
-            "ExposedPorts": {k: {} for k in _ports(spec)},
+            "ExposedPorts": {f"{p['port']}/{p['proto']}": {}
+                             for p in (*spec.ports, *spec.publish_all)},
         },
         "NetworkSettings": _network_settings(spec, state),
         "Mounts": _mounts(spec),
@@ -179,8 +190,9 @@ def ps_row(rec, spec, state, now=None):
     else:
         text = DOCKER_STATUS.get(status, status or "").capitalize()
     ports = ", ".join(f"{p['host_ip']}:{p['host_port']}->{p['port']}/{p['proto']}"
-                      for p in spec.ports) if spec and status in (st.RUNNING, st.PAUSED) else ""
-    labels = dict(getattr(spec, "labels", None) or {}) if spec else {}
+                      for p in published(spec, state)) \
+        if spec and status in (st.RUNNING, st.PAUSED) else ""
+    labels = dict(spec.labels or {}) if spec else {}
     return {
         "ID": spec.id if spec else "",
         "Image": spec.image if spec else "",

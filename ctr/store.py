@@ -80,8 +80,12 @@ def alive(pid, starttime):
 
 
 def _lost(state):
+    """Whether nobody will ever record how this instance ended. One whose process
+    just exited is not lost while its reaper (monitor, or ctr in the foreground)
+    lives: it is recording the exit status right now."""
     if state["status"] in (RUNNING, PAUSED):
-        return not alive(state.get("pid"), state.get("starttime"))
+        return not alive(state.get("pid"), state.get("starttime")) and not alive(
+            state.get("reaper_pid"), state.get("reaper_starttime"))
     if state["status"] == RESTARTING:
         return not alive(state.get("reaper_pid"), state.get("reaper_starttime"))
     return False

@@ -75,11 +75,13 @@ def top(obj, name, ps_args):
 @pass_ctx
 def port(obj, name, port):
     """The published ports of an instance (PORT[/PROTO]: only that one)."""
-    spec = obj.store.record(name).spec
+    from ctr.docker_view import published
+
+    rec = obj.store.record(name)
     want_port, _, want_proto = (port or "").partition("/")
     if port and not want_port.isdigit():
         raise InvalidSpec(f"invalid port {port!r}: expected PORT[/tcp|/udp]")
-    found = [p for p in spec.ports
+    found = [p for p in published(rec.spec, rec.state())
              if not port or (p["port"] == int(want_port)
                              and p["proto"] == (want_proto or "tcp"))]
     if port and not found:
