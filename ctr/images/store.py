@@ -162,7 +162,9 @@ class ImageStore:
     def lowerdir(self, name, reserve=0):
         """The overlay's lowerdir option of image NAME: its layers, top first,
         colon-joined. `reserve`: the bytes the rest of the mount's options take.
-        Short names (layers/l/...) when the full paths do not fit in one page."""
+        When the full paths do not fit in one page: (the layer store's folder,
+        short names relative to it), which ctr.rootfs.mount_overlay mounts from
+        that folder."""
         img = self.get(name)
         dirs = img["lowerdirs"]
         for d in dirs:
@@ -175,12 +177,17 @@ class ImageStore:
         joined = ":".join(dirs)
         if len(joined) + reserve < PAGE or "rootfs" in img:
             return joined
-        joined = ":".join(self.layers.short(lid) for lid in reversed(img["layers"]))
-        if len(joined) + reserve >= PAGE:
-            raise CtrError(f"the image {name} has {len(dirs)} layers: their paths do not "
-                           f"fit in one mount's options ({PAGE} bytes); use a shorter "
-                           "state root")
-        return joined
+        # podman's way: short names (layers/l/...), relative to the layer store
+        shorts = [self.layers.short(lid) for lid in reversed(img["layers"])]
+        for short, d in zip(shorts, dirs, strict=True):
+            if os.path.realpath(short) != os.path.realpath(d):
+                raise CtrError(f"the image {name}: the short name {short} is not its "
+                               f"layer {d} (a prefix shared by two layers)")
+        rel = ":".join(os.path.relpath(short, self.layers.dir) for short in shorts)
+        if len(rel) + reserve >= PAGE:
+            raise CtrError(f"the image {name} has {len(dirs)} layers: even their short "
+                           f"names do not fit in one mount's options ({PAGE} bytes)")
+        return self.layers.dir, rel
 
     def list(self):
         try:
@@ -189,11 +196,11 @@ class ImageStore:
             return []
         out = []
         for entry in entries:
-            if entry.startswith(".") or entry.endswith(".tmp"):
+            if entry.startswith(".") or not os.path.isdir(os.path.join(self.dir, entry)):
                 continue
             try:
                 meta = read_json(os.path.join(self.dir, entry, "image.json"), f"image {entry}")
-            except (FileNotFoundError, NotADirectoryError):
+            except FileNotFoundError:
                 continue
             out.append(self._read(meta.get("name", entry)))
         return sorted(out, key=lambda m: m["name"])

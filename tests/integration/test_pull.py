@@ -55,6 +55,11 @@ def reg(tmp_path_factory, busybox_image):
         write_layout(bad, [image_manifest(bad, [base], diff_ids=["sha256:" + "0" * 64])])
         imgs.bad = f"{registry.addr}/test/bad:v1"
         push(bad, imgs.bad)
+        many = str(work / "many")
+        write_layout(many, [image_manifest(many, [base] + [
+            tar_of([(f"f{i}", "file", str(i).encode())]) for i in range(149)])])
+        imgs.many = f"{registry.addr}/test/many:v1"
+        push(many, imgs.many)
         yield imgs
     finally:
         registry.stop()
@@ -149,6 +154,16 @@ def test_multi_platform_index(ctr, reg):
     with open(os.path.join(top, "arch")) as f:
         assert f.read() == "arm64"
     assert_error(ctr("pull", TLS, "--platform", "linux", reg.multi), 125, "invalid platform")
+
+
+def test_many_layers_mount_by_short_names(ctr, reg):
+    """150 layers under a long state root: the full paths take ~18 kB, past the
+    page a mount's options get; the short relative names fit."""
+    ctr("pull", TLS, reg.many, check=True)
+    r = ctr("run", "--rm", "--network", "none", reg.many, "sh", "-c",
+            "cat /f0 /f148; ls / | grep -c '^f'")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "0148149\n"
 
 
 def test_two_images_store_their_base_once(ctr, reg):
