@@ -103,6 +103,8 @@ class LayerStore:
         os.makedirs(os.path.dirname(dest), 0o711, exist_ok=True)
         with self.lock(diff_id):
             if os.path.isdir(dest):
+                if not (os.path.exists(dest + ".json") and os.path.lexists(self.short(diff_id))):
+                    self._finish(diff_id, _tree_size(dest))  # killed right after its rename
                 return False
             self._sweep_one(dest)
             if progress:
@@ -147,7 +149,7 @@ class LayerStore:
                 entries = os.listdir(os.path.join(self.dir, algo))
             except FileNotFoundError:
                 continue
-            out += [f"{algo}:{e}" for e in entries if TMP not in e and not e.endswith(".json")]
+            out += [f"{algo}:{e}" for e in entries if "." not in e]
         return out
 
     def collect(self, used):
@@ -165,13 +167,14 @@ class LayerStore:
         for algo in ("sha256", "sha384", "sha512"):
             parent = os.path.join(self.dir, algo)
             for entry in os.listdir(parent) if os.path.isdir(parent) else []:
-                base = entry.partition(TMP)[0].removesuffix(".json")
-                stale = TMP in entry or (entry.endswith(".json") and
-                                         not os.path.isdir(os.path.join(parent, base)))
-                if stale:
-                    with self.lock(f"{algo}:{base}", blocking=False) as got:
-                        if got:
-                            _rm(os.path.join(parent, entry))
+                # a layer, its .json, or what a killed unpack or write left
+                base = entry.split(".", 1)[0]
+                if entry == base or (entry == base + ".json" and
+                                     os.path.isdir(os.path.join(parent, base))):
+                    continue
+                with self.lock(f"{algo}:{base}", blocking=False) as got:
+                    if got:
+                        _rm(os.path.join(parent, entry))
         links = os.path.join(self.dir, "l")
         for entry in os.listdir(links) if os.path.isdir(links) else []:
             path = os.path.join(links, entry)
@@ -192,6 +195,11 @@ class LayerStore:
             os.unlink(self.short(layer_id))
         # The lock file stays: unlinking it could let a waiter and a newcomer
         # hold "the" lock at once.
+
+
+def _tree_size(root):
+    return sum(os.lstat(os.path.join(d, f)).st_size for d, _, files in os.walk(root)
+               for f in files)
 
 
 def _rm(path):

@@ -277,3 +277,40 @@ def test_concurrent_first_runs_build_once(tmp_path, cgroup_parents_before):
         left = leftovers(root)
         subprocess.run(["rm", "-rf", root])
         assert not left
+
+
+def test_a_vm_of_a_pulled_image(ctr, reg, vm_kernels):
+    """The VM kind boots the same layers (the host mounts their overlay, shared
+    into the guest): one boot, several questions."""
+    os.symlink(vm_kernels, ctr.path("kernels"))
+    r = ctr("run", "--rm", "--vm", TLS, "--network", "none", reg.layered, "sh", "-c",
+            "cat /etc/l2; ls /data; test -e /etc/gone || echo gone; ls /keep")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-5:] == ["two", "c", "gone", "k", "k2"]
+
+
+def test_kill_9_during_a_pull_leaves_what_prune_removes(ctr, reg):
+    import signal
+
+    from helpers import wait_for
+
+    p = ctr.popen("pull", TLS, reg.many)
+    assert wait_for(lambda: len(layer_dirs(ctr)) >= 20, timeout=60)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert reg.many not in records(ctr)
+    r = ctr("image", "prune", "--format", "json")
+    assert r.returncode == 0 and len(json.loads(r.stdout)["layers"]) >= 20, r.stderr
+    assert_nothing_left(ctr)
+    r = ctr("pull", TLS, reg.many)  # and the next pull finishes the job
+    assert r.returncode == 0, r.stderr
+    assert len(layer_dirs(ctr)) == 150
+
+
+def test_progress_on_a_terminal(ctr, reg):
+    from helpers import in_a_pty
+
+    code, out = in_a_pty(ctr, "pull", TLS, reg.other)
+    assert code == 0, out
+    text = out.decode(errors="replace")
+    assert "Getting image source signatures" in text and "layer 2/2" in text, text
