@@ -24,59 +24,11 @@ are imported where they are used.
 import os
 
 from ctr.errors import Conflict, CtrError, InvalidSpec, NotFound
-from ctr.images.recipe import recipe_path, recipes_dir, run_recipe
+from ctr.images.recipe import recipe_path
 from ctr.images.reference import is_local_name, normalize
 from ctr.spec import check_name
 from ctr.spec.parse import NAME_RE
 from ctr.store import atomic_write_json, now, read_json
-
-DEFAULT_CMD = ["sh"]
-
-
-def tree_digest(root):
-    """A content digest of a tree: paths, modes, owners, link targets and file bytes."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(dirnames + filenames):
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            rel = os.path.relpath(path, root)
-            h.update(f"{rel}\0{st.st_mode:o}\0{st.st_uid}:{st.st_gid}\0".encode())
-            if os.path.islink(path):
-                h.update(os.readlink(path).encode())
-            elif os.path.isfile(path):
-                with open(path, "rb") as f:
-                    for chunk in iter(lambda f=f: f.read(1 << 20), b""):
-                        h.update(chunk)
-            elif not os.path.isdir(path):
-                h.update(str(st.st_rdev).encode())
-            h.update(b"\n")
-    return "sha256:" + h.hexdigest()
-
-
-def tree_size(root):
-    total = 0
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            total += os.lstat(os.path.join(dirpath, name)).st_size
-    return total
-
-
-def _rootfs_filter(member, dest):
-    """Refuse members that would land outside the rootfs, keep everything else.
-
-    tarfile's "tar" filter does the path checks but also strips setuid bits and
-    group/other write, which a root filesystem needs: check with it, keep the
-    original member.
-    """
-    import tarfile
-
-    tarfile.tar_filter(member, dest)
-    return member
-
 
 PULL_POLICIES = ("missing", "always", "never")
 PAGE = 4096  # a mount's options must fit in one page
@@ -299,73 +251,22 @@ class ImageStore:
             if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
                 shutil.rmtree(os.path.join(self.dir, entry), ignore_errors=True)
 
-    def _commit(self, name, staging, source, cmd=None):
-        rootfs = os.path.join(staging, "rootfs")
-        meta = {
-            "name": name,
-            "id": tree_digest(rootfs),
-            "size": tree_size(rootfs),
-            "created": now(),
-            "source": source,
-            "cmd": cmd or DEFAULT_CMD,
-            "env": [],
-        }
-        atomic_write_json(os.path.join(staging, "image.json"), meta)
-        os.chmod(staging, 0o755)
-        try:
-            os.rename(staging, self._path(name))
-        except OSError as err:
-            raise Conflict(f"image {name} already exists") from err
-        return self.get(name)
-
     def build(self, name, progress=None):
         check_name(name, "image name")
         with self._name_lock(name):
             return self._build(name, progress)
 
     def _build(self, name, progress=None):
-        import shutil
+        from ctr.images.local import build
 
-        recipe = recipe_path(name)
-        if recipe is None:
-            raise NotFound(f"no recipe for image {name} in {recipes_dir()}")
-        if self.exists(name):
-            raise Conflict(f"image {name} already exists (remove it first)")
-        staging = self._staging()
-        try:
-            if progress:
-                progress(f"building image {name} from {recipe}")
-            code, tail = run_recipe(recipe, os.path.join(staging, "rootfs"), progress)
-            if code != 0:
-                raise CtrError(f"building image {name} failed: {(tail or ['?'])[-1]}")
-            return self._commit(name, staging, f"recipe {recipe}")
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        return build(self, name, progress)
 
     def import_tar(self, path, name, progress=None):
-        import shutil
-        import tarfile
+        from ctr.images.local import import_tar
 
         check_name(name, "image name")
         with self._name_lock(name):
-            if self.exists(name):
-                raise Conflict(f"image {name} already exists (remove it first)")
-            staging = self._staging()
-            try:
-                rootfs = os.path.join(staging, "rootfs")
-                os.mkdir(rootfs, 0o755)
-                if progress:
-                    progress(f"importing {path} as image {name}")
-                try:
-                    with tarfile.open(path) as tar:
-                        tar.extractall(rootfs, filter=_rootfs_filter, numeric_owner=True)
-                except FileNotFoundError:
-                    raise InvalidSpec(f"no such file: {path}") from None
-                except (tarfile.TarError, OSError, EOFError) as err:
-                    raise InvalidSpec(f"cannot import {path}: {err}") from err
-                return self._commit(name, staging, f"import {os.path.abspath(path)}")
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+            return import_tar(self, path, name, progress)
 
     # -- tag, remove, prune -------------------------------------------------------
 
