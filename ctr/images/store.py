@@ -195,20 +195,26 @@ class ImageStore:
         ref = normalize(text)
         try:
             return self.pull(ref, platform=platform, tls_verify=tls_verify,
-                             progress=progress, terminal=terminal)
+                             progress=progress, terminal=terminal,
+                             missing_only=pull == "missing")
         except NotFound:
             raise
         except CtrError as err:
             raise NotFound(f"no such image: {text} ({err})") from None
 
-    def pull(self, text, platform=None, tls_verify=True, progress=None, terminal=False):
-        """Pull `text` from its registry (again, when it is here already)."""
+    def pull(self, text, platform=None, tls_verify=True, progress=None, terminal=False,
+             missing_only=False):
+        """Pull `text` from its registry (again, when it is here already, unless
+        `missing_only`: then the first of concurrent pulls fetches it, and the
+        others wait for it and use it)."""
         import shutil
 
         from ctr.images.pull import fetch
 
         ref = normalize(text)
         with self._name_lock(ref):
+            if missing_only and self.exists(ref):
+                return self.get(ref)
             ok = False
             try:
                 with self.layers.store_lock(shared=True):

@@ -314,3 +314,12 @@ def test_progress_on_a_terminal(ctr, reg):
     assert code == 0, out
     text = out.decode(errors="replace")
     assert "Getting image source signatures" in text and "layer 2/2" in text, text
+
+
+def test_concurrent_first_runs_of_a_pulled_image_pull_once(ctr, reg):
+    procs = [ctr.popen("run", "--rm", TLS, "--network", "none", reg.other) for _ in range(6)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0 and out == "o\n", err
+    assert sorted(records(ctr)) == sorted(["busybox", reg.other])
+    assert len(layer_dirs(ctr)) == 2
