@@ -6,7 +6,8 @@ The image is the debian image's rootfs (ctr image build debian; ~145 MB) cut
 into four gzip layers (usr/lib, usr/share, the rest of usr, everything else),
 pushed with skopeo to the distribution's docker-registry on 127.0.0.1 inside a
 network namespace of the benchmark's own. Each tool pulls it into a fresh,
-private store, alternating, --runs times; medians. As root:
+private store, alternating, --runs times; medians. Then the disk both tools use
+for it and a second image on the same four layers (plus 1 MB of its own). As root:
 
     python3 benchmarks/images.py [--runs 3] [--dir /var/tmp] [--ctr /opt/ctr/venv/bin/ctr]
 
@@ -78,7 +79,23 @@ def build_layout(rootfs, work):
                 "layers": descs}
     mdesc = blob(json.dumps(manifest).encode()) | {"mediaType": OCI_MANIFEST}
     write_layout(layout, [mdesc])
-    return layout, sum(d["size"] for d in descs)
+    # a second image on the same four layers plus one of its own
+    extra = os.path.join(work, "extra.tar")
+    os.makedirs(os.path.join(work, "extra", "srv"))
+    with open(os.path.join(work, "extra", "srv", "app"), "wb") as f:
+        f.write(os.urandom(1 << 20))
+    subprocess.run(["tar", "-cf", extra, "-C", os.path.join(work, "extra"), "srv"], check=True)
+    config2 = dict(config, rootfs={"type": "layers",
+                                   "diff_ids": [*diff_ids, sha256_file(extra)]})
+    with open(extra, "rb") as f:
+        edesc = blob(f.read()) | {"mediaType": "application/vnd.oci.image.layer.v1.tar"}
+    c2 = blob(json.dumps(config2).encode()) | {"mediaType": OCI_CONFIG}
+    m2 = blob(json.dumps(dict(manifest, config=c2, layers=[*descs, edesc])).encode()) | {
+        "mediaType": OCI_MANIFEST}
+    second = os.path.join(work, "layout2")
+    shutil.copytree(layout, second)
+    write_layout(second, [m2])
+    return layout, second, sum(d["size"] for d in descs)
 
 
 def timed(argv, env=None):
@@ -104,10 +121,12 @@ def main():
     work = tempfile.mkdtemp(prefix="ctr-bench-images-", dir=args.dir)
     registry = None
     try:
-        layout, compressed = build_layout(args.rootfs, work)
+        layout, second, compressed = build_layout(args.rootfs, work)
         registry = Registry(os.path.join(work, "registry"))
         ref = f"{registry.addr}/bench/debian:4layers"
+        ref2 = f"{registry.addr}/bench/debian:5layers"
         push(layout, ref)
+        push(second, ref2)
         tools = {
             "ctr": lambda d: [args.ctr, "--root", d, "pull", "--tls-verify=false", ref],
             "podman": lambda d: ["podman", "--root", d, "--runroot", d + "-run",
@@ -126,6 +145,16 @@ def main():
                 for d in (dest, dest + "-run", dest + "-oci"):
                     if os.path.exists(d):
                         subprocess.run(["rm", "-rf", d], check=True)
+        disk = {}
+        for name in ("ctr", "podman"):
+            dest = os.path.join(work, f"{name}-disk")
+            for r in (ref, ref2):
+                subprocess.run(tools[name](dest)[:-1] + [r], check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            du = subprocess.run(["du", "-sk", dest], check=True, capture_output=True,
+                                text=True).stdout.split()[0]
+            disk[name] = int(du) * 1024
+            subprocess.run(["rm", "-rf", dest, dest + "-run"], check=True)
         base = statistics.median(times["ctr"])
         print(f"image: {args.rootfs} in 4 gzip layers, {compressed / 1e6:.0f} MB compressed; "
               f"{args.runs} runs, medians")
@@ -133,6 +162,10 @@ def main():
             med = statistics.median(ts)
             print(f"{name:14} {med:6.2f} s   ({med / base:.2f}x ctr)   runs: "
                   + " ".join(f"{t:.2f}" for t in ts))
+        print("disk used by both images (4 shared layers + 1 MB of its own), du -sk:")
+        for name, used in disk.items():
+            note = " (layers + the compressed blobs kept in blobs/)" if name == "ctr" else ""
+            print(f"{name:14} {used / 1e6:6.0f} MB{note}")
     finally:
         if registry:
             registry.stop()
