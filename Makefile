@@ -6,11 +6,12 @@ BINDIR  ?= /usr/local/bin
 EXTRAS  ?= plot
 # What ctr needs from the distribution. Installed only when missing.
 APT_PACKAGES = busybox-static libcap-dev libseccomp-dev iproute2 gcc python3-dev python3-venv \
-               util-linux cpio nftables qemu-system-x86 kmod debootstrap
-# Peers for the side-by-side benchmarks.
-APT_BENCH    = crun runc
-# Tests: systemd-analyze verify of generated units (systemd need not be PID 1).
-APT_TEST     = systemd
+               util-linux cpio nftables qemu-system-x86 kmod debootstrap skopeo
+# Peers for the side-by-side benchmarks (benchmarks/images.py: podman, umoci).
+APT_BENCH    = crun runc podman umoci
+# Tests: systemd-analyze verify of generated units (systemd need not be PID 1);
+# a real registry (the CNCF distribution's) that the pull tests push to.
+APT_TEST     = systemd docker-registry
 
 .PHONY: install apt venv kernel subids completion dev test-images test unit lint bench clean
 

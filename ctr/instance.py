@@ -215,7 +215,7 @@ def _create_record(store, images, spec):
         if spec.userns:
             from ctr import userns
 
-            rec = userns.create_record(store, images.rootfs(spec.image), spec)
+            rec = userns.create_record(store, images.get(spec.image)["lowerdirs"], spec)
             revert.add(rec.remove)
             if anonymous:
                 volumes.chown(store, spec, rec.spec.userns["uid"], rec.spec.userns["gid"])
@@ -246,6 +246,25 @@ class Instances:
 
     # -- create / start -----------------------------------------------------------
 
+    def _lower(self, rec, spec):
+        """The overlay's lowerdir: the image's layers, top first (with --userns=auto
+        the instance's own shifted copies of them)."""
+        if spec.userns:
+            from ctr import userns
+
+            lower = userns.lowerdir(rec)
+            if lower is None:
+                raise NotFound(f"the image {spec.image} of {spec.name} is gone")
+            return lower
+        # the rest of the mount's options: upperdir, workdir, userxattr
+        reserve = len(f",upperdir={rec.upper},workdir={rec.work},userxattr") + 16
+        try:
+            return self.images.lowerdir(spec.image, reserve=reserve)
+        except NotFound as err:
+            if "incomplete" in str(err):
+                raise
+            raise NotFound(f"the image {spec.image} of {spec.name} is gone") from None
+
     def create(self, spec):
         """The record of a new instance, `created`; its name must be free. Its
         anonymous volumes (the image's) get their folders here."""
@@ -260,9 +279,7 @@ class Instances:
         """
         spec = rec.spec
         driver = drivers.load(spec.kind)
-        lower = rec.lower if spec.userns else self.images.rootfs(spec.image)
-        if not os.path.isdir(lower):
-            raise NotFound(f"the image {spec.image} of {spec.name} is gone")
+        lower = self._lower(rec, spec)
         with rec.lock():
             state = rec.read_state()
             if not fresh and (state["status"] != st.RESTARTING or state.get("stop_requested")):

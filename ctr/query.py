@@ -66,6 +66,17 @@ def image_users(store, image):
     return [rec.name for rec, spec, _ in store.listing() if spec and spec.image == image]
 
 
+def image_users_running(store, image):
+    """(the instances made from `image`, those of them running or paused)."""
+    every, running = [], []
+    for rec, spec, state in store.listing():
+        if spec and spec.image == image:
+            every.append(rec.name)
+            if state["status"] in LIVE:
+                running.append(rec.name)
+    return every, running
+
+
 def network_users(store):
     """{network name: [instance names]}."""
     users = {}

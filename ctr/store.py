@@ -2,7 +2,9 @@
 
 Layout under the root (default /var/lib/ctr, --root or CTR_ROOT to override):
 
-    images/NAME/{image.json, rootfs/}
+    images/NAME/{image.json, rootfs/}     a local image (recipe, import); a pulled
+    images/r-<hash>/image.json           one's layers are in layers/ (ctr.images)
+    layers/sha256/<diff id>/  blobs/  locks/
     instances/NAME/{spec.json, state.json, lock, log, upper/, work/, rootfs/, lower/}
 
 A record is written atomically (temp file, fsync, rename), so a crash leaves

@@ -11,8 +11,11 @@ has.
 The root filesystem: a one-time copy of the image, with every owner shifted
 into the block, becomes the overlay's lower layer (and the empty upper and work
 dirs are chowned likewise); the container's own root mounts the overlay
-(unprivileged overlayfs, Linux 5.11+, with user.* xattrs). Idmapped lower layers
-(Linux 5.19+) would avoid the copy; not used yet. A copy of busybox costs a few
+(unprivileged overlayfs, Linux 5.11+, with user.* xattrs). A layered image gets
+a shifted copy per layer (instances/NAME/layers/0 is the top one), each made once,
+at create, with its opaque directories marked for userxattr (user.overlay.opaque;
+whiteouts are 0/0 character devices either way). Idmapped lower layers (Linux
+5.19+) would avoid the copies; not used yet. A copy of busybox costs a few
 milliseconds, once per instance.
 """
 
@@ -124,10 +127,39 @@ def write_maps(pid, userns):
             f.write(f"0 {base} {userns['size']}\n")
 
 
-def create_record(store, image_rootfs, spec):
+OPAQUE = "trusted.overlay.opaque"
+USER_OPAQUE = "user.overlay.opaque"
+
+
+def _mark_opaque(tree):
+    """Opaque directories as an overlay mounted with userxattr reads them."""
+    for top, _, _ in os.walk(tree):
+        try:
+            value = os.getxattr(top, OPAQUE, follow_symlinks=False)
+        except OSError:
+            continue
+        os.setxattr(top, USER_OPAQUE, value, follow_symlinks=False)
+
+
+def layers_dir(rec):
+    return os.path.join(rec.dir, "layers")
+
+
+def lowerdir(rec):
+    """The lowerdir of a --userns=auto instance: its shifted copies, top first;
+    None when they are gone."""
+    many = layers_dir(rec)
+    if os.path.isdir(many):
+        return ":".join(os.path.join(many, n) for n in
+                        sorted(os.listdir(many), key=int))
+    return rec.lower if os.path.isdir(rec.lower) else None
+
+
+def create_record(store, image_lowerdirs, spec):
     """The record of a --userns=auto instance: a block of ids of its own (allocated
     under the lock, so two creates never share one) and a copy of the image's root
-    owned by them. Returns the record; on failure nothing is left."""
+    (of each of its layers, top first) owned by them. Returns the record; on
+    failure nothing is left."""
     import dataclasses
 
     from ctr.revert import Reverter
@@ -145,7 +177,17 @@ def create_record(store, image_rootfs, spec):
     with Reverter() as revert:
         revert.add(rec.remove)
         ids = spec.userns
-        shifted_copy(image_rootfs, rec.lower, ids)
+        if isinstance(image_lowerdirs, str):
+            image_lowerdirs = [image_lowerdirs]
+        if len(image_lowerdirs) == 1:
+            shifted_copy(image_lowerdirs[0], rec.lower, ids)
+            _mark_opaque(rec.lower)
+        else:
+            os.mkdir(layers_dir(rec), 0o755)
+            for i, layer in enumerate(image_lowerdirs):
+                dest = os.path.join(layers_dir(rec), str(i))
+                shifted_copy(layer, dest, ids)
+                _mark_opaque(dest)
         for path in (rec.upper, rec.work, rec.rootfs):
             os.chown(path, ids["uid"], ids["gid"])
         os.chmod(rec.dir, 0o711)  # the container's root walks to its layers

@@ -8,8 +8,7 @@ import click
 
 SHELLS = ("bash", "zsh", "fish")
 # Which names an argument takes: by the group it is in, else an instance's.
-FOLDERS = {"image": ("images", ""), "network": ("networks", ".json"),
-           "kernel": (None, "")}
+FOLDERS = {"network": ("networks", ".json"), "kernel": (None, "")}
 
 
 def _state_root(ctx):
@@ -33,21 +32,34 @@ def names_in(folder, suffix=""):
     return complete
 
 
+def image_names(ctx, _param, incomplete):
+    """The images' names as `ctr image ls` shows them (references too)."""
+    from ctr.images.store import ImageStore
+    from ctr.store import Store
+
+    try:
+        names = [img.get("name", "") for img in ImageStore(Store(_state_root(ctx))).list()]
+    except Exception:  # noqa: BLE001 - completion never fails the shell
+        return []
+    return sorted(n for n in names if n.startswith(incomplete))
+
+
 def attach(group, folder=("instances", "")):
     """Give every NAME/NAMES argument below `group` its names; an IMAGE argument
     the images'."""
     for name, cmd in getattr(group, "commands", {}).items():
-        sub = FOLDERS.get(name, folder)
         if isinstance(cmd, click.Group):
-            attach(cmd, sub)
+            attach(cmd, "image" if name == "image" else FOLDERS.get(name, folder))
             continue
         for param in cmd.params:
             if not isinstance(param, click.Argument) or param._custom_shell_complete:
                 continue
-            if param.name in ("name", "names", "src") and folder[0]:
+            if param.name in ("name", "names", "src") and folder == "image":
+                param._custom_shell_complete = image_names
+            elif param.name in ("name", "names", "src") and folder[0]:
                 param._custom_shell_complete = names_in(*folder)
             elif param.name == "image":
-                param._custom_shell_complete = names_in("images")
+                param._custom_shell_complete = image_names
 
 
 @click.command()

@@ -100,8 +100,13 @@ def diff(obj, name):
 
     rec = obj.store.record(name)
     spec = rec.spec
-    lower = rec.lower if spec.userns else obj.images.rootfs(spec.image)
-    for kind, path in changes(rec, str(lower).split(":")):
+    if spec.userns:
+        from ctr.userns import lowerdir
+
+        lowers = (lowerdir(rec) or "").split(":")
+    else:
+        lowers = obj.images.get(spec.image)["lowerdirs"]
+    for kind, path in changes(rec, lowers):
         click.echo(f"{kind} {path}")
 
 

@@ -35,6 +35,32 @@ def resource_options(f):
     return f
 
 
+def pull_options(f):
+    """Where an image missing here comes from; shared by run/create and pull."""
+    opts = [
+        click.option("--pull", "pull", type=click.Choice(["missing", "always", "never"]),
+                     default="missing", show_default=True,
+                     help="Pull the image: when missing here, always, or never."),
+        click.option("--platform", metavar="OS/ARCH[/VARIANT]",
+                     help="The platform to pull from a multi-platform image "
+                          "(default: the host's)."),
+        click.option("--tls-verify", "tls_verify", type=click.BOOL, default=True,
+                     help="Require HTTPS and verify certificates (false: a plain-HTTP "
+                          "registry)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def pull_args(pull, platform, tls_verify):
+    """The CLI's pull options as ImageStore.ensure takes them."""
+    from ctr.images.reference import parse_platform
+
+    return {"pull": pull, "platform": parse_platform(platform) if platform else None,
+            "tls_verify": tls_verify, "progress": progress, "terminal": sys.stderr.isatty()}
+
+
 def instance_options(f):
     opts = [
         click.option("--name", help="Name of the instance (generated when not given)."),
@@ -108,6 +134,7 @@ def instance_options(f):
         click.option("--sd-notify", metavar="conmon|container|ignore",
                      help="Under systemd (NOTIFY_SOCKET): ctr says READY=1 once the command "
                           "runs (conmon, default), or the command says it (container)."),
+        pull_options,
         click.argument("image"),
         click.argument("command", nargs=-1, type=click.UNPROCESSED),
     ]
@@ -121,7 +148,8 @@ def _command(command):
     return command[1:] if command[:1] == ("--",) else command
 
 
-def _create(obj, image, command, interactive=False, **opts):
+def _create(obj, image, command, interactive=False, pull="missing", platform=None,
+            tls_verify=True, **opts):
     del interactive  # stdin is passed through in the foreground
     if image.startswith("-"):
         # Unknown options are kept for the command, so one before IMAGE lands here.
@@ -131,7 +159,7 @@ def _create(obj, image, command, interactive=False, **opts):
     from ctr.spec import build_spec
 
     obj.store.ensure()
-    img = obj.images.ensure(image, progress=progress)
+    img = obj.images.ensure(image, **pull_args(pull, platform, tls_verify))
     spec = build_spec(image=img, command=_command(command), defaults=image_config(img),
                       host=HostFacts(), **opts)
     return obj.instances.create(spec)

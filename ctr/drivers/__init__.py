@@ -76,9 +76,10 @@ class InstanceProcess(ProcessHandle, Protocol):
 class Driver(Protocol):
     kind: str  # the spec's kind this driver runs
 
-    def start(self, rec, lower: str, *, stdio=(None, None, None), tty: bool = False,
+    def start(self, rec, lower: str | tuple, *, stdio=(None, None, None), tty: bool = False,
               pdeathsig: int | None = None) -> InstanceProcess:
-        """Start the instance of `rec` on the image root `lower`: its network
+        """Start the instance of `rec` on the image root `lower` (its layers as
+        ctr.rootfs.mount_overlay takes them): its network
         planned (an address leased), its cgroup made with the spec's limits, its
         process created and put in both, the network attached. Returns once the
         command runs (exec'd in the container; started by a VM's agent).

@@ -62,6 +62,12 @@ def _join(root, path):
 
 
 def mount_overlay(sc, lower, upper, work, target, userns=False):
+    """`lower`: the lowerdirs, colon-joined; or (folder, lowerdirs relative to it)
+    when an image's many layers would not fit in one page of mount options
+    (the kernel resolves relative lowerdirs from the working directory)."""
+    if not isinstance(lower, str):
+        base, lower = lower
+        sc.chdir(base)
     opts = f"lowerdir={lower},upperdir={upper},workdir={work}"
     # In a user namespace overlayfs may not use trusted.* xattrs for its
     # whiteouts and opaque dirs: user.* ones instead.

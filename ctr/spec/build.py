@@ -106,8 +106,10 @@ def _base_env(hostname, tty, init):
 
 def _check_image_init(image, host):
     """--init without a command boots the image's /sbin/init: it must be there."""
-    root = image.get("rootfs")
-    if root and not need_host(host, "--init").has_init(root.rstrip("/"), INIT):
+    # a layered image: the init is in one of its layers (the top one that has it)
+    roots = image.get("lowerdirs") or ([image["rootfs"]] if image.get("rootfs") else [])
+    if roots and not any(need_host(host, "--init").has_init(root.rstrip("/"), INIT)
+                         for root in roots):
         raise InvalidSpec(f"--init: the image {image['name']} has no {INIT} to boot "
                           "(give the init's path as the command)")
 

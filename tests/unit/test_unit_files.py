@@ -57,7 +57,7 @@ def _rebuild(spec, image=IMAGE):
     argv = systemd.run_args(spec, image)
     assert argv[0] == "run"
     params = run.make_context("run", argv[1:]).params
-    for key in ("detach", "interactive"):
+    for key in ("detach", "interactive", "pull", "platform", "tls_verify"):
         params.pop(key)
     params.pop("image")
     return build_spec(image=image, command=_command(params.pop("command")), **params)

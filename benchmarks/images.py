@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Pull and unpack a multi-layer image from a local registry: ctr vs podman vs
+skopeo copy + umoci unpack, in one run.
+
+The image is the debian image's rootfs (ctr image build debian; ~145 MB) cut
+into four gzip layers (usr/lib, usr/share, the rest of usr, everything else),
+pushed with skopeo to the distribution's docker-registry on 127.0.0.1 inside a
+network namespace of the benchmark's own. Each tool pulls it into a fresh,
+private store, alternating, --runs times; medians. Then the disk both tools use
+for it and a second image on the same four layers (plus 1 MB of its own). As root:
+
+    python3 benchmarks/images.py [--runs 3] [--dir /var/tmp] [--ctr /opt/ctr/venv/bin/ctr]
+
+    ctr     ctr --root R pull --tls-verify=false REF
+    podman  podman --root R --runroot R2 pull --tls-verify=false REF
+    umoci   skopeo copy --src-tls-verify=false docker://REF oci:D:img
+            && umoci unpack --image D:img BUNDLE
+
+No assertion on time: figures only, with the ratios to ctr.
+"""
+
+import argparse
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def build_layout(rootfs, work):
+    """An OCI layout of `rootfs` in four layers."""
+    import json
+
+    from ocilayout import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, write_layout
+
+    layout = os.path.join(work, "layout")
+    blobs = os.path.join(layout, "blobs", "sha256")
+    os.makedirs(blobs)
+    top = sorted(os.listdir(rootfs))
+    usr = sorted(os.listdir(os.path.join(rootfs, "usr")))
+    parts = [[t for t in top if t != "usr"], ["usr/lib"], ["usr/share"],
+             [f"usr/{u}" for u in usr if u not in ("lib", "share")]]
+    descs, diff_ids = [], []
+    for i, paths in enumerate(parts):
+        tar = os.path.join(work, f"l{i}.tar")
+        subprocess.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-cf", tar,
+                        "-C", rootfs, *paths], check=True)
+        diff_ids.append(sha256_file(tar))
+        subprocess.run(["gzip", "-6", "-f", tar], check=True)
+        digest = sha256_file(tar + ".gz")
+        size = os.path.getsize(tar + ".gz")
+        shutil.move(tar + ".gz", os.path.join(blobs, digest[7:]))
+        descs.append({"mediaType": OCI_LAYER, "digest": digest, "size": size})
+
+    def blob(data):
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        with open(os.path.join(blobs, digest[7:]), "wb") as f:
+            f.write(data)
+        return {"digest": digest, "size": len(data)}
+
+    config = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["bash"]},
+              "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+    cdesc = blob(json.dumps(config).encode()) | {"mediaType": OCI_CONFIG}
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": cdesc,
+                "layers": descs}
+    mdesc = blob(json.dumps(manifest).encode()) | {"mediaType": OCI_MANIFEST}
+    write_layout(layout, [mdesc])
+    # a second image on the same four layers plus one of its own
+    extra = os.path.join(work, "extra.tar")
+    os.makedirs(os.path.join(work, "extra", "srv"))
+    with open(os.path.join(work, "extra", "srv", "app"), "wb") as f:
+        f.write(os.urandom(1 << 20))
+    subprocess.run(["tar", "-cf", extra, "-C", os.path.join(work, "extra"), "srv"], check=True)
+    config2 = dict(config, rootfs={"type": "layers",
+                                   "diff_ids": [*diff_ids, sha256_file(extra)]})
+    with open(extra, "rb") as f:
+        edesc = blob(f.read()) | {"mediaType": "application/vnd.oci.image.layer.v1.tar"}
+    c2 = blob(json.dumps(config2).encode()) | {"mediaType": OCI_CONFIG}
+    m2 = blob(json.dumps(dict(manifest, config=c2, layers=[*descs, edesc])).encode()) | {
+        "mediaType": OCI_MANIFEST}
+    second = os.path.join(work, "layout2")
+    shutil.copytree(layout, second)
+    write_layout(second, [m2])
+    return layout, second, sum(d["size"] for d in descs)
+
+
+def timed(argv, env=None):
+    t = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                   env=env)
+    return time.perf_counter() - t
+
+
+def main():
+    if os.environ.get("CTR_BENCH_NETNS") != "1":  # a network namespace of our own
+        os.execvp("unshare", ["unshare", "--net", "--", "sh", "-c",
+                              'ip link set lo up && CTR_BENCH_NETNS=1 exec "$0" "$@"',
+                              sys.executable, *sys.argv])
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--dir", default="/var/tmp")
+    ap.add_argument("--ctr", default=shutil.which("ctr") or "/opt/ctr/venv/bin/ctr")
+    ap.add_argument("--rootfs", default="/var/lib/ctr/images/debian/rootfs")
+    args = ap.parse_args()
+    from ocilayout import Registry, push
+
+    work = tempfile.mkdtemp(prefix="ctr-bench-images-", dir=args.dir)
+    registry = None
+    try:
+        layout, second, compressed = build_layout(args.rootfs, work)
+        registry = Registry(os.path.join(work, "registry"))
+        ref = f"{registry.addr}/bench/debian:4layers"
+        ref2 = f"{registry.addr}/bench/debian:5layers"
+        push(layout, ref)
+        push(second, ref2)
+        tools = {
+            "ctr": lambda d: [args.ctr, "--root", d, "pull", "--tls-verify=false", ref],
+            "podman": lambda d: ["podman", "--root", d, "--runroot", d + "-run",
+                                 "--storage-driver", "overlay", "pull", "--quiet",
+                                 "--tls-verify=false", ref],
+            "skopeo+umoci": lambda d: ["sh", "-c",
+                                       f"skopeo copy -q --src-tls-verify=false docker://{ref}"
+                                       f" oci:{d}-oci:img && umoci unpack --image {d}-oci:img"
+                                       f" {d}"],
+        }
+        times = {name: [] for name in tools}
+        for run in range(args.runs):
+            for name, argv in tools.items():
+                dest = os.path.join(work, f"{name}-{run}")
+                times[name].append(timed(argv(dest)))
+                for d in (dest, dest + "-run", dest + "-oci"):
+                    if os.path.exists(d):
+                        subprocess.run(["rm", "-rf", d], check=True)
+        disk = {}
+        for name in ("ctr", "podman"):
+            dest = os.path.join(work, f"{name}-disk")
+            for r in (ref, ref2):
+                subprocess.run(tools[name](dest)[:-1] + [r], check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            du = subprocess.run(["du", "-sk", dest], check=True, capture_output=True,
+                                text=True).stdout.split()[0]
+            disk[name] = int(du) * 1024
+            subprocess.run(["rm", "-rf", dest, dest + "-run"], check=True)
+        base = statistics.median(times["ctr"])
+        print(f"image: {args.rootfs} in 4 gzip layers, {compressed / 1e6:.0f} MB compressed; "
+              f"{args.runs} runs, medians")
+        for name, ts in times.items():
+            med = statistics.median(ts)
+            print(f"{name:14} {med:6.2f} s   ({med / base:.2f}x ctr)   runs: "
+                  + " ".join(f"{t:.2f}" for t in ts))
+        print("disk used by both images (4 shared layers + 1 MB of its own), du -sk:")
+        for name, used in disk.items():
+            note = " (layers + the compressed blobs kept in blobs/)" if name == "ctr" else ""
+            print(f"{name:14} {used / 1e6:6.0f} MB{note}")
+    finally:
+        if registry:
+            registry.stop()
+        subprocess.run(["rm", "-rf", work])
+
+
+if __name__ == "__main__":
+    main()
