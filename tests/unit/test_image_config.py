@@ -293,7 +293,7 @@ def test_a_unit_rebuilds_a_spec_of_an_oci_image():
     assert argv[argv.index("--entrypoint") + 1] == "" and "-P" in argv
     assert "org.opencontainers.image.title=demo" not in argv  # the image's own label
     params = run.make_context("run", argv[1:]).params
-    for key in ("detach", "interactive", "image"):
+    for key in ("detach", "interactive", "image", "pull", "platform", "tls_verify"):
         params.pop(key)
     again = cli(RECORD, _command(params.pop("command")), **params)
     ours = _comparable(spec, True)
