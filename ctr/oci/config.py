@@ -375,5 +375,6 @@ def to_spec(bundle, config, cid, host=None, systemd_cgroup=False):
         no_new_privs=bool(process.get("noNewPrivileges")), ulimits=_rlimits(process),
         oci=oci, host=host)
     # The process's environment is the config's, exactly (no PATH or HOSTNAME of
-    # ctr's); the hostname is set only when the config names one.
-    return dataclasses.replace(spec, env=tuple(env), hostname=hostname or "")
+    # ctr's); the hostname is set only when the config names one; a read-only
+    # root gets no tmpfs at /tmp and /run of ctr's (runc adds none).
+    return dataclasses.replace(spec, env=tuple(env), hostname=hostname or "", tmpfs=tmpfs)
