@@ -38,11 +38,20 @@ def make_rootfs(path):
 
 
 def oci(*args, root=None, timeout=60, check=False, **kw):
-    """Run ctr-oci (with --root ROOT when given)."""
+    """Run ctr-oci (with --root ROOT when given). Its output goes through files,
+    not pipes: a created container holds create's stdio for as long as it
+    lives, and a pipe would never reach EOF."""
+    import tempfile
+
     argv = [OCI, *(("--root", root) if root else ()), *args]
-    kw.setdefault("capture_output", True)
-    kw.setdefault("text", True)
-    r = subprocess.run(argv, timeout=timeout, **kw)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        kw.setdefault("stdout", out)
+        kw.setdefault("stderr", err)
+        r = subprocess.run(argv, timeout=timeout, text=True, **kw)
+        out.seek(0)
+        err.seek(0)
+        r.stdout = out.read() if kw["stdout"] is out else None
+        r.stderr = err.read() if kw["stderr"] is err else None
     if check and r.returncode != 0:
         raise AssertionError(f"ctr-oci {' '.join(args)} -> {r.returncode}: {r.stderr}")
     return r
