@@ -204,7 +204,7 @@ def _exec(command, env, workdir, stub, report_fd, gate=None):
     path = find_command(command[0], envd)
     if gate is not None:
         os.close(report_fd)  # EOF: created
-        report_fd = 2
+        report_fd = os.dup(2)  # the stub closes it on exec: stderr itself stays
         fifo = os.open(f"/proc/self/fd/{gate}", os.O_WRONLY | os.O_CLOEXEC)  # waits for start
         os.write(fifo, b"0")
         os.close(fifo)

@@ -66,10 +66,11 @@ def _error(r, message):
 
 
 def test_run_prints_and_exits_with_the_commands_status(env):
-    b = env.bundle("r1", "sh", "-c", "echo hello from $(hostname); exit 3", hostname="box")
+    b = env.bundle("r1", "sh", "-c", "echo hello from $(hostname); echo oops >&2; exit 3",
+                   hostname="box")
     r = env("run", "--bundle", b, "r1")
     assert r.returncode == 3, r.stderr
-    assert r.stdout == "hello from box\n"
+    assert r.stdout == "hello from box\n" and r.stderr == "oops\n"
     assert env.leftovers() == []
 
 
