@@ -99,6 +99,9 @@ class ContainerDriver:
             flags |= namespaces.CLONE_NEWUSER
         with common.Fds() as fds:
             join_fd = fds.add(plan.open_join_fd())
+            joins = [(fds.add(fd), flag) for fd, flag in plan.open_joins()] if spec.oci else []
+            if spec.oci:
+                plan.join_pid_namespace()
             sock, child_sock = fds.socketpair() if tty else (None, None)
             go_r, go_w = fds.pipe()
             rep_r, rep_w = fds.pipe()
@@ -111,9 +114,10 @@ class ContainerDriver:
                 namespaces.container_init(
                     go_r, rep_w, spec=spec, lower=lower, rootfs=rec.rootfs, upper=rec.upper,
                     work=rec.work, stdio=stdio, tty_sock=child_sock, pdeathsig=pdeathsig,
-                    binds=plan.binds, netns_fd=join_fd, own_netns=plan.new_netns, gate=gate)
+                    binds=plan.binds, netns_fd=join_fd, own_netns=plan.new_netns, gate=gate,
+                    joins=joins)
             revert.add(common.kill, pid)
-            fds.close(go_r, rep_w, join_fd, child_sock)
+            fds.close(go_r, rep_w, join_fd, child_sock, *(fd for fd, _ in joins))
             if spec.userns:
                 from ctr.userns import write_maps
 

@@ -67,39 +67,62 @@ OCI_TYPES = {"pid": CLONE_NEWPID, "network": CLONE_NEWNET, "mount": CLONE_NEWNS,
 class BundleNamespaces:
     """The namespaces of an OCI bundle's start (spec.oci["namespaces"]), in the
     place of ctr.net.attach.Plan: the types listed without a path are made new,
-    a network namespace with a path is joined, the types not listed are the
-    caller's. Nothing is leased or written: the caller (podman, containerd)
-    owns the network and binds its own /etc files. The cgroup namespace is
-    always the init's own (it unshares it after joining its cgroup)."""
+    those with a path joined (a pod's containers share network, ipc and uts this
+    way), the types not listed are the caller's. Nothing is leased or written:
+    the caller (podman, containerd) owns the network and binds its own /etc
+    files. The cgroup namespace is always the init's own (it unshares it after
+    joining its cgroup)."""
 
     binds = ()
 
     def __init__(self, namespaces):
         self.flags = 0
-        self.net_path = None
+        self.paths = {}  # type -> path to join
         for ns in namespaces:
             if ns.get("path"):
-                if ns["type"] != "network":
-                    raise StartError(f"joining a {ns['type']} namespace by path is not "
-                                     "supported (only network)")
-                self.net_path = ns["path"]
+                self.paths[ns["type"]] = ns["path"]
             else:
                 self.flags |= OCI_TYPES[ns["type"]]
         self.new_netns = bool(self.flags & CLONE_NEWNET)
-        self.info = {"network": "new" if self.new_netns else (self.net_path or "host")}
+        self.info = {"network": "new" if self.new_netns else
+                     (self.paths.get("network") or "host")}
 
     def clone_flags(self, flags):
         del flags  # the bundle's list decides, not ctr's defaults
         return self.flags & ~CLONE_NEWCGROUP
 
-    def open_join_fd(self):
-        if self.net_path is None:
-            return None
+    def _open(self, kind):
+        path = self.paths[kind]
         try:
-            return os.open(self.net_path, os.O_RDONLY | os.O_CLOEXEC)
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as err:
-            raise StartError(f"cannot open the network namespace {self.net_path}: "
+            raise StartError(f"cannot open the {kind} namespace {path}: {err.strerror}",
+                             errno=err.errno) from err
+
+    def open_join_fd(self):
+        """The network namespace to join, opened before clone; None for none."""
+        return self._open("network") if "network" in self.paths else None
+
+    def open_joins(self):
+        """[(fd, flag)] of the ipc and uts namespaces the child joins."""
+        return [(self._open(kind), OCI_TYPES[kind]) for kind in ("ipc", "uts")
+                if kind in self.paths]
+
+    def join_pid_namespace(self):
+        """A pid namespace given by path is joined by the parent, before clone:
+        setns(CLONE_NEWPID) applies to the children it makes next."""
+        if "pid" not in self.paths:
+            return
+        from ctr.native import setns
+
+        fd = self._open("pid")
+        try:
+            setns(fd, CLONE_NEWPID)
+        except OSError as err:
+            raise StartError(f"cannot join the pid namespace {self.paths['pid']}: "
                              f"{err.strerror}", errno=err.errno) from err
+        finally:
+            os.close(fd)
 
     def attach(self, pid, starttime):
         del pid, starttime
@@ -282,12 +305,13 @@ def _stdio(tty_slave, stdio):
 
 def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
                    stdio=(None, None, None), tty_sock=None, pdeathsig=None, binds=(),
-                   netns_fd=None, own_netns=True, gate=None):
+                   netns_fd=None, own_netns=True, gate=None, joins=()):
     """The child's side of a container start. Never returns. `own_netns`: the
     clone made a network namespace (lo is brought up here; a bridge's eth0 is
     configured by the parent before it says go); `netns_fd`: join that one
     instead (--network container:NAME). `gate`: the path of an exec fifo to
-    wait at before the exec (see the module's doc)."""
+    wait at before the exec (see the module's doc); `joins`: [(fd, flag)] of
+    more namespaces to join (an OCI bundle's ipc and uts given by path)."""
     from ctr import rootfs as rootfs_mod
     from ctr.native import SYSCALLS, setns, unshare
     from ctr.net import loopback_up
@@ -315,6 +339,10 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
             step = report.NETNS
             setns(netns_fd, CLONE_NEWNET)
             os.close(netns_fd)
+        step = report.JOIN
+        for fd, flag in joins:
+            setns(fd, flag)
+            os.close(fd)
         step = report.ROOTFS
         _sysctl(spec.oci.get("sysctl") or {})
         pty = rootfs_mod.prepare(SYSCALLS, lower=lower, upper=upper, work=work, root=rootfs,

@@ -14,14 +14,14 @@ ignored, as the runtime-spec asks. What it does with the known ones:
                                     /dev, /dev/pts, /dev/shm, /dev/mqueue and
                                     /sys/fs/cgroup of their usual types are ctr's own
                                     (the options runc's default spec gives them)
-    linux.namespaces                new, or (network) joined by path
+    linux.namespaces                new, or (network, ipc, uts, pid) joined by path
     linux.resources                 memory, cpu, pids
     linux.cgroupsPath               absolute; relative under /ctr-oci; default /ctr-oci/ID
     linux.maskedPaths/readonlyPaths, linux.sysctl (namespaced keys only), linux.seccomp
     annotations                     kept in the container's state, not the spec
 
 Refused with a clear error (not in this version): hooks, user namespaces and
-id mappings, other namespaces joined by path, other mount types.
+id mappings, mount and cgroup namespaces joined by path, other mount types.
 """
 
 import json
@@ -214,9 +214,9 @@ def _namespaces(linux):
         entry = {"type": kind}
         if ns.get("path"):
             path = _abs(ns["path"], f"{field}.path")
-            if kind != "network":
+            if kind not in ("network", "ipc", "uts", "pid"):
                 raise _err(f"{field}.path", f"joining a {kind} namespace by path is not "
-                           "supported yet (only network)")
+                           "supported")
             if not os.path.exists(path):
                 raise _err(f"{field}.path", f"{path} does not exist")
             entry["path"] = path
@@ -224,6 +224,12 @@ def _namespaces(linux):
     if not any(n["type"] == "mount" and "path" not in n for n in seen):
         raise _err("linux.namespaces", "a new mount namespace is required")
     return seen
+
+
+def _check_hostname(hostname, namespaces):
+    """runc's rule: a hostname needs a UTS namespace of the container's own."""
+    if hostname and not any(n["type"] == "uts" and "path" not in n for n in namespaces):
+        raise _err("hostname", "set, but the container has no UTS namespace of its own")
 
 
 def cgroups_path(linux, cid, systemd=False):
@@ -357,7 +363,9 @@ def to_spec(bundle, config, cid, host=None, systemd_cgroup=False):
         raise _err("hostname", f"invalid hostname {hostname!r}") from None
     volumes, tmpfs = _mounts(bundle, config)
     seccomp = _seccomp(linux)
-    oci = {"root": root, "namespaces": _namespaces(linux),
+    namespaces = _namespaces(linux)
+    _check_hostname(hostname, namespaces)
+    oci = {"root": root, "namespaces": namespaces,
            "cgroups_path": cgroups_path(linux, cid, systemd_cgroup)}
     for key, name in (("maskedPaths", "masked_paths"), ("readonlyPaths", "readonly_paths")):
         if key in linux:

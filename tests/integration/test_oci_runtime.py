@@ -121,7 +121,8 @@ def test_delete_of_a_created_container_kills_it(env):
 def test_kill_all_reaches_processes_left_after_the_init_ended(env):
     # No pid namespace: the command's child outlives it in the cgroup.
     b = env.bundle("k1", "sh", "-c", "sleep 100 >/dev/null 2>&1 & echo $! > /tmp/child",
-                   edit=lambda c: c["linux"].update(namespaces=[{"type": "mount"}]))
+                   edit=lambda c: (c.pop("hostname"),
+                                   c["linux"].update(namespaces=[{"type": "mount"}])))
     env("run", "--keep", "-b", b, "k1", check=True)
     child = int(open(os.path.join(env.rootfs, "tmp", "child")).read())
     assert os.path.exists(f"/proc/{child}")
@@ -129,6 +130,23 @@ def test_kill_all_reaches_processes_left_after_the_init_ended(env):
     env("kill", "--all", "k1", "SIGKILL", check=True)
     assert wait_for(lambda: not os.path.exists(f"/proc/{child}/cmdline"))
     env("delete", "k1", check=True)
+
+
+def test_a_pods_containers_share_namespaces_given_by_path(env):
+    env("run", "-d", "-b", env.bundle("pod", "sleep", "100", hostname="podhost"), "pod",
+        check=True)
+    pid = env.state("pod")["pid"]
+    shared = [{"type": t, "path": f"/proc/{pid}/ns/{n}"}
+              for t, n in (("network", "net"), ("ipc", "ipc"), ("uts", "uts"), ("pid", "pid"))]
+    b = env.bundle("member", "sh", "-c", "hostname; cat /proc/1/cmdline; echo",
+                   edit=lambda c: (c.pop("hostname"), c["linux"].update(
+                       namespaces=[{"type": "mount"}, *shared])))
+    r = env("run", "-b", b, "member")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["podhost", "sleep\x00100\x00"], r.stdout
+    for ns in ("net", "ipc", "uts"):
+        assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}")
+    env("delete", "-f", "pod", check=True)
 
 
 def test_pause_resume_ps(env):
