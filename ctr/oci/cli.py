@@ -75,6 +75,9 @@ def _parser():
     v = verb("list")
     v.add_argument("--format", "-f", choices=("table", "json"), default="table")
     v.add_argument("--quiet", "-q", action="store_true")
+    v = verb("update")
+    v.add_argument("--resources", "-r", default=None)
+    v.add_argument("id")
     verb("features")
     v = verb("spec")
     v.add_argument("--bundle", "-b", default=".")
@@ -171,6 +174,8 @@ def run_verb(a):
         runtime.pause(root, a.id)
     elif a.verb == "resume":
         runtime.resume(root, a.id)
+    elif a.verb == "update":
+        runtime.update(root, a.id, _read_resources(a.resources))
     elif a.verb == "ps":
         pids = runtime.pids(root, a.id)
         if a.format == "json":
@@ -192,6 +197,21 @@ def run_verb(a):
                              pid_file=a.pid_file, console_socket=a.console_socket)
         return 0 if a.detach else proc.wait()
     return 0
+
+
+def _read_resources(path):
+    """update's --resources: a file, or - for stdin, holding linux.resources."""
+    if path is None:
+        raise InvalidSpec("update needs --resources FILE (or - for stdin)")
+    try:
+        if path == "-":
+            return json.loads(sys.stdin.read())
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except OSError as err:
+        raise InvalidSpec(f"--resources {path}: {err.strerror}") from err
+    except ValueError as err:
+        raise InvalidSpec(f"--resources {path} is not JSON: {err}") from err
 
 
 def _cmdline(pid):

@@ -251,9 +251,25 @@ def cgroups_path(linux, cid, systemd=False):
 
 
 def _resources(linux):
+    return resources_of(linux.get("resources"), "linux.resources")
+
+
+def resources_of(res, where):
+    """A runtime-spec resources object -> Resources; errors name `where`
+    (linux.resources of config.json, or update's --resources)."""
+    try:
+        return _resources_of(res)
+    except InvalidSpec as err:
+        if where == "linux.resources":
+            raise
+        text = str(err).replace("config.json: linux.resources.", f"{where}: ", 1)
+        raise InvalidSpec(text.replace("config.json: linux.resources", where, 1)) from None
+
+
+def _resources_of(res):
     from ctr.spec import Resources
 
-    res = _obj(linux.get("resources"), "linux.resources")
+    res = _obj(res, "linux.resources")
     out = {}
     mem = _obj(res.get("memory"), "linux.resources.memory")
     if mem.get("limit") is not None and mem["limit"] != -1:

@@ -204,6 +204,30 @@ def resume(root, cid):
         c.write_state({**c.state(), "paused": False})
 
 
+def update(root, cid, resources):
+    """New limits from a runtime-spec `linux.resources` object (what podman
+    passes with --resources FILE): those given replace the container's, the
+    others stay; applied to its cgroup, then recorded in its spec."""
+    import dataclasses
+
+    from ctr.host import HostFacts
+    from ctr.oci.config import resources_of
+    from ctr.spec import RESOURCE_KEYS, Resources
+    from ctr.spec.validate import check_resources
+
+    c = load(root, cid)
+    with c.lock():
+        if c.status() == "stopped":
+            raise Conflict("container not running")
+        given = resources_of(resources, "--resources")
+        merged = dict(c.spec.resources)
+        merged.update(given)
+        merged = Resources({k: merged[k] for k in RESOURCE_KEYS if k in merged})
+        check_resources(merged, HostFacts(), keys=given)
+        _cgroup(c).apply(merged)
+        c.write_spec(dataclasses.replace(c.spec, resources=merged))
+
+
 def pids(root, cid):
     c = load(root, cid)
     if c.status() == "stopped":

@@ -62,6 +62,10 @@ class Container:
         os.mkfifo(self.fifo, 0o622)
         os.chmod(self.fifo, 0o622)  # writable by the container's user, whoever it is
 
+    def write_spec(self, spec):
+        atomic_write_json(self.spec_path, spec.to_dict())
+        self._spec = spec
+
     def remove(self):
         import shutil
 

@@ -244,7 +244,17 @@ def test_limits_are_in_the_cgroup(env):
         assert open(os.path.join(pids[0], "l1", "pids.max")).read().strip() == "7"
     r = env("exec", "l1", "sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sleep 5 & done; wait")
     assert "can't fork" in r.stderr or "Resource temporarily unavailable" in r.stderr, r
+    r = env("update", "--resources", "-", "l1", input=json.dumps({"pids": {"limit": 50}}))
+    assert r.returncode == 0, r.stderr
+    if pids:
+        assert open(os.path.join(pids[0], "l1", "pids.max")).read().strip() == "50"
+    if mem:  # the memory limit stays
+        assert open(os.path.join(mem[0], "l1", "memory.limit_in_bytes")).read().strip() == \
+            str(32 << 20)
+    _error(env("update", "--resources", "-", "l1", input='{"memory": {"limit": "x"}}'),
+           "--resources: memory.limit")
     env("delete", "-f", "l1", check=True)
+    _error(env("update", "--resources", "-", "l1", input="{}"), "container does not exist")
 
 
 def test_bad_configs_leave_nothing_and_log_json(env, tmp_path):
