@@ -254,6 +254,22 @@ def _sysctl(values):
             raise InitFailure(f"sysctl {key}={value}: {err.strerror}", err.errno) from err
 
 
+def _bundle_process(oci, groups):
+    """What an OCI bundle's process asks beyond ctr's own options: its
+    supplementary groups exactly (additionalGids, none when not given, as
+    runc), its umask (runc's 0022 by default) and oomScoreAdj. Returns the
+    groups."""
+    os.umask(oci.get("umask", 0o022))
+    if "oom_score_adj" in oci:
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(oci["oom_score_adj"]))
+        except OSError as err:
+            raise InitFailure(f"oomScoreAdj {oci['oom_score_adj']}: {err.strerror}",
+                              err.errno) from err
+    return list(oci.get("additional_gids", groups))
+
+
 def _prepare_workdir(workdir):
     """docker creates a missing working directory; anything else in the way is an error."""
     if os.path.isdir(workdir):
@@ -364,6 +380,8 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         rootfs_mod.pivot(SYSCALLS, rootfs)
         step = report.PROCESS
         uid, gid, groups, home = resolve_user(spec.user)
+        if spec.oci:
+            groups = _bundle_process(spec.oci, groups)
         _prepare_workdir(spec.workdir)
         _stdio(tty_slave, stdio)
         step = report.ULIMITS

@@ -75,6 +75,10 @@ def _parser():
     v = verb("list")
     v.add_argument("--format", "-f", choices=("table", "json"), default="table")
     v.add_argument("--quiet", "-q", action="store_true")
+    v = verb("events")
+    v.add_argument("--stats", action="store_true")
+    v.add_argument("--interval", type=_seconds, default=5.0)
+    v.add_argument("id")
     v = verb("update")
     v.add_argument("--resources", "-r", default=None)
     v.add_argument("id")
@@ -96,6 +100,18 @@ def _parser():
     v.add_argument("id")
     v.add_argument("args", nargs=argparse.REMAINDER)
     return p
+
+
+def _seconds(text):
+    """runc's --interval: a Go duration (5s, 500ms) or plain seconds."""
+    t = str(text).strip()
+    try:
+        value = float(t[:-2]) / 1000 if t.endswith("ms") else float(t.removesuffix("s"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid interval {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid interval {text!r}: must be positive")
+    return value
 
 
 def parse_signal(value):
@@ -174,6 +190,13 @@ def run_verb(a):
         runtime.pause(root, a.id)
     elif a.verb == "resume":
         runtime.resume(root, a.id)
+    elif a.verb == "events":
+        if a.stats:
+            sys.stdout.write(json.dumps(runtime.stats(root, a.id)) + "\n")
+        else:
+            for event in runtime.events(root, a.id, a.interval):
+                sys.stdout.write(json.dumps(event) + "\n")
+                sys.stdout.flush()
     elif a.verb == "update":
         runtime.update(root, a.id, _read_resources(a.resources))
     elif a.verb == "ps":
@@ -268,9 +291,20 @@ def _log(path, fmt, msg, level="error"):
         pass
 
 
+def _global(argv, name, default):
+    """A global option's value read before parsing, so that a usage error is
+    logged where the caller looks too."""
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return default
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    log, fmt, debug = None, "text", False
+    log, fmt, debug = _global(argv, "--log", None), _global(argv, "--log-format", "text"), False
     try:
         a = _parser().parse_args(argv)
         log, fmt, debug = a.log, a.log_format, a.debug

@@ -6,9 +6,10 @@ field ("config.json: process.args: ..."). Fields this module does not know are
 ignored, as the runtime-spec asks. What it does with the known ones:
 
     root.path, root.readonly        the bundle's directory as it is (no overlay)
-    process.*                       args, env (exactly), cwd, user uid:gid, terminal,
+    process.*                       args, env (exactly), cwd, user uid:gid,
+                                    additionalGids (exactly), umask, terminal,
                                     capabilities (the bounding set is the one set ctr
-                                    applies), rlimits, noNewPrivileges
+                                    applies), rlimits, noNewPrivileges, oomScoreAdj
     hostname
     mounts                          bind/rbind -> volumes, tmpfs -> tmpfs; /proc, /sys,
                                     /dev, /dev/pts, /dev/shm, /dev/mqueue and
@@ -116,14 +117,20 @@ def root_path(bundle, config):
     return full, bool(root.get("readonly"))
 
 
-def _user(process):
+def _user(process, oci):
+    """"uid:gid" for the spec; additionalGids, umask and oomScoreAdj into `oci`."""
     user = _obj(process.get("user"), "process.user")
     if user.get("username"):
         raise _err("process.user.username", "not supported: give uid and gid")
     uid = _int(user.get("uid", 0), "process.user.uid", 0, (1 << 32) - 2)
     gid = _int(user.get("gid", 0), "process.user.gid", 0, (1 << 32) - 2)
-    for i, g in enumerate(_list(user.get("additionalGids"), "process.user.additionalGids")):
+    oci["additional_gids"] = [
         _int(g, f"process.user.additionalGids[{i}]", 0, (1 << 32) - 2)
+        for i, g in enumerate(_list(user.get("additionalGids"), "process.user.additionalGids"))]
+    if user.get("umask") is not None:
+        oci["umask"] = _int(user["umask"], "process.user.umask", 0, 0o777)
+    if process.get("oomScoreAdj") is not None:
+        oci["oom_score_adj"] = _int(process["oomScoreAdj"], "process.oomScoreAdj", -1000, 1000)
     return f"{uid}:{gid}"
 
 
@@ -392,7 +399,7 @@ def to_spec(bundle, config, cid, host=None, systemd_cgroup=False):
     spec = new_spec(
         image={"name": bundle, "id": "bundle:" + bundle}, command=args,
         name=re.sub(r"[^\w.-]", "_", cid).lstrip("_.-")[:63] or "oci", env=(),
-        workdir=cwd, user=_user(process), hostname=hostname or "",
+        workdir=cwd, user=_user(process, oci), hostname=hostname or "",
         tty=bool(process.get("terminal")), network="none", resources=_resources(linux),
         caps=_caps(process), read_only=readonly, tmpfs=tmpfs, volumes=volumes,
         seccomp=seccomp if seccomp is not None else "unconfined",

@@ -228,6 +228,35 @@ def update(root, cid, resources):
         c.write_spec(dataclasses.replace(c.spec, resources=merged))
 
 
+def stats(root, cid):
+    """runc's `events --stats` event: the container's cgroup counters in the
+    runtime's stats shape (cpu, memory, pids)."""
+    c = load(root, cid)
+    if c.status() == "stopped":
+        raise Conflict("container not running")
+    st = _cgroup(c).stats()
+    data = {"cpu": {"usage": {"total": st.get("cpu_usage_ns") or 0}},
+            "memory": {"usage": {"usage": st.get("memory_usage") or 0,
+                                 "limit": st.get("memory_limit") or 0}},
+            "pids": {"current": st.get("pids") or 0, "limit": st.get("pids_limit") or 0}}
+    return {"type": "stats", "id": cid, "data": data}
+
+
+def events(root, cid, interval):
+    """runc's `events`: a stats event every `interval` seconds, an "oom" event
+    when the kernel's count of OOM kills grows, until the container stops."""
+    c = load(root, cid)
+    cg = _cgroup(c)
+    ooms = cg.oom_kills()
+    while c.status() != "stopped":
+        yield stats(root, cid)
+        now_ooms = cg.oom_kills()
+        if now_ooms > ooms:
+            yield {"type": "oom", "id": cid}
+            ooms = now_ooms
+        time.sleep(interval)
+
+
 def pids(root, cid):
     c = load(root, cid)
     if c.status() == "stopped":

@@ -280,6 +280,7 @@ class InstanceSpec:
     #   namespaces      [{"type": T, "path": P?}]: those to make, or join by path
     #   masked_paths, readonly_paths    in place of ctr's defaults
     #   cgroups_path    the instance's cgroup below each hierarchy's root
+    #   sysctl, additional_gids, umask, oom_score_adj   the process's, as given
     oci: Frozen = Frozen()
 
     def __post_init__(self):

@@ -114,6 +114,15 @@ def test_terminal_under_script(podman):
     assert "/dev/pts/0" in r.stdout and "xterm" in r.stdout, r.stdout
 
 
+def test_exec_with_a_terminal(podman):
+    cid = podman.run("-d", IMAGE, "sleep", "100", check=True).stdout.strip()
+    cmd = shlex.join([*podman.argv, "exec", "-t", cid, "sh", "-c", "tty; exit 2"])
+    r = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "/dev/pts/" in r.stdout, r
+    podman("rm", "-f", "-t", "0", cid, check=True)
+
+
 def test_pause_unpause(podman):
     cid = podman.run("-d", IMAGE, "sleep", "100", check=True).stdout.strip()
     podman("pause", cid, check=True)

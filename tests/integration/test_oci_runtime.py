@@ -118,6 +118,17 @@ def test_delete_of_a_created_container_kills_it(env):
         lambda: not os.path.exists(f"/proc/{pid}/cmdline"))
 
 
+def test_the_process_s_groups_umask_and_oom_score(env):
+    def edit(c):
+        c["process"]["user"] = {"uid": 65534, "gid": 65534, "additionalGids": [5, 7],
+                                "umask": 0o027}
+        c["process"]["oomScoreAdj"] = 321
+    b = env.bundle("g1", "sh", "-c", "id -G; umask; cat /proc/self/oom_score_adj", edit=edit)
+    r = env("run", "-b", b, "g1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["65534", "5", "7", "0027", "321"], r.stdout
+
+
 def test_kill_all_reaches_processes_left_after_the_init_ended(env):
     # No pid namespace: the command's child outlives it in the cgroup.
     b = env.bundle("k1", "sh", "-c", "sleep 100 >/dev/null 2>&1 & echo $! > /tmp/child",
@@ -161,6 +172,9 @@ def test_pause_resume_ps(env):
     assert [(c["id"], c["status"]) for c in listed] == [("p1", "paused")]
     env("resume", "p1", check=True)
     assert env.state("p1")["status"] == "running"
+    ev = json.loads(env("events", "--stats", "p1", check=True).stdout)
+    assert ev["type"] == "stats" and ev["id"] == "p1" and ev["data"]["pids"]["current"] == 1
+    _error(env("events", "--interval", "0", "p1"), "invalid interval")
     env("delete", "-f", "p1", check=True)
 
 

@@ -12,7 +12,7 @@ import pytest
 from ctr.errors import InvalidSpec
 from ctr.host import HostFacts
 from ctr.oci import config as oci_config
-from ctr.oci.cli import parse_signal
+from ctr.oci.cli import Failure, main, parse_signal
 from ctr.oci.documents import default_config, features
 from ctr.oci.state import write_pid_file
 from ctr.spec import InstanceSpec, Resources
@@ -92,6 +92,17 @@ def test_podmans_config_becomes_a_spec(bundle):
     assert spec.name == "38bacac9fd2f158121b3e212ee85dc791d32115e133c5a4cefd048b3ac35f3b"
 
 
+def test_groups_umask_oom_score(bundle):
+    config = recorded("runc_spec.json")
+    config["process"]["user"] = {"uid": 1, "gid": 2, "additionalGids": [5, 7], "umask": 0o077}
+    config["process"]["oomScoreAdj"] = 500
+    spec = convert(bundle, config)
+    assert spec.user == "1:2"
+    assert spec.oci["additional_gids"] == (5, 7) and spec.oci["umask"] == 0o077
+    assert spec.oci["oom_score_adj"] == 500
+    assert convert(bundle, recorded("runc_spec.json")).oci["additional_gids"] == ()
+
+
 def test_resources_cpu_and_unlimited_values(bundle):
     config = recorded("runc_spec.json")
     config["linux"]["resources"] = {"memory": {"limit": -1}, "pids": {"limit": -1},
@@ -134,6 +145,9 @@ BAD = [
     ("process.cwd", "relative", "process.cwd"),
     ("process.user", {"uid": -1}, "process.user.uid"),
     ("process.user", {"uid": "0"}, "process.user.uid"),
+    ("process.user", {"uid": 0, "gid": 0, "additionalGids": [-1]}, "additionalGids[0]"),
+    ("process.user", {"uid": 0, "gid": 0, "umask": 0o1000}, "umask"),
+    ("process.oomScoreAdj", 1001, "oomScoreAdj"),
     ("process.capabilities", {"bounding": ["CAP_NOPE"]}, "unknown capability"),
     ("process.rlimits", [{"type": "RLIMIT_NOPE", "soft": 1, "hard": 1}], "unknown rlimit"),
     ("process.rlimits", [{"type": "RLIMIT_NOFILE", "soft": -5, "hard": 1}], "out of range"),
@@ -208,6 +222,22 @@ def test_signals():
     assert parse_signal("term") == 15
     with pytest.raises(InvalidSpec):
         parse_signal("NOPE")
+
+
+def test_the_command_line(capsys, tmp_path):
+    assert main(["--version"]) == 0 and "ctr-oci version" in capsys.readouterr().out
+    log = tmp_path / "log"
+    assert main(["--log", str(log), "--log-format=json", "events", "--interval", "0s",
+                 "x"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ctr-oci: error: ") and "invalid interval" in err
+    assert json.loads(log.read_text())["level"] == "error"
+    assert main(["--systemd-cgroup", "state", "x"]) == 1
+    assert "systemd is not the cgroup manager" in capsys.readouterr().err
+    assert main(["--root", str(tmp_path), "state", "nope"]) == 1
+    assert capsys.readouterr().err == "ctr-oci: error: container does not exist\n"
+    assert main(["--root", str(tmp_path), "delete", "-f", "nope"]) == 0
+    assert main([]) == 1 and Failure
 
 
 def test_pid_file_is_digits_only(tmp_path):
