@@ -19,9 +19,12 @@ pytestmark = pytest.mark.skipif(shutil.which("podman") is None,
 ULIMITS = ("--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768")
 STATE_ROOT = "/run/ctr-oci"  # podman calls the runtime with no --root
 # What podman makes on the host whatever its options say (its blob-info cache is
-# always root's /var/lib/containers/cache), and ctr-oci's default state root:
-# removed after the tests when they were not there before.
-HOST_PATHS = ("/var/lib/containers", "/run/containers", STATE_ROOT)
+# always root's /var/lib/containers/cache), and ctr-oci's default state root,
+# deepest first: each is removed after the tests if they made it and it is then
+# empty (another session may use podman or skopeo meanwhile: never more).
+HOST_PATHS = ("/var/lib/containers/cache/blob-info-cache-v1.boltdb",
+              "/var/lib/containers/cache", "/var/lib/containers",
+              "/run/containers/networks", "/run/containers", STATE_ROOT)
 
 
 class Podman:
@@ -60,10 +63,14 @@ def podman(tmp_path_factory):
     if not had_libpod_parent:
         remove_cgroup_tree("libpod_parent")  # podman's own (conmon's cgroup)
     shutil.rmtree(base, ignore_errors=True)
-    for path in set(HOST_PATHS) - had:
-        if path == STATE_ROOT:
-            left += [f"{STATE_ROOT}/{c}" for c in os.listdir(STATE_ROOT)]
-        shutil.rmtree(path, ignore_errors=True)
+    if STATE_ROOT not in had and os.path.isdir(STATE_ROOT):
+        left += [f"{STATE_ROOT}/{c}" for c in os.listdir(STATE_ROOT)]
+    for path in HOST_PATHS:
+        if path not in had:
+            try:
+                (os.unlink if path.endswith(".boltdb") else os.rmdir)(path)
+            except OSError:
+                pass
     assert not left, f"podman's containers left mounts: {left}"
 
 
