@@ -77,6 +77,8 @@ def create(root, cid, bundle, *, pid_file=None, console_socket=None, preserve_fd
         c.mkdir()
         revert.add(c.remove)
         c.make(spec)
+        parents = _missing_parents(spec.oci["cgroups_path"])
+        revert.add(_remove_parents, parents)
         proc = ContainerDriver().start(c, None, tty=spec.tty, gate=c.fifo)
         revert.add(proc.cgroup.destroy)
         revert.add(common.kill, proc.pid)
@@ -89,7 +91,8 @@ def create(root, cid, bundle, *, pid_file=None, console_socket=None, preserve_fd
         c.write_state({"pid": proc.pid, "starttime": proc.starttime, "bundle": bundle,
                        "rootfs": spec.oci["root"], "created": now(),
                        "annotations": annotations(config), "owner": "",
-                       "cgroups": proc.cgroup.paths, "paused": False})
+                       "cgroups": proc.cgroup.paths, "cgroup_parents": parents,
+                       "paused": False})
         if pid_file:
             write_pid_file(pid_file, proc.pid)
         revert.success()
@@ -169,21 +172,31 @@ def delete(root, cid, force=False):
         if cg.exists():
             cg.kill_all(signal.SIGKILL)
             cg.destroy()
-        _remove_empty_parent(cg)
+        _remove_parents(c.state().get("cgroup_parents") or ())
         c.remove()
 
 
-def _remove_empty_parent(cg):
-    """ctr-oci's own parent (/ctr-oci) goes with its last container."""
-    from ctr.oci.config import CGROUP_PARENT
+def _missing_parents(path):
+    """The parent folders of cgroup `path` that are not there yet, in every
+    hierarchy, deepest first: create makes them, delete removes them (when
+    empty), so that a container leaves no /ctr-oci, /default... behind."""
+    from ctr import cgroups
 
-    for path in cg.paths:
-        parent = os.path.dirname(path)
-        if os.path.basename(parent) == CGROUP_PARENT.strip("/"):
-            try:
-                os.rmdir(parent)
-            except OSError:
-                pass
+    out = []
+    for mountpoint, _ in cgroups.hierarchies():
+        d = os.path.dirname(os.path.normpath(f"{mountpoint}/{path}"))
+        while d != mountpoint and not os.path.isdir(d):
+            out.append(d)
+            d = os.path.dirname(d)
+    return sorted(out, key=lambda p: -p.count("/"))
+
+
+def _remove_parents(parents):
+    for d in parents:
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass  # another container's, or already gone
 
 
 def pause(root, cid):
