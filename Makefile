@@ -10,7 +10,6 @@ APT_PACKAGES = busybox-static libcap-dev libseccomp-dev iproute2 gcc python3-dev
 # Peers for the side-by-side benchmarks (benchmarks/images.py: podman, umoci).
 APT_BENCH    = crun runc podman umoci
 # Tests: systemd-analyze verify of generated units (systemd need not be PID 1);
-# Tests: systemd-analyze verify of generated units (systemd need not be PID 1);
 # a real registry (the CNCF distribution's) that the pull tests push to;
 # podman (with conmon) and containerd drive ctr-oci in the OCI runtime's tests.
 APT_TEST     = systemd docker-registry podman conmon containerd
