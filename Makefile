@@ -10,8 +10,9 @@ APT_PACKAGES = busybox-static libcap-dev libseccomp-dev iproute2 gcc python3-dev
 # Peers for the side-by-side benchmarks (benchmarks/images.py: podman, umoci).
 APT_BENCH    = crun runc podman umoci
 # Tests: systemd-analyze verify of generated units (systemd need not be PID 1);
-# a real registry (the CNCF distribution's) that the pull tests push to.
-APT_TEST     = systemd docker-registry
+# a real registry (the CNCF distribution's) that the pull tests push to;
+# podman (with conmon) and containerd drive ctr-oci in the OCI runtime's tests.
+APT_TEST     = systemd docker-registry podman conmon containerd
 
 .PHONY: install apt venv kernel subids completion dev test-images test unit lint bench clean
 
@@ -38,7 +39,8 @@ venv:
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@$(VENV)/bin/pip install -q --disable-pip-version-check '.[$(EXTRAS)]'
 	@ln -sf $(VENV)/bin/ctr $(BINDIR)/ctr
-	@echo "ctr installed: $(BINDIR)/ctr -> $(VENV)/bin/ctr"
+	@ln -sf $(VENV)/bin/ctr-oci $(BINDIR)/ctr-oci
+	@echo "ctr installed: $(BINDIR)/ctr -> $(VENV)/bin/ctr, $(BINDIR)/ctr-oci -> $(VENV)/bin/ctr-oci"
 
 # Shell completion (instance, image and network names too) where each shell looks.
 completion:

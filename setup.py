@@ -26,7 +26,8 @@ class BuildExtAndAgent(build_ext):
 setup(
     packages=[
         "ctr", "ctr.bench", "ctr.cli", "ctr.cgroups", "ctr.drivers", "ctr.images",
-        "ctr.namespaces", "ctr.native", "ctr.net", "ctr.recipes", "ctr.rootfs", "ctr.seccomp",
+        "ctr.namespaces", "ctr.native", "ctr.net", "ctr.oci", "ctr.recipes", "ctr.rootfs",
+        "ctr.seccomp",
         "ctr.spec", "ctr.vm",
     ],
     ext_modules=[

@@ -18,6 +18,7 @@ loads QEMU's code, nor a VM's the container init's.
 from __future__ import annotations
 
 import importlib
+import signal
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ctr.errors import StateError
@@ -76,10 +77,12 @@ class InstanceProcess(ProcessHandle, Protocol):
 class Driver(Protocol):
     kind: str  # the spec's kind this driver runs
 
-    def start(self, rec, lower: str | tuple, *, stdio=(None, None, None), tty: bool = False,
-              pdeathsig: int | None = None) -> InstanceProcess:
+    def start(self, rec, lower: str | tuple | None, *, stdio=(None, None, None),
+              tty: bool = False, pdeathsig: int | None = None,
+              gate: str | None = None) -> InstanceProcess:
         """Start the instance of `rec` on the image root `lower` (its layers as
-        ctr.rootfs.mount_overlay takes them): its network
+        ctr.rootfs.mount_overlay takes them; None: an OCI bundle's root, used as
+        it is): its network
         planned (an address leased), its cgroup made with the spec's limits, its
         process created and put in both, the network attached. Returns once the
         command runs (exec'd in the container; started by a VM's agent).
@@ -87,6 +90,10 @@ class Driver(Protocol):
         stdio: the (in, out, err) fds the command gets, None for ctr's own;
         tty: a pty for the command (-t); pdeathsig: the signal the process
         gets when its starter dies.
+        gate: an OCI runtime's create (containers only): the path of a fifo
+        the process opens for writing, after every step but the exec, and
+        waits there until someone opens it for reading (runc's exec fifo);
+        start then returns once the process waits at the gate.
 
         Raises StartError with the failed step's message, exit code and errno
         (or another CtrError). A failed start leaves nothing behind: no
@@ -94,9 +101,12 @@ class Driver(Protocol):
 
     def exec(self, rec, state: dict, *, command: list, env: list, workdir: str,
              user: str | None, tty: bool = False,
-             stdio=(None, None, None)) -> ProcessHandle:
+             stdio=(None, None, None),
+             pdeathsig: int | None = signal.SIGKILL) -> ProcessHandle:
         """Run `command` in the running instance as `user` (-u; None: the spec's)
         in `workdir` with `env` (["K=V", ...]); returns its handle once started.
+        pdeathsig: the signal it gets when its starter dies (None: none, for a
+        detached exec that outlives its starter: ctr-oci exec -d).
         StartError when it cannot be started (from wait() for a VM, whose agent
         tells it there); nothing is left."""
 

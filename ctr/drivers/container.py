@@ -7,6 +7,7 @@ The protocol it implements is written down in ctr.drivers.
 """
 
 import os
+import signal
 
 from ctr import cgroups, namespaces, report
 from ctr.drivers import common
@@ -14,6 +15,8 @@ from ctr.errors import StartError
 from ctr.native import CLONE_NEWPID, clone, setns
 from ctr.revert import Reverter
 from ctr.store import proc_starttime
+
+SIGKILL = signal.SIGKILL  # a default of exec's, beside the drivers' `signal` method
 
 
 class ContainerProcess:
@@ -62,23 +65,31 @@ def _receive_pty(sock):
 class ContainerDriver:
     kind = "container"
 
-    def start(self, rec, lower, *, stdio=(None, None, None), tty=False, pdeathsig=None):
+    def start(self, rec, lower, *, stdio=(None, None, None), tty=False, pdeathsig=None,
+              gate=None):
         """Network plan (address leased), cgroup (limits applied), clone, network
-        attached, go. Whatever fails, what was done before is undone."""
+        attached, go. Whatever fails, what was done before is undone. An OCI
+        bundle's spec (spec.oci) brings its own namespaces and cgroup path, and
+        its root is used as it is (`lower` None); `gate`: see ctr.drivers."""
         spec = rec.spec
         with Reverter() as revert:
-            plan = common.network_plan(revert, rec)
-            cg = cgroups.Cgroup(spec.cgroup_parent, spec.id)
+            if spec.oci:
+                plan = namespaces.BundleNamespaces(spec.oci.get("namespaces", ()))
+                path = spec.oci["cgroups_path"]
+                cg = cgroups.Cgroup(os.path.dirname(path), os.path.basename(path))
+            else:
+                plan = common.network_plan(revert, rec)
+                cg = cgroups.Cgroup(spec.cgroup_parent, spec.id)
             if spec.init and cg.dir_of("unified") is None:
                 raise StartError("--init needs a cgroup2 hierarchy on the host (systemd's view "
                                  "of its own cgroup): this host mounts only cgroup v1")
             cg = common.create_cgroup(revert, cg, spec.resources,
                                       restrict_devices=not spec.privileged)
-            proc = self._clone(revert, rec, lower, plan, cg, stdio, tty, pdeathsig)
+            proc = self._clone(revert, rec, lower, plan, cg, stdio, tty, pdeathsig, gate)
             revert.success()
         return proc
 
-    def _clone(self, revert, rec, lower, plan, cg, stdio, tty, pdeathsig):
+    def _clone(self, revert, rec, lower, plan, cg, stdio, tty, pdeathsig, gate):
         """The init cloned into its namespaces (see ctr.namespaces for the sync
         protocol), given its ids, cgroup and network, told to go; returns once
         it exec'd the command."""
@@ -88,6 +99,9 @@ class ContainerDriver:
             flags |= namespaces.CLONE_NEWUSER
         with common.Fds() as fds:
             join_fd = fds.add(plan.open_join_fd())
+            joins = [(fds.add(fd), flag) for fd, flag in plan.open_joins()] if spec.oci else []
+            if spec.oci:
+                plan.join_pid_namespace()
             sock, child_sock = fds.socketpair() if tty else (None, None)
             go_r, go_w = fds.pipe()
             rep_r, rep_w = fds.pipe()
@@ -100,9 +114,10 @@ class ContainerDriver:
                 namespaces.container_init(
                     go_r, rep_w, spec=spec, lower=lower, rootfs=rec.rootfs, upper=rec.upper,
                     work=rec.work, stdio=stdio, tty_sock=child_sock, pdeathsig=pdeathsig,
-                    binds=plan.binds, netns_fd=join_fd, own_netns=plan.new_netns)
+                    binds=plan.binds, netns_fd=join_fd, own_netns=plan.new_netns, gate=gate,
+                    joins=joins)
             revert.add(common.kill, pid)
-            fds.close(go_r, rep_w, join_fd, child_sock)
+            fds.close(go_r, rep_w, join_fd, child_sock, *(fd for fd, _ in joins))
             if spec.userns:
                 from ctr.userns import write_maps
 
@@ -120,7 +135,7 @@ class ContainerDriver:
         return ContainerProcess(pid, master, cg, net)
 
     def exec(self, rec, state, *, command, env, workdir, user, tty=False,
-             stdio=(None, None, None)):
+             stdio=(None, None, None), pdeathsig=SIGKILL):
         """Run a command inside a running container; returns its ContainerProcess."""
         spec = rec.spec
         pid = state["pid"]
@@ -141,7 +156,7 @@ class ContainerDriver:
                 fds.close(rep_r, sock)
                 namespaces.join(pid, cgroup=cg, spec=spec, command=command, env=env,
                                 workdir=workdir, user=user, stdio=stdio, tty_sock=child_sock,
-                                report_fd=rep_w)
+                                report_fd=rep_w, pdeathsig=pdeathsig)
             revert.add(common.kill, child)
             fds.close(rep_w, child_sock)
             master = _receive_pty(sock)

@@ -27,6 +27,8 @@ BOOT_TIMEOUT = float(os.environ.get("CTR_VM_BOOT_TIMEOUT", "60"))
 VM_FILES = ("console.log", "status", "ctl.sock", "agent.sock", "qmp.sock", "initrd",
             "qemu.log", "qemu.argv")
 
+SIGKILL = signal.SIGKILL  # a default of exec's, beside the drivers' `signal` method
+
 
 def run_dir(rec):
     return os.path.join(rec.dir, "vm")
@@ -130,10 +132,14 @@ class _Argv:
 class VmDriver:
     kind = "vm"
 
-    def start(self, rec, lower, *, stdio=(None, None, None), tty=False, pdeathsig=None):
+    def start(self, rec, lower, *, stdio=(None, None, None), tty=False, pdeathsig=None,
+              gate=None):
         """The kernel and initrd found (before any resource: a bad kernel costs
         nothing), network plan and tap, cgroup, QEMU launched, the guest's
-        agent awaited. Whatever fails, what was done before is undone."""
+        agent awaited. Whatever fails, what was done before is undone. A VM
+        has no gate (an OCI runtime's create runs containers only)."""
+        if gate is not None:
+            raise StartError("a VM cannot wait at a gate before its command")
         if tty:
             raise StartError("-t is not supported for VMs yet")
         spec = rec.spec
@@ -274,7 +280,8 @@ class VmDriver:
         send_signal(rec, state["pid"], sig)
 
     def exec(self, rec, state, *, command, env, workdir, user, tty=False,
-             stdio=(None, None, None)):
+             stdio=(None, None, None), pdeathsig=SIGKILL):
+        del pdeathsig  # the agent's session ends with the guest, not with its starter
         if tty:
             raise StartError("-t is not supported for VMs yet")
         from ctr.vm.initramfs import command_config

@@ -14,6 +14,13 @@ Sync protocol between the parent (ctr) and the child (the container's init):
     EOF            <------------------ execve succeeded
     JSON message   <------------------ a step failed (ctr.report's schema)
 
+With a gate (an OCI runtime's create/start split, runc's exec fifo), the child
+does every step but the execve, closes the report pipe (EOF: the container is
+created) and blocks opening the gate, a fifo, for writing; `start` opens it
+for reading and reads the byte the child writes, and the child execs. An
+execve that fails after that has no parent reading: the exec stub tells it on
+the command's stderr, and the process exits 126 or 127.
+
 The child never prints: any failure, including a Python exception, becomes a
 report and the child exits 125 without running the command.
 """
@@ -28,7 +35,7 @@ import termios
 import prctl
 
 from ctr import report
-from ctr.errors import EXIT_CANNOT_INVOKE, EXIT_CTR
+from ctr.errors import EXIT_CANNOT_INVOKE, EXIT_CTR, StartError
 from ctr.native import (
     CLONE_NEWCGROUP,
     CLONE_NEWIPC,
@@ -50,6 +57,79 @@ CONTAINER_FLAGS = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLO
 JOIN_ORDER = (("cgroup", CLONE_NEWCGROUP), ("ipc", CLONE_NEWIPC), ("uts", CLONE_NEWUTS),
               ("net", CLONE_NEWNET), ("pid", CLONE_NEWPID), ("mnt", CLONE_NEWNS))
 
+
+# An OCI config.json's namespace types, as clone(2) flags.
+OCI_TYPES = {"pid": CLONE_NEWPID, "network": CLONE_NEWNET, "mount": CLONE_NEWNS,
+             "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS, "user": CLONE_NEWUSER,
+             "cgroup": CLONE_NEWCGROUP}
+
+
+class BundleNamespaces:
+    """The namespaces of an OCI bundle's start (spec.oci["namespaces"]), in the
+    place of ctr.net.attach.Plan: the types listed without a path are made new,
+    those with a path joined (a pod's containers share network, ipc and uts this
+    way), the types not listed are the caller's. Nothing is leased or written:
+    the caller (podman, containerd) owns the network and binds its own /etc
+    files. The cgroup namespace is always the init's own (it unshares it after
+    joining its cgroup)."""
+
+    binds = ()
+
+    def __init__(self, namespaces):
+        self.flags = 0
+        self.paths = {}  # type -> path to join
+        for ns in namespaces:
+            if ns.get("path"):
+                self.paths[ns["type"]] = ns["path"]
+            else:
+                self.flags |= OCI_TYPES[ns["type"]]
+        self.new_netns = bool(self.flags & CLONE_NEWNET)
+        self.info = {"network": "new" if self.new_netns else
+                     (self.paths.get("network") or "host")}
+
+    def clone_flags(self, flags):
+        del flags  # the bundle's list decides, not ctr's defaults
+        return self.flags & ~CLONE_NEWCGROUP
+
+    def _open(self, kind):
+        path = self.paths[kind]
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as err:
+            raise StartError(f"cannot open the {kind} namespace {path}: {err.strerror}",
+                             errno=err.errno) from err
+
+    def open_join_fd(self):
+        """The network namespace to join, opened before clone; None for none."""
+        return self._open("network") if "network" in self.paths else None
+
+    def open_joins(self):
+        """[(fd, flag)] of the ipc and uts namespaces the child joins."""
+        return [(self._open(kind), OCI_TYPES[kind]) for kind in ("ipc", "uts")
+                if kind in self.paths]
+
+    def join_pid_namespace(self):
+        """A pid namespace given by path is joined by the parent, before clone:
+        setns(CLONE_NEWPID) applies to the children it makes next."""
+        if "pid" not in self.paths:
+            return
+        from ctr.native import setns
+
+        fd = self._open("pid")
+        try:
+            setns(fd, CLONE_NEWPID)
+        except OSError as err:
+            raise StartError(f"cannot join the pid namespace {self.paths['pid']}: "
+                             f"{err.strerror}", errno=err.errno) from err
+        finally:
+            os.close(fd)
+
+    def attach(self, pid, starttime):
+        del pid, starttime
+        return self.info
+
+    def abort(self):
+        pass
 
 
 def check_own_cgroup2(path="/proc/self/cgroup"):
@@ -134,9 +214,10 @@ def drop_privileges(uid, gid, groups, spec, seccomp_filter=None, pdeathsig=None)
             seccomp.load(seccomp_filter)
 
 
-def _exec(command, env, workdir, stub, report_fd):
+def _exec(command, env, workdir, stub, report_fd, gate=None):
     """Exec the command through the sealed stub (see ctr/native/execstub.c),
-    which reports its own execve's failure on `report_fd`."""
+    which reports its own execve's failure on `report_fd`. With a `gate` (an
+    O_PATH fd of the exec fifo), wait there first: see the module's doc."""
     envd = dict(e.split("=", 1) for e in env)
     try:
         os.chdir(workdir)
@@ -144,12 +225,49 @@ def _exec(command, env, workdir, stub, report_fd):
         raise InitFailure(f"cannot use working directory {workdir}: {err.strerror}",
                           err.errno) from err
     path = find_command(command[0], envd)
+    if gate is not None:
+        os.close(report_fd)  # EOF: created
+        report_fd = os.dup(2)  # the stub closes it on exec: stderr itself stays
+        fifo = os.open(f"/proc/self/fd/{gate}", os.O_WRONLY | os.O_CLOEXEC)  # waits for start
+        os.write(fifo, b"0")
+        os.close(fifo)
+        os.close(gate)
     os.set_inheritable(report_fd, True)
     try:
         os.execve(stub, ["ctr-exec", str(report_fd), path, *command], envd)
     except OSError as err:
         raise InitFailure(f"{command[0]}: cannot execute: {err.strerror}", err.errno,
                           EXIT_CANNOT_INVOKE) from err
+
+
+def _sysctl(values):
+    """An OCI bundle's linux.sysctl, written through the host's /proc before the
+    container's is mounted: the keys allowed (ctr.oci.config) are those of the
+    net, ipc and mqueue namespaces, which are the opener's, so these are the
+    container's own."""
+    for key, value in values.items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+        except OSError as err:
+            raise InitFailure(f"sysctl {key}={value}: {err.strerror}", err.errno) from err
+
+
+def _bundle_process(oci, groups):
+    """What an OCI bundle's process asks beyond ctr's own options: its
+    supplementary groups exactly (additionalGids, none when not given, as
+    runc), its umask (runc's 0022 by default) and oomScoreAdj. Returns the
+    groups."""
+    os.umask(oci.get("umask", 0o022))
+    if "oom_score_adj" in oci:
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(oci["oom_score_adj"]))
+        except OSError as err:
+            raise InitFailure(f"oomScoreAdj {oci['oom_score_adj']}: {err.strerror}",
+                              err.errno) from err
+    return list(oci.get("additional_gids", groups))
 
 
 def _prepare_workdir(workdir):
@@ -203,11 +321,13 @@ def _stdio(tty_slave, stdio):
 
 def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
                    stdio=(None, None, None), tty_sock=None, pdeathsig=None, binds=(),
-                   netns_fd=None, own_netns=True):
+                   netns_fd=None, own_netns=True, gate=None, joins=()):
     """The child's side of a container start. Never returns. `own_netns`: the
     clone made a network namespace (lo is brought up here; a bridge's eth0 is
     configured by the parent before it says go); `netns_fd`: join that one
-    instead (--network container:NAME)."""
+    instead (--network container:NAME). `gate`: the path of an exec fifo to
+    wait at before the exec (see the module's doc); `joins`: [(fd, flag)] of
+    more namespaces to join (an OCI bundle's ipc and uts given by path)."""
     from ctr import rootfs as rootfs_mod
     from ctr.native import SYSCALLS, setns, unshare
     from ctr.net import loopback_up
@@ -221,6 +341,8 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         if os.read(go_fd, 1) != b"G":
             os._exit(EXIT_CTR)  # the parent gave up; it cleans up
         os.close(go_fd)
+        if gate is not None:  # reached through /proc/self/fd once the host's paths are not
+            gate = os.open(gate, os.O_PATH | os.O_CLOEXEC)
         if spec.userns:
             _become_userns_root()
         step = report.CGROUP_NS
@@ -233,22 +355,33 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
             step = report.NETNS
             setns(netns_fd, CLONE_NEWNET)
             os.close(netns_fd)
+        step = report.JOIN
+        for fd, flag in joins:
+            setns(fd, flag)
+            os.close(fd)
         step = report.ROOTFS
+        _sysctl(spec.oci.get("sysctl") or {})
         pty = rootfs_mod.prepare(SYSCALLS, lower=lower, upper=upper, work=work, root=rootfs,
                                  tty=tty_sock is not None, binds=binds, volumes=spec.volumes,
                                  tmpfs=spec.tmpfs, read_only=spec.read_only,
                                  privileged=spec.privileged, userns=bool(spec.userns),
-                                 init=spec.init)
+                                 init=spec.init,
+                                 masked=spec.oci.get("masked_paths", rootfs_mod.MASKED_PATHS),
+                                 readonly=spec.oci.get("readonly_paths",
+                                                       rootfs_mod.READONLY_PATHS))
         tty_slave = hand_over_pty(tty_sock, *pty) if pty else None
         if own_netns:
             step = report.NETWORK
             loopback_up()
         step = report.HOSTNAME
-        SYSCALLS.sethostname(spec.hostname)
+        if spec.hostname:
+            SYSCALLS.sethostname(spec.hostname)
         step = report.PIVOT_ROOT
         rootfs_mod.pivot(SYSCALLS, rootfs)
         step = report.PROCESS
         uid, gid, groups, home = resolve_user(spec.user)
+        if spec.oci:
+            groups = _bundle_process(spec.oci, groups)
         _prepare_workdir(spec.workdir)
         _stdio(tty_slave, stdio)
         step = report.ULIMITS
@@ -257,7 +390,7 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         drop_privileges(uid, gid, groups, spec, seccomp_filter, pdeathsig=pdeathsig)
         step = report.EXEC
         _exec(list(spec.command), env_home(list(spec.env), home), spec.workdir, stub,
-              report_fd)
+              report_fd, gate)
     except BaseException as err:  # noqa: BLE001 - every failure becomes a report
         report.write_failure(report_fd, err, step)
     os._exit(EXIT_CTR)

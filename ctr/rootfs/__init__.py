@@ -115,9 +115,9 @@ def mount_dev(sc, root, tty=False, userns=False):
     return pty
 
 
-def mask_paths(sc, root):
+def mask_paths(sc, root, masked=MASKED_PATHS, readonly=READONLY_PATHS):
     null = _join(root, "/dev/null")
-    for path in MASKED_PATHS:
+    for path in masked:
         target = _join(root, path)
         if not sc.exists(target):
             continue
@@ -125,7 +125,7 @@ def mask_paths(sc, root):
             sc.mount("tmpfs", target, "tmpfs", MS_RDONLY, None)
         else:
             sc.mount(null, target, None, MS_BIND)
-    for path in READONLY_PATHS:
+    for path in readonly:
         readonly_path(sc, root, path)
 
 
@@ -280,14 +280,20 @@ def host_devices(sc, root):
 
 
 def prepare(sc, *, lower, upper, work, root, tty=False, binds=(), volumes=(), tmpfs=(),
-            read_only=False, privileged=False, userns=False, init=False):
+            read_only=False, privileged=False, userns=False, init=False,
+            masked=MASKED_PATHS, readonly=READONLY_PATHS):
     """Build the container's tree at `root` (a folder on the host, seen from the
     container's own mount namespace). Returns mount_dev's pty, if any. `init`:
     what an init system needs besides (its cgroup view, a boot id, /proc/sys
     read-only even with --privileged, lest it apply the image's sysctl.d files
-    to the host)."""
+    to the host). `lower` None: `root` is used as it is, bound onto itself
+    (an OCI bundle's root, which its caller owns), not an overlay. `masked`,
+    `readonly`: the paths masked and made read-only (a bundle names its own)."""
     sc.mount(None, "/", None, MS_REC | MS_PRIVATE)
-    mount_overlay(sc, lower, upper, work, root, userns)
+    if lower is None:
+        sc.mount(root, root, None, MS_BIND | MS_REC)
+    else:
+        mount_overlay(sc, lower, upper, work, root, userns)
     proc = _join(root, "/proc")
     sc.makedirs(proc)
     sc.mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -303,7 +309,7 @@ def prepare(sc, *, lower, upper, work, root, tty=False, binds=(), volumes=(), tm
         if init:
             readonly_path(sc, root, "/proc/sys")
     else:
-        mask_paths(sc, root)
+        mask_paths(sc, root, masked, readonly)
     bind_files(sc, root, binds)
     # Volumes and tmpfs parents first (docker sorts mounts the same way): a -v
     # below a --tmpfs, or below --read-only's /run and /tmp, lands on the tmpfs

@@ -167,7 +167,7 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
              privileged=False, read_only=False, tmpfs=(), volumes=(), userns=None,
              seccomp=SECCOMP_DEFAULT, no_new_privs=None, ulimits=(), init=False,
              stop_signal=None, restart=None, log=None, sd_notify=None, host=None,
-             entrypoint=None, publish_all=False, labels=None, defaults=None):
+             entrypoint=None, publish_all=False, labels=None, defaults=None, oci=None):
     """An InstanceSpec from typed values: ctr's defaults and policies filled in,
     then checked (ctr.spec.validate: InvalidSpec). For example
 
@@ -199,6 +199,7 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
     caps: capability names; None for docker's default set (all with privileged).
     seccomp: "default", "unconfined" or a profile (privileged: unconfined).
     no_new_privs: None for the default (on; off for an init).
+    oci: what a bundle's config.json asks beyond these (InstanceSpec.oci; ctr.oci).
     host: the host's facts (ctr.host.HostFacts), asked only when a check needs one.
     """
     check_env(env)  # before they are merged: "K" alone would become "K="
@@ -261,6 +262,7 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
         log=log or LOG_DEFAULTS,
         sd_notify=sd_notify or DEFAULT_SD_NOTIFY,
         labels={**defaults.labels, **(labels or {})},
+        oci=oci or {},
     )
     validate(spec, host)
     if boots_image_init:

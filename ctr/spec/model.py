@@ -226,11 +226,12 @@ _FREEZE = {
     "tmpfs": _entries(Tmpfs), "volumes": _entries(Volume), "userns": _typed(Userns),
     "seccomp": _seccomp, "ulimits": _entries(Ulimit), "restart": _typed(Restart),
     "log": _typed(LogLimits), "labels": _typed(Frozen), "publish_all": _entries(Port),
+    "oci": freeze,
 }
 
 # Fields added since spec.json was first written: left out of it while empty, so
 # a spec without them is written as before (and read by an older ctr).
-_OMITTED_EMPTY = ("labels", "publish_all")
+_OMITTED_EMPTY = ("labels", "publish_all", "oci")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,6 +274,14 @@ class InstanceSpec:
     sd_notify: str = DEFAULT_SD_NOTIFY
     labels: Frozen = Frozen()  # {key: value}: the image's, then --label-file's, --label's
     publish_all: tuple = ()  # of Port, host_port 0: -P, a free host port each, at start
+    # What an OCI bundle's config.json asks beyond ctr's own options (ctr.oci
+    # makes it; empty for every other instance, and in records made before it):
+    #   root            the bundle's root, used as it is (no overlay: the caller owns it)
+    #   namespaces      [{"type": T, "path": P?}]: those to make, or join by path
+    #   masked_paths, readonly_paths    in place of ctr's defaults
+    #   cgroups_path    the instance's cgroup below each hierarchy's root
+    #   sysctl, additional_gids, umask, oom_score_adj   the process's, as given
+    oci: Frozen = Frozen()
 
     def __post_init__(self):
         for name, coerce in _FREEZE.items():

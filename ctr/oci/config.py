@@ -1,0 +1,411 @@
+"""An OCI bundle's config.json -> InstanceSpec, through the typed constructor
+(ctr.spec.new_spec), never through the CLI's strings (runc's specconv).
+
+Every value is checked here, once: a bad one is an InvalidSpec naming the
+field ("config.json: process.args: ..."). Fields this module does not know are
+ignored, as the runtime-spec asks. What it does with the known ones:
+
+    root.path, root.readonly        the bundle's directory as it is (no overlay)
+    process.*                       args, env (exactly), cwd, user uid:gid,
+                                    additionalGids (exactly), umask, terminal,
+                                    capabilities (the bounding set is the one set ctr
+                                    applies), rlimits, noNewPrivileges, oomScoreAdj
+    hostname
+    mounts                          bind/rbind -> volumes, tmpfs -> tmpfs; /proc, /sys,
+                                    /dev, /dev/pts, /dev/shm, /dev/mqueue and
+                                    /sys/fs/cgroup of their usual types are ctr's own
+                                    (the options runc's default spec gives them)
+    linux.namespaces                new, or (network, ipc, uts, pid) joined by path
+    linux.resources                 memory, cpu, pids
+    linux.cgroupsPath               absolute; relative under /ctr-oci; default /ctr-oci/ID
+    linux.maskedPaths/readonlyPaths, linux.sysctl (namespaced keys only), linux.seccomp
+    annotations                     kept in the container's state, not the spec
+
+Refused with a clear error (not in this version): hooks, user namespaces and
+id mappings, mount and cgroup namespaces joined by path, other mount types.
+"""
+
+import json
+import os
+import re
+
+from ctr.errors import InvalidSpec
+
+OCI_VERSION = "1.0.2"
+CGROUP_PARENT = "/ctr-oci"
+STANDARD_MOUNTS = {("/proc", "proc"), ("/sys", "sysfs"), ("/dev", "tmpfs"),
+                   ("/dev/pts", "devpts"), ("/dev/shm", "tmpfs"), ("/dev/mqueue", "mqueue"),
+                   ("/sys/fs/cgroup", "cgroup"), ("/sys/fs/cgroup", "cgroup2")}
+TMPFS_FLAGS = ("ro", "nosuid", "nodev", "noexec")
+TMPFS_DATA = ("size", "mode", "uid", "gid", "nr_inodes")
+IGNORED_MOUNT_OPTIONS = ("rw", "bind", "rbind", "rprivate", "private", "rslave", "slave",
+                         "rshared", "shared", "strictatime", "relatime", "norelatime",
+                         "noatime", "suid", "dev", "exec", "tmpcopyup", "newinstance")
+NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup")
+# The sysctls a container's own namespaces hold (runc's validate: the rest is the host's).
+SYSCTL_IPC = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+              "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
+RLIMIT_INFINITY = (1 << 64) - 1
+ID_RE = re.compile(r"[\w+.-]+")  # runc's rule for a container's id
+CGROUP_PART_RE = re.compile(r"[\w.:@+-]+")
+
+
+def _err(field, why):
+    return InvalidSpec(f"config.json: {field}: {why}")
+
+
+def check_id(cid):
+    if not isinstance(cid, str) or not ID_RE.fullmatch(cid) or cid in (".", ".."):
+        raise InvalidSpec(f"invalid container id {cid!r}: use letters, digits and _+.-")
+    return cid
+
+
+def read_config(bundle):
+    """The bundle's config.json as a dict. InvalidSpec if it cannot be read."""
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read())
+    except OSError as err:
+        raise InvalidSpec(f"cannot read {path}: {err.strerror}") from err
+    except ValueError as err:
+        raise InvalidSpec(f"{path} is not JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise InvalidSpec(f"{path}: expected a JSON object")
+    return data
+
+
+def _obj(value, field):
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _err(field, "expected an object")
+    return value
+
+
+def _list(value, field, kind=None):
+    if value is None:
+        return []
+    if not isinstance(value, list) or (kind and not all(isinstance(v, kind) for v in value)):
+        raise _err(field, f"expected a list{' of ' + kind.__name__ + 's' if kind else ''}")
+    return value
+
+
+def _int(value, field, lo=None, hi=None):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _err(field, f"expected an integer, not {value!r}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise _err(field, f"{value} is out of range")
+    return value
+
+
+def _abs(value, field):
+    if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+        raise _err(field, f"expected an absolute path, not {value!r}")
+    return os.path.normpath(value)
+
+
+def root_path(bundle, config):
+    """The rootfs directory: root.path, relative to the bundle."""
+    root = _obj(config.get("root"), "root")
+    path = root.get("path")
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise _err("root.path", "expected a path")
+    full = os.path.realpath(os.path.join(bundle, path))
+    if not os.path.isdir(full):
+        raise _err("root.path", f"{full} is not a directory")
+    return full, bool(root.get("readonly"))
+
+
+def _user(process, oci):
+    """"uid:gid" for the spec; additionalGids, umask and oomScoreAdj into `oci`."""
+    user = _obj(process.get("user"), "process.user")
+    if user.get("username"):
+        raise _err("process.user.username", "not supported: give uid and gid")
+    uid = _int(user.get("uid", 0), "process.user.uid", 0, (1 << 32) - 2)
+    gid = _int(user.get("gid", 0), "process.user.gid", 0, (1 << 32) - 2)
+    oci["additional_gids"] = [
+        _int(g, f"process.user.additionalGids[{i}]", 0, (1 << 32) - 2)
+        for i, g in enumerate(_list(user.get("additionalGids"), "process.user.additionalGids"))]
+    if user.get("umask") is not None:
+        oci["umask"] = _int(user["umask"], "process.user.umask", 0, 0o777)
+    if process.get("oomScoreAdj") is not None:
+        oci["oom_score_adj"] = _int(process["oomScoreAdj"], "process.oomScoreAdj", -1000, 1000)
+    return f"{uid}:{gid}"
+
+
+def _caps(process):
+    from ctr.spec import ALL_CAPS
+
+    caps = _obj(process.get("capabilities"), "process.capabilities")
+    name = "bounding" if "bounding" in caps else "effective"
+    out = []
+    for c in _list(caps.get(name), f"process.capabilities.{name}", str):
+        bare = c.removeprefix("CAP_")
+        if bare not in ALL_CAPS:
+            raise _err(f"process.capabilities.{name}", f"unknown capability {c!r}")
+        out.append(bare)
+    return out
+
+
+def _rlimits(process):
+    import resource
+
+    from ctr.spec import Ulimit
+
+    out = []
+    for i, r in enumerate(_list(process.get("rlimits"), "process.rlimits")):
+        field = f"process.rlimits[{i}]"
+        r = _obj(r, field)
+        kind = r.get("type")
+        if not isinstance(kind, str) or not kind.startswith("RLIMIT_") or not hasattr(
+                resource, kind):
+            raise _err(f"{field}.type", f"unknown rlimit {kind!r}")
+        soft, hard = (_int(r.get(k), f"{field}.{k}", 0, RLIMIT_INFINITY)
+                      for k in ("soft", "hard"))
+        soft, hard = (-1 if v == RLIMIT_INFINITY else v for v in (soft, hard))
+        out.append(Ulimit(name=kind[len("RLIMIT_"):].lower(), soft=soft, hard=hard))
+    return out
+
+
+def _options(m, field):
+    return _list(m.get("options"), f"{field}.options", str)
+
+
+def _mounts(bundle, config):
+    from ctr.spec import Tmpfs, Volume
+
+    volumes, tmpfs = [], []
+    for i, m in enumerate(_list(config.get("mounts"), "mounts")):
+        field = f"mounts[{i}]"
+        m = _obj(m, field)
+        dest = _abs(m.get("destination"), f"{field}.destination")
+        opts = _options(m, field)
+        kind = m.get("type") or ("bind" if {"bind", "rbind"} & set(opts) else None)
+        if (dest, kind) in STANDARD_MOUNTS:
+            continue
+        if kind == "bind" or {"bind", "rbind"} & set(opts):
+            src = m.get("source")
+            if not isinstance(src, str) or not src or "\0" in src:
+                raise _err(f"{field}.source", "expected a path")
+            src = os.path.join(bundle, src)  # an absolute source stays as it is
+            if not os.path.exists(src):
+                raise _err(f"{field}.source", f"{src} does not exist")
+            volumes.append(Volume(source=os.path.normpath(src), target=dest,
+                                  readonly="ro" in opts))
+        elif kind == "tmpfs":
+            flags = [o for o in opts if o in TMPFS_FLAGS]
+            data = [o for o in opts if o.split("=", 1)[0] in TMPFS_DATA]
+            other = [o for o in opts if o not in flags and o not in data
+                     and o not in IGNORED_MOUNT_OPTIONS]
+            if other:
+                raise _err(f"{field}.options", f"unknown tmpfs option {other[0]!r}")
+            tmpfs.append(Tmpfs(path=dest, flags=flags, data=",".join(data)))
+        else:
+            raise _err(f"{field}.type", f"{kind!r} at {dest} is not supported")
+    return volumes, tmpfs
+
+
+def _namespaces(linux):
+    seen = []
+    for i, ns in enumerate(_list(linux.get("namespaces"), "linux.namespaces")):
+        field = f"linux.namespaces[{i}]"
+        ns = _obj(ns, field)
+        kind = ns.get("type")
+        if kind not in NAMESPACES:
+            raise _err(f"{field}.type", f"unknown namespace type {kind!r}")
+        if kind in (n["type"] for n in seen):
+            raise _err(field, f"the {kind} namespace is listed twice")
+        if kind == "user":
+            raise _err(field, "user namespaces are not supported yet")
+        entry = {"type": kind}
+        if ns.get("path"):
+            path = _abs(ns["path"], f"{field}.path")
+            if kind not in ("network", "ipc", "uts", "pid"):
+                raise _err(f"{field}.path", f"joining a {kind} namespace by path is not "
+                           "supported")
+            if not os.path.exists(path):
+                raise _err(f"{field}.path", f"{path} does not exist")
+            entry["path"] = path
+        seen.append(entry)
+    if not any(n["type"] == "mount" and "path" not in n for n in seen):
+        raise _err("linux.namespaces", "a new mount namespace is required")
+    return seen
+
+
+def _check_hostname(hostname, namespaces):
+    """runc's rule: a hostname needs a UTS namespace of the container's own."""
+    if hostname and not any(n["type"] == "uts" and "path" not in n for n in namespaces):
+        raise _err("hostname", "set, but the container has no UTS namespace of its own")
+
+
+def cgroups_path(linux, cid, systemd=False):
+    """The container's cgroup below each hierarchy's root."""
+    value = linux.get("cgroupsPath")
+    if value is None or value == "":
+        return f"{CGROUP_PARENT}/{cid}"
+    if not isinstance(value, str):
+        raise _err("linux.cgroupsPath", "expected a string")
+    if not value.startswith("/") and value.count(":") == 2:
+        raise _err("linux.cgroupsPath", f"{value!r} is systemd's slice:prefix:name, and "
+                   "systemd is not the cgroup manager here (use a cgroupfs path)")
+    del systemd
+    parts = [p for p in value.split("/") if p]
+    if not parts or any(p in (".", "..") or not CGROUP_PART_RE.fullmatch(p) for p in parts):
+        raise _err("linux.cgroupsPath", f"invalid path {value!r}")
+    prefix = "" if value.startswith("/") else CGROUP_PARENT
+    return prefix + "/" + "/".join(parts)
+
+
+def _resources(linux):
+    return resources_of(linux.get("resources"), "linux.resources")
+
+
+def resources_of(res, where):
+    """A runtime-spec resources object -> Resources; errors name `where`
+    (linux.resources of config.json, or update's --resources)."""
+    try:
+        return _resources_of(res)
+    except InvalidSpec as err:
+        if where == "linux.resources":
+            raise
+        text = str(err).replace("config.json: linux.resources.", f"{where}: ", 1)
+        raise InvalidSpec(text.replace("config.json: linux.resources", where, 1)) from None
+
+
+def _resources_of(res):
+    from ctr.spec import Resources
+
+    res = _obj(res, "linux.resources")
+    out = {}
+    mem = _obj(res.get("memory"), "linux.resources.memory")
+    if mem.get("limit") is not None and mem["limit"] != -1:
+        out["memory"] = _int(mem["limit"], "linux.resources.memory.limit", 1)
+    if mem.get("swap") is not None and "memory" in out:
+        swap = _int(mem["swap"], "linux.resources.memory.swap", -1)
+        if swap:
+            out["memory_swap"] = swap
+    cpu = _obj(res.get("cpu"), "linux.resources.cpu")
+    if cpu.get("quota") is not None and cpu["quota"] > 0:
+        quota = _int(cpu["quota"], "linux.resources.cpu.quota", 1)
+        period = _int(cpu.get("period") or 100000, "linux.resources.cpu.period", 1000)
+        out["cpus"] = quota / period
+    if cpu.get("shares"):
+        out["cpu_shares"] = _int(cpu["shares"], "linux.resources.cpu.shares", 2, 262144)
+    if cpu.get("cpus"):
+        if not isinstance(cpu["cpus"], str):
+            raise _err("linux.resources.cpu.cpus", "expected a string like 0-1,3")
+        out["cpuset_cpus"] = cpu["cpus"]
+    pids = _obj(res.get("pids"), "linux.resources.pids")
+    if pids.get("limit") is not None and pids["limit"] != 0:
+        out["pids_limit"] = _int(pids["limit"], "linux.resources.pids.limit", -1)
+    return Resources(out)
+
+
+def _sysctl(linux):
+    out = {}
+    for key, value in _obj(linux.get("sysctl"), "linux.sysctl").items():
+        if not isinstance(value, str) or not re.fullmatch(r"[a-z0-9_.]+", key):
+            raise _err("linux.sysctl", f"invalid entry {key!r}")
+        if not (key.startswith(("net.", "fs.mqueue.")) or key in SYSCTL_IPC):
+            raise _err("linux.sysctl", f"{key} is not in the container's namespaces")
+        out[key] = value
+    return out
+
+
+def _seccomp(linux):
+    """The OCI profile in the shape ctr.seccomp reads (docker's, which has
+    the same fields); None when there is none (unconfined, as runc)."""
+    from ctr.seccomp import ProfileError, check
+
+    sec = linux.get("seccomp")
+    if sec is None:
+        return None
+    sec = _obj(sec, "linux.seccomp")
+    profile = {k: sec[k] for k in ("defaultAction", "defaultErrnoRet", "architectures")
+               if k in sec}
+    profile["syscalls"] = [{k: s[k] for k in ("names", "action", "errnoRet", "args") if k in s}
+                           for s in _list(sec.get("syscalls"), "linux.seccomp.syscalls", dict)]
+    try:
+        check(profile)
+    except ProfileError as err:
+        raise _err("linux.seccomp", str(err)) from None
+    return profile
+
+
+def _lsm(process):
+    for key, where in (("apparmorProfile", "/sys/kernel/security/apparmor"),
+                       ("selinuxLabel", "/sys/fs/selinux/enforce")):
+        if process.get(key) and not os.path.exists(where):
+            raise _err(f"process.{key}", "set, but the host has no such security module")
+
+
+def annotations(config):
+    out = _obj(config.get("annotations"), "annotations")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in out.items()):
+        raise _err("annotations", "expected strings")
+    return out
+
+
+def to_spec(bundle, config, cid, host=None, systemd_cgroup=False):
+    """The InstanceSpec of container `cid` from its bundle's `config`."""
+    import dataclasses
+
+    from ctr.spec import check_hostname, check_workdir, new_spec
+
+    check_id(cid)
+    if not isinstance(config.get("ociVersion"), str):
+        raise _err("ociVersion", "expected a version string")
+    if _obj(config.get("hooks"), "hooks"):
+        raise _err("hooks", "hooks are not supported yet")
+    root, readonly = root_path(bundle, config)
+    process = _obj(config.get("process"), "process")
+    if not process:
+        raise _err("process", "required to create a container")
+    args = _list(process.get("args"), "process.args", str)
+    if not args or not args[0]:
+        raise _err("process.args", "expected the command to run")
+    env = _list(process.get("env"), "process.env", str)
+    for e in env:
+        if "=" not in e or e.startswith("=") or "\0" in e:
+            raise _err("process.env", f"invalid entry {e!r}: expected KEY=VALUE")
+    cwd = process.get("cwd", "/")
+    try:
+        cwd = check_workdir(cwd)
+    except InvalidSpec:
+        raise _err("process.cwd", f"expected an absolute path, not {cwd!r}") from None
+    _lsm(process)
+    linux = _obj(config.get("linux"), "linux")
+    for key in ("uidMappings", "gidMappings"):
+        if linux.get(key):
+            raise _err(f"linux.{key}", "user namespaces are not supported yet")
+    hostname = config.get("hostname") or None
+    try:
+        check_hostname(hostname)
+    except InvalidSpec:
+        raise _err("hostname", f"invalid hostname {hostname!r}") from None
+    volumes, tmpfs = _mounts(bundle, config)
+    seccomp = _seccomp(linux)
+    namespaces = _namespaces(linux)
+    _check_hostname(hostname, namespaces)
+    oci = {"root": root, "namespaces": namespaces,
+           "cgroups_path": cgroups_path(linux, cid, systemd_cgroup)}
+    for key, name in (("maskedPaths", "masked_paths"), ("readonlyPaths", "readonly_paths")):
+        if key in linux:
+            oci[name] = [_abs(p, f"linux.{key}") for p in _list(linux[key], f"linux.{key}")]
+    sysctl = _sysctl(linux)
+    if sysctl:
+        oci["sysctl"] = sysctl
+    spec = new_spec(
+        image={"name": bundle, "id": "bundle:" + bundle}, command=args,
+        name=re.sub(r"[^\w.-]", "_", cid).lstrip("_.-")[:63] or "oci", env=(),
+        workdir=cwd, user=_user(process, oci), hostname=hostname or "",
+        tty=bool(process.get("terminal")), network="none", resources=_resources(linux),
+        caps=_caps(process), read_only=readonly, tmpfs=tmpfs, volumes=volumes,
+        seccomp=seccomp if seccomp is not None else "unconfined",
+        no_new_privs=bool(process.get("noNewPrivileges")), ulimits=_rlimits(process),
+        oci=oci, host=host)
+    # The process's environment is the config's, exactly (no PATH or HOSTNAME of
+    # ctr's); the hostname is set only when the config names one; a read-only
+    # root gets no tmpfs at /tmp and /run of ctr's (runc adds none).
+    return dataclasses.replace(spec, env=tuple(env), hostname=hostname or "", tmpfs=tmpfs)

@@ -1,0 +1,255 @@
+"""config.json -> InstanceSpec (ctr.oci.config), on configs recorded from
+`runc spec` and from what podman 4.3 writes, and the bad configs each refused
+with one error naming the field. No root needed."""
+
+import copy
+import json
+import os
+import pathlib
+
+import pytest
+
+from ctr.errors import InvalidSpec
+from ctr.host import HostFacts
+from ctr.oci import config as oci_config
+from ctr.oci.cli import Failure, main, parse_signal
+from ctr.oci.documents import default_config, features
+from ctr.oci.state import write_pid_file
+from ctr.spec import InstanceSpec, Resources
+
+HERE = pathlib.Path(__file__).parent / "oci_configs"
+HOST = HostFacts(cpus_online=(0, 1), memory=8 << 30)
+
+
+def recorded(name):
+    return json.loads((HERE / name).read_text())
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    (tmp_path / "rootfs").mkdir()
+    return tmp_path
+
+
+def convert(bundle, config, cid="c1"):
+    return oci_config.to_spec(str(bundle), config, cid, HOST)
+
+
+def test_runc_spec_becomes_a_spec(bundle):
+    spec = convert(bundle, recorded("runc_spec.json"))
+    assert spec.command == ("sh",)
+    assert spec.env == ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                        "TERM=xterm")
+    assert spec.tty and spec.read_only and spec.no_new_privs
+    assert spec.caps == ("KILL", "NET_BIND_SERVICE", "AUDIT_WRITE")
+    assert [dict(u) for u in spec.ulimits] == [{"name": "nofile", "soft": 1024, "hard": 1024}]
+    assert spec.hostname == "runc" and spec.user == "0:0" and spec.workdir == "/"
+    assert spec.volumes == () and spec.tmpfs == ()  # /proc, /dev, ... are ctr's own
+    assert spec.seccomp == "unconfined"
+    assert spec.oci["root"] == os.path.realpath(bundle / "rootfs")
+    assert spec.oci["cgroups_path"] == "/ctr-oci/c1"
+    assert [n["type"] for n in spec.oci["namespaces"]] == ["pid", "network", "ipc", "uts",
+                                                           "mount"]
+    assert "/proc/kcore" in spec.oci["masked_paths"]
+    assert spec.oci["readonly_paths"][-1] == "/proc/sysrq-trigger"
+    assert InstanceSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def _podman_config(bundle):
+    """podman's config.json with its paths moved into the test's bundle."""
+    config = recorded("podman_run.json")
+    config["root"]["path"] = str(bundle / "rootfs")
+    for m in config["mounts"]:
+        if m["type"] == "bind":
+            src = bundle / "src" / m["destination"].strip("/").replace("/", "_")
+            src.parent.mkdir(exist_ok=True)
+            if m["destination"] == "/dev/shm":
+                src.mkdir()
+            else:
+                src.write_text("")
+            m["source"] = str(src)
+    return config
+
+
+def test_podmans_config_becomes_a_spec(bundle):
+    config = _podman_config(bundle)
+    spec = convert(bundle, config, cid="38bacac9fd2f158121b3e212ee85dc791d32115e133c5a4c"
+                                       "efd048b3ac35f3bc")
+    assert spec.command == ("sh",) and spec.tty
+    assert "container=podman" in spec.env and not spec.no_new_privs
+    assert spec.resources == Resources(memory=64 << 20, memory_swap=128 << 20, pids_limit=20)
+    assert spec.oci["cgroups_path"] == config["linux"]["cgroupsPath"]
+    assert [v["target"] for v in spec.volumes] == ["/etc/hostname", "/etc/hosts", "/dev/shm",
+                                                   "/run/.containerenv", "/etc/resolv.conf"][
+        :len(spec.volumes)]
+    assert all(not v["readonly"] for v in spec.volumes)
+    assert spec.oci["sysctl"] == {"net.ipv4.ping_group_range": "0 0"}
+    assert spec.seccomp["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert spec.seccomp["defaultErrnoRet"] == 38
+    assert len(spec.seccomp["syscalls"]) == len(config["linux"]["seccomp"]["syscalls"])
+    assert {("CAP_" + c) for c in spec.caps} == set(config["process"]["capabilities"]["bounding"])
+    assert [u["name"] for u in spec.ulimits] == ["nofile", "nproc"]
+    assert spec.name == "38bacac9fd2f158121b3e212ee85dc791d32115e133c5a4cefd048b3ac35f3b"
+
+
+def test_groups_umask_oom_score(bundle):
+    config = recorded("runc_spec.json")
+    config["process"]["user"] = {"uid": 1, "gid": 2, "additionalGids": [5, 7], "umask": 0o077}
+    config["process"]["oomScoreAdj"] = 500
+    spec = convert(bundle, config)
+    assert spec.user == "1:2"
+    assert spec.oci["additional_gids"] == (5, 7) and spec.oci["umask"] == 0o077
+    assert spec.oci["oom_score_adj"] == 500
+    assert convert(bundle, recorded("runc_spec.json")).oci["additional_gids"] == ()
+
+
+def test_resources_cpu_and_unlimited_values(bundle):
+    config = recorded("runc_spec.json")
+    config["linux"]["resources"] = {"memory": {"limit": -1}, "pids": {"limit": -1},
+                                    "cpu": {"quota": 50000, "period": 100000, "cpus": "0"}}
+    spec = convert(bundle, config)
+    assert spec.resources == Resources(cpus=0.5, cpuset_cpus="0", pids_limit=-1)
+
+
+def test_a_default_config_and_spec_json_of_ctrs_own_instances(bundle):
+    spec = convert(bundle, default_config())
+    assert spec.command == ("sh",) and spec.oci
+    plain = InstanceSpec.from_dict({k: v for k, v in spec.to_dict().items() if k != "oci"})
+    assert "oci" not in plain.to_dict()  # records of ctr's own instances: as before
+
+
+def test_relative_and_absolute_cgroups_paths():
+    assert oci_config.cgroups_path({"cgroupsPath": "a/b"}, "x") == "/ctr-oci/a/b"
+    assert oci_config.cgroups_path({"cgroupsPath": "/k8s/pod1/c"}, "x") == "/k8s/pod1/c"
+    assert oci_config.cgroups_path({}, "x") == "/ctr-oci/x"
+
+
+def _set(path, value):
+    def edit(config):
+        *parents, last = path.split(".")
+        node = config
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is KeyError:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    return edit
+
+
+BAD = [
+    ("root.path", "missing", "root.path"),
+    ("process.args", [], "process.args"),
+    ("process.args", "sh", "process.args"),
+    ("process.env", ["NOEQUALS"], "process.env"),
+    ("process.cwd", "relative", "process.cwd"),
+    ("process.user", {"uid": -1}, "process.user.uid"),
+    ("process.user", {"uid": "0"}, "process.user.uid"),
+    ("process.user", {"uid": 0, "gid": 0, "additionalGids": [-1]}, "additionalGids[0]"),
+    ("process.user", {"uid": 0, "gid": 0, "umask": 0o1000}, "umask"),
+    ("process.oomScoreAdj", 1001, "oomScoreAdj"),
+    ("process.capabilities", {"bounding": ["CAP_NOPE"]}, "unknown capability"),
+    ("process.rlimits", [{"type": "RLIMIT_NOPE", "soft": 1, "hard": 1}], "unknown rlimit"),
+    ("process.rlimits", [{"type": "RLIMIT_NOFILE", "soft": -5, "hard": 1}], "out of range"),
+    ("process.apparmorProfile", "x", None),
+    ("hostname", "bad host!", "hostname"),
+    ("mounts", [{"destination": "/x", "type": "nfs", "source": "a"}], "'nfs' at /x"),
+    ("mounts", [{"destination": "rel", "type": "tmpfs"}], "destination"),
+    ("mounts", [{"destination": "/x", "type": "bind", "source": "/no/such/src"}], "does not"),
+    ("mounts", [{"destination": "/x", "type": "tmpfs", "options": ["huge=always"]}],
+     "unknown tmpfs option"),
+    ("linux.cgroupsPath", "system.slice:ctr:c1", "systemd"),
+    ("linux.cgroupsPath", "/a/../b", "invalid path"),
+    ("linux.namespaces", [{"type": "mount"}, {"type": "mount"}], "listed twice"),
+    ("linux.namespaces", [{"type": "mount"}, {"type": "user"}], "user namespaces"),
+    ("linux.namespaces", [{"type": "mount", "path": "/proc/1/ns/mnt"}], "by path"),
+    ("linux.namespaces", [{"type": "mount"}, {"type": "ipc", "path": "/no/such/ns"}],
+     "does not exist"),
+    ("linux.namespaces", [{"type": "mount"}, {"type": "uts", "path": "/proc/self/ns/uts"}],
+     "no UTS namespace of its own"),
+    ("linux.namespaces", [{"type": "pid"}], "mount namespace is required"),
+    ("linux.namespaces", [{"type": "mount"}, {"type": "time"}], "unknown namespace"),
+    ("linux.uidMappings", [{"containerID": 0, "hostID": 1000, "size": 1}], "user namespaces"),
+    ("linux.resources", {"memory": {"limit": "64m"}}, "memory.limit"),
+    ("linux.resources", {"pids": {"limit": -7}}, "pids.limit"),
+    ("linux.sysctl", {"kernel.pid_max": "1"}, "not in the container's namespaces"),
+    ("linux.seccomp", {"defaultAction": "SCMP_ACT_NOPE"}, "linux.seccomp"),
+    ("hooks", {"prestart": [{"path": "/bin/true"}]}, "hooks"),
+    ("ociVersion", KeyError, "ociVersion"),
+    ("process", KeyError, "process"),
+]
+
+
+@pytest.mark.parametrize("path,value,message", BAD, ids=[f"{b[0]}={b[1]!r}"[:60] for b in BAD])
+def test_bad_configs_are_one_clear_error(bundle, path, value, message):
+    config = copy.deepcopy(recorded("runc_spec.json"))
+    _set(path, value)(config)
+    with pytest.raises(InvalidSpec) as err:
+        convert(bundle, config)
+    assert str(err.value).startswith("config.json: ")
+    assert "\n" not in str(err.value)
+    if message:
+        assert message in str(err.value)
+
+
+def test_unknown_fields_are_ignored(bundle):
+    config = recorded("runc_spec.json")
+    config["vm"] = {"hypervisor": {}}
+    config["process"]["somethingNew"] = 1
+    config["linux"]["intelRdt"] = {"closID": "x"}
+    assert convert(bundle, config).command == ("sh",)
+
+
+def test_read_config_refuses_what_is_not_a_json_object(tmp_path):
+    (tmp_path / "config.json").write_text("[1]")
+    with pytest.raises(InvalidSpec, match="expected a JSON object"):
+        oci_config.read_config(str(tmp_path))
+    (tmp_path / "config.json").write_text("{")
+    with pytest.raises(InvalidSpec, match="not JSON"):
+        oci_config.read_config(str(tmp_path))
+    with pytest.raises(InvalidSpec, match="cannot read"):
+        oci_config.read_config(str(tmp_path / "nope"))
+
+
+@pytest.mark.parametrize("cid", ["", "..", "a/b", "a b", "x\n"])
+def test_bad_ids(cid):
+    with pytest.raises(InvalidSpec, match="invalid container id"):
+        oci_config.check_id(cid)
+
+
+def test_signals():
+    assert parse_signal("KILL") == parse_signal("SIGKILL") == parse_signal("9") == 9
+    assert parse_signal("term") == 15
+    with pytest.raises(InvalidSpec):
+        parse_signal("NOPE")
+
+
+def test_the_command_line(capsys, tmp_path):
+    assert main(["--version"]) == 0 and "ctr-oci version" in capsys.readouterr().out
+    log = tmp_path / "log"
+    assert main(["--log", str(log), "--log-format=json", "events", "--interval", "0s",
+                 "x"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ctr-oci: error: ") and "invalid interval" in err
+    assert json.loads(log.read_text())["level"] == "error"
+    assert main(["--systemd-cgroup", "state", "x"]) == 1
+    assert "systemd is not the cgroup manager" in capsys.readouterr().err
+    assert main(["--root", str(tmp_path), "state", "nope"]) == 1
+    assert capsys.readouterr().err == "ctr-oci: error: container does not exist\n"
+    assert main(["--root", str(tmp_path), "delete", "-f", "nope"]) == 0
+    assert main([]) == 1 and Failure
+
+
+def test_pid_file_is_digits_only(tmp_path):
+    path = tmp_path / "pid"
+    write_pid_file(str(path), 1234)
+    assert path.read_bytes() == b"1234"
+    assert os.listdir(tmp_path) == ["pid"]
+
+
+def test_features_document():
+    f = features()
+    assert f["ociVersionMin"] == "1.0.0" and f["ociVersionMax"]
+    assert "mount" in f["linux"]["namespaces"] and "CAP_SYS_ADMIN" in f["linux"]["capabilities"]
+    assert f["linux"]["seccomp"]["enabled"] and f["linux"]["apparmor"] == {"enabled": False}
+    assert isinstance(f["mountOptions"], list) and f["hooks"] == []
