@@ -37,8 +37,9 @@ class Podman:
                      "--runtime", OCI]
 
     def __call__(self, *args, timeout=120, check=False):
+        # conmon writes an `oom` file into its working directory: podman's own here
         r = subprocess.run([*self.argv, *args], capture_output=True, text=True,
-                           timeout=timeout)
+                           timeout=timeout, cwd=self.base)
         if check and r.returncode != 0:
             raise AssertionError(f"podman {' '.join(args)} -> {r.returncode}: {r.stderr}")
         return r
@@ -116,7 +117,7 @@ def test_terminal_under_script(podman):
     cmd = shlex.join([*podman.argv, "run", "--rm", "-t", "--network", "none", *ULIMITS, IMAGE,
                       "sh", "-c", "tty; echo $TERM; exit 3"])
     r = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True,
-                       timeout=120)
+                       timeout=120, cwd=podman.base)
     assert r.returncode == 3, r
     assert "/dev/pts/0" in r.stdout and "xterm" in r.stdout, r.stdout
 
@@ -125,7 +126,7 @@ def test_exec_with_a_terminal(podman):
     cid = podman.run("-d", IMAGE, "sleep", "100", check=True).stdout.strip()
     cmd = shlex.join([*podman.argv, "exec", "-t", cid, "sh", "-c", "tty; exit 2"])
     r = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True,
-                       timeout=120)
+                       timeout=120, cwd=podman.base)
     assert r.returncode == 2 and "/dev/pts/" in r.stdout, r
     podman("rm", "-f", "-t", "0", cid, check=True)
 
