@@ -6,7 +6,7 @@ BINDIR  ?= /usr/local/bin
 EXTRAS  ?= plot
 # What ctr needs from the distribution. Installed only when missing.
 APT_PACKAGES = busybox-static libcap-dev libseccomp-dev iproute2 gcc python3-dev python3-venv \
-               util-linux cpio nftables qemu-system-x86 kmod debootstrap skopeo
+               util-linux cpio nftables qemu-system-x86 kmod debootstrap skopeo zstd
 # Peers for the side-by-side benchmarks (benchmarks/images.py: podman, umoci).
 APT_BENCH    = crun runc podman umoci
 # Tests: systemd-analyze verify of generated units (systemd need not be PID 1);
