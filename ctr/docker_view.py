@@ -209,3 +209,29 @@ def ps_row(rec, spec, state, now=None):
         "ExitCode": state.get("exit_code"),
         "label_map": labels,
     }
+
+
+def image_view(meta):
+    """An image record under docker's names (`docker image inspect`): Id, RepoTags,
+    RepoDigests, Created, Size, Architecture, Os, Config (the image's OCI config;
+    a local image's cmd/env/workdir), RootFS.Layers (diff IDs, bottom first)."""
+    config = meta.get("config")
+    if not isinstance(config, dict):
+        config = {"Cmd": meta.get("cmd"), "Env": meta.get("env") or [],
+                  "WorkingDir": meta.get("workdir") or ""}
+    name = meta.get("name", "")
+    digest = meta.get("digest")
+    repo = name.rsplit("@", 1)[0]
+    if ":" in repo.rsplit("/", 1)[-1]:
+        repo = repo.rsplit(":", 1)[0]
+    return {
+        "Id": meta.get("id", ""),
+        "RepoTags": [name] if name and "@" not in name else [],
+        "RepoDigests": [f"{repo}@{digest}"] if digest else [],
+        "Created": meta.get("created") or ZERO_TIME,
+        "Size": meta.get("size", 0),
+        "Architecture": meta.get("architecture", "amd64"),
+        "Os": meta.get("os", "linux"),
+        "Config": config,
+        "RootFS": {"Type": "layers", "Layers": list(meta.get("layers") or [])},
+    }

@@ -132,6 +132,29 @@ def pull(obj, ref, platform, tls_verify, fmt):
     _pull(obj, ref, platform, tls_verify, fmt)
 
 
+@image.command(name="inspect")
+@click.option("-f", "--format", "fmt", metavar="TEMPLATE",
+              help="A Go template over the fields, as docker's: '{{.Id}}'.")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_obj
+def image_inspect(obj, fmt, names):
+    """Show images' records as JSON: ctr's own fields, and docker's (.Id, .RepoTags,
+    .RepoDigests, .Config, .RootFS.Layers, .Size)."""
+    from ctr.docker_view import image_view
+
+    docs = []
+    for name in names:
+        meta = obj.images.get(name)
+        docs.append({**image_view(meta), **meta})
+    if fmt:
+        from ctr.cli.template import render
+
+        for doc in docs:
+            click.echo(render(fmt, doc))
+        return
+    click.echo(json.dumps(docs, indent=2, sort_keys=True))
+
+
 @image.command(name="tag")
 @click.argument("src")
 @click.argument("new")

@@ -164,3 +164,15 @@ def test_bash_completes_instance_image_and_verb_names(ctr):
     assert complete("ctr", "image", "rm") == ["busybox"]
     r = ctr("completion", "tcsh")
     assert r.returncode == 125 and "tcsh" in r.stderr
+
+
+def test_image_inspect(ctr):
+    listed = json.loads(ctr("image", "ls", "--format", "json", check=True).stdout)[0]
+    docs = json.loads(ctr("image", "inspect", "busybox", check=True).stdout)
+    assert len(docs) == 1 and docs[0]["Id"] == listed["id"]
+    assert docs[0]["RootFS"]["Layers"] == listed["layers"] and docs[0]["RepoTags"] == ["busybox"]
+    assert docs[0]["Size"] == listed["size"] > 0
+    out = ctr("image", "inspect", "-f", "{{.Id}} {{json .Config.Cmd}} {{.Os}}", "busybox",
+              check=True).stdout.split()
+    assert out[0] == listed["id"] and json.loads(out[1]) == listed["cmd"] and out[2] == "linux"
+    _refused(ctr("image", "inspect", "nosuch"), "no such image")

@@ -37,3 +37,16 @@ def test_render(template, out):
 def test_bad_templates_are_refused(template):
     with pytest.raises(InvalidSpec, match="template"):
         render(template, DOC)
+
+
+def test_a_pulled_images_docker_view():
+    from ctr.docker_view import image_view
+
+    meta = {"name": "127.0.0.1:5000/app:1.0", "id": "sha256:c0", "digest": "sha256:d1",
+            "layers": ["sha256:a", "sha256:b"], "size": 10, "created": "2026-01-01T00:00:00Z",
+            "config": {"Entrypoint": ["/app"], "Cmd": ["-v"]}, "architecture": "arm64"}
+    view = image_view(meta)
+    assert view["RepoTags"] == ["127.0.0.1:5000/app:1.0"]
+    assert view["RepoDigests"] == ["127.0.0.1:5000/app@sha256:d1"]
+    assert view["RootFS"]["Layers"] == ["sha256:a", "sha256:b"]
+    assert render("{{json .Config.Entrypoint}} {{.Architecture}}", view) == '["/app"] arm64'
