@@ -36,6 +36,7 @@ def _register():
         kernels,
         networks,
         ps,
+        system,
     )
 
     instances.register(cli)
@@ -46,6 +47,7 @@ def _register():
     kernels.register(cli)
     bench.register(cli)
     generate.register(cli)
+    system.register(cli)
     completion.register(cli)
     completion.attach(cli)
 

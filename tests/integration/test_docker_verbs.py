@@ -176,3 +176,24 @@ def test_image_inspect(ctr):
               check=True).stdout.split()
     assert out[0] == listed["id"] and json.loads(out[1]) == listed["cmd"] and out[2] == "linux"
     _refused(ctr("image", "inspect", "nosuch"), "no such image")
+
+
+def test_system_df_and_prune(ctr):
+    ctr("run", "-d", "--name", "web", "busybox", "sleep", "100", check=True)
+    ctr("run", "--name", "done", "busybox", "sh", "-c", "head -c 300000 /dev/zero > /big")
+    ctr("network", "create", "spare", check=True)
+    rows = {r["type"]: r for r in json.loads(ctr("system", "df", "--format", "json",
+                                                  check=True).stdout)}
+    assert rows["Images"]["total"] == 1 and rows["Images"]["active"] == 1
+    assert rows["Instances"]["total"] == 2 and rows["Instances"]["active"] == 1
+    assert rows["Instances"]["reclaimable"] >= 300000  # the stopped one's upper
+    r = ctr("system", "prune", input="n\n")
+    assert r.returncode != 0 and "Are you sure" in r.stderr  # asked, and refused: nothing gone
+    assert ctr("inspect", "done").returncode == 0
+    out = ctr("system", "prune", "-f", check=True).stdout
+    assert "deleted instance: done" in out and "deleted network: spare" in out
+    assert ctr("inspect", "done").returncode != 0
+    assert ctr.state("web")["status"] == "running"  # a running one stays
+    assert "spare" not in ctr("network", "ls", check=True).stdout
+    images = json.loads(ctr("image", "ls", "--format", "json", check=True).stdout)
+    assert [i["name"] for i in images] == ["busybox"]  # without -a, images stay

@@ -1,0 +1,96 @@
+"""`ctr system df` and `ctr system prune`: what the state root holds, and
+removing what nothing uses (docker's verbs)."""
+
+import json
+
+import click
+
+from ctr.cli.context import pass_ctx
+
+
+def _human(size):
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1000
+    return str(size)
+
+
+@click.group()
+def system():
+    """What the state root holds; prune what nothing uses."""
+
+
+@system.command(name="df")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_ctx
+def system_df(obj, fmt):
+    """Images, instances and volumes: count, in use, size, reclaimable."""
+    from ctr.query import disk_usage
+
+    rows = disk_usage(obj.store, obj.images)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = [("TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE")]
+    table += [(r["type"], str(r["total"]), str(r["active"]), _human(r["size"]),
+               _human(r["reclaimable"])) for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(5)]
+    for r in table:
+        click.echo("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+@system.command(name="prune")
+@click.option("-f", "--force", is_flag=True, help="Do not ask first.")
+@click.option("-a", "--all", "all_images", is_flag=True,
+              help="Also every image no instance uses.")
+@click.option("--volumes", is_flag=True, help="Also anonymous volumes no instance has.")
+@pass_ctx
+def system_prune(obj, force, all_images, volumes):
+    """Remove stopped instances, networks no instance uses, what killed pulls
+    left, unused layers (with -a every unused image, with --volumes the volumes
+    no instance has)."""
+    from ctr import store as st
+    from ctr.query import image_users_running, network_users, unused_volumes
+
+    if not force:
+        what = ["all stopped instances", "all networks no instance uses"]
+        what += ["all images no instance uses"] if all_images else []
+        what += ["all volumes no instance has"] if volumes else []
+        click.confirm("This removes:\n  - " + "\n  - ".join(what) + "\nAre you sure?",
+                      abort=True, err=True)
+    removed = {"instances": [], "networks": [], "images": [], "volumes": []}
+    for rec, _spec, state in obj.store.listing():
+        if state["status"] in (st.STOPPED, st.CREATED, st.CORRUPT):
+            obj.instances.remove(rec.name, force=True)
+            removed["instances"].append(rec.name)
+    from ctr.net import manage
+
+    users = network_users(obj.store)
+    for net in manage.listing(obj.store, users):
+        if net["name"] != "bridge" and not net["instances"]:
+            manage.remove(obj.store, net["name"], users)
+            removed["networks"].append(net["name"])
+    if all_images:
+        in_use = {spec.image for _, spec, _ in obj.store.listing() if spec}
+        for img in obj.images.list():
+            if img["name"] not in in_use:
+                obj.images.remove(img["name"],
+                                  users_of=lambda n: image_users_running(obj.store, n))
+                removed["images"].append(img["name"])
+    if volumes:
+        import shutil
+
+        for folder in unused_volumes(obj.store):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed["volumes"].append(folder)
+    layers, blobs = obj.images.collect()
+    for kind, names in removed.items():
+        for name in names:
+            click.echo(f"deleted {kind[:-1]}: {name}")
+    click.echo(f"removed {sum(map(len, removed.values()))} item(s), {len(layers)} layer(s), "
+               f"{blobs} blob(s)")
+
+
+def register(group):
+    group.add_command(system)
