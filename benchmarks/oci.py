@@ -25,9 +25,10 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
+
+from start import hide_cgroup2, reexec_in_private_mount_ns  # benchmarks/start.py, beside this
 
 OCI = os.environ.get("CTR_OCI_BIN") or shutil.which("ctr-oci", path="/opt/ctr/venv/bin") or \
     "/usr/local/bin/ctr-oci"
@@ -38,21 +39,6 @@ HOST_PATHS = ("/var/lib/containers/cache/blob-info-cache-v1.boltdb",
               "/var/lib/containers/cache", "/var/lib/containers", "/run/containers/networks",
               "/run/containers", "/run/ctr-oci", "/run/containerd/s", "/run/containerd/fifo",
               "/run/containerd")
-
-
-def reexec_in_private_mount_ns():
-    if os.environ.get("CTR_BENCH_NS"):
-        return
-    env = dict(os.environ, CTR_BENCH_NS="1")
-    os.execvpe("unshare", ["unshare", "--mount", "--propagation", "private", sys.executable,
-                           os.path.abspath(__file__), *sys.argv[1:]], env)
-
-
-def hide_cgroup2():
-    with open("/proc/self/mountinfo") as f:
-        hybrid = any(" /sys/fs/cgroup/unified " in line and "cgroup2" in line for line in f)
-    if hybrid:
-        subprocess.run(["mount", "-t", "tmpfs", "none", "/sys/fs/cgroup/unified"], check=True)
 
 
 def make_rootfs(path):

@@ -44,3 +44,12 @@ def progress(message):
     """Progress for people: shown on a terminal, quiet when piped."""
     if sys.stderr.isatty():
         click.echo(f"ctr: {message}...", err=True)
+
+
+def human_size(size):
+    """Bytes as people read them: 512B, 1.5kB, 12.3MB (powers of 1000, as docker)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1000
+    return str(size)

@@ -4,15 +4,7 @@ import json
 
 import click
 
-from ctr.cli.context import progress
-
-
-def _human(size):
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1000
-    return str(size)
+from ctr.cli.context import human_size, progress
 
 
 def _repo_tag(name):
@@ -61,7 +53,7 @@ def image_ls(obj, fmt):
     for img in images:
         repo, tag = _repo_tag(img["name"])
         rows.append((repo, tag, img["id"].split(":")[-1][:12], _ago(img.get("created")),
-                     _human(img.get("size", 0))))
+                     human_size(img.get("size", 0))))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())

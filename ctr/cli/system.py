@@ -5,15 +5,7 @@ import json
 
 import click
 
-from ctr.cli.context import pass_ctx
-
-
-def _human(size):
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1000
-    return str(size)
+from ctr.cli.context import human_size, pass_ctx
 
 
 @click.group()
@@ -33,8 +25,8 @@ def system_df(obj, fmt):
         click.echo(json.dumps(rows, indent=2))
         return
     table = [("TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE")]
-    table += [(r["type"], str(r["total"]), str(r["active"]), _human(r["size"]),
-               _human(r["reclaimable"])) for r in rows]
+    table += [(r["type"], str(r["total"]), str(r["active"]), human_size(r["size"]),
+               human_size(r["reclaimable"])) for r in rows]
     widths = [max(len(r[i]) for r in table) for i in range(5)]
     for r in table:
         click.echo("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
