@@ -2,8 +2,6 @@
 Each is a thin composition of what the layers below already offer."""
 
 import json
-import platform
-import subprocess
 
 import click
 
@@ -52,6 +50,8 @@ def top(obj, name, ps_args):
 
     pids = set(instance_pids(obj.store.record(name)))
     args = list(ps_args) or ["-ef"]
+    import subprocess
+
     r = subprocess.run(["ps", *args], capture_output=True, text=True)
     if r.returncode != 0:
         raise InvalidSpec(f"ps {' '.join(args)}: {r.stderr.strip() or 'failed'}")
@@ -123,6 +123,8 @@ def _version():
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 def version(fmt):
     """ctr's version, its Python, and the host's kernel."""
+    import platform
+
     data = {"Version": _version(), "Python": platform.python_version(),
             "Kernel": platform.release(), "Os": "linux", "Arch": platform.machine()}
     if fmt == "json":

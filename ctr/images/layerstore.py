@@ -23,7 +23,6 @@ its unpack and its image's record is never taken for unused.
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -212,4 +211,6 @@ def _rm(path):
 
 def name_key(name):
     """A file name for an image name of any length and characters."""
+    import hashlib  # not on the start path of an image that is already here
+
     return hashlib.sha256(name.encode()).hexdigest()[:32]
