@@ -21,7 +21,9 @@ ignored, as the runtime-spec asks. What it does with the known ones:
     linux.maskedPaths/readonlyPaths, linux.sysctl (namespaced keys only), linux.seccomp
     annotations                     kept in the container's state, not the spec
 
-Refused with a clear error (not in this version): hooks, user namespaces and
+    hooks                           every phase (ctr.hooks)
+
+Refused with a clear error (not in this version): user namespaces and
 id mappings, mount and cgroup namespaces joined by path, other mount types.
 """
 
@@ -333,6 +335,33 @@ def _seccomp(linux):
     return profile
 
 
+def _hooks(config):
+    """config.hooks: {phase: [{path, args, env, timeout}]} (ctr.hooks runs them)."""
+    from ctr.hooks import PHASES
+
+    out = {}
+    for phase, hooks in _obj(config.get("hooks"), "hooks").items():
+        if phase not in PHASES:
+            continue  # unknown fields are ignored
+        checked = []
+        for i, hook in enumerate(_list(hooks, f"hooks.{phase}")):
+            where = f"hooks.{phase}[{i}]"
+            hook = _obj(hook, where)
+            entry = {"path": _abs(hook.get("path"), f"{where}.path")}
+            if hook.get("args") is not None:
+                entry["args"] = _list(hook["args"], f"{where}.args", str)
+            env = _list(hook.get("env"), f"{where}.env", str)
+            if any("=" not in e or "\0" in e for e in env):
+                raise _err(f"{where}.env", "expected KEY=VALUE strings")
+            entry["env"] = env
+            if hook.get("timeout") is not None:
+                entry["timeout"] = _int(hook["timeout"], f"{where}.timeout", lo=1)
+            checked.append(entry)
+        if checked:
+            out[phase] = checked
+    return out
+
+
 def _lsm(process):
     for key, where in (("apparmorProfile", "/sys/kernel/security/apparmor"),
                        ("selinuxLabel", "/sys/fs/selinux/enforce")):
@@ -356,8 +385,7 @@ def to_spec(bundle, config, cid, host=None, systemd_cgroup=False):
     check_id(cid)
     if not isinstance(config.get("ociVersion"), str):
         raise _err("ociVersion", "expected a version string")
-    if _obj(config.get("hooks"), "hooks"):
-        raise _err("hooks", "hooks are not supported yet")
+    hooks = _hooks(config)
     root, readonly = root_path(bundle, config)
     process = _obj(config.get("process"), "process")
     if not process:
@@ -396,6 +424,10 @@ def to_spec(bundle, config, cid, host=None, systemd_cgroup=False):
     sysctl = _sysctl(linux)
     if sysctl:
         oci["sysctl"] = sysctl
+    if hooks:
+        oci["hooks"] = hooks
+        oci["hook_state"] = {"id": cid, "bundle": bundle, "annotations": annotations(config),
+                             "version": config["ociVersion"]}
     spec = new_spec(
         image={"name": bundle, "id": "bundle:" + bundle}, command=args,
         name=re.sub(r"[^\w.-]", "_", cid).lstrip("_.-")[:63] or "oci", env=(),
