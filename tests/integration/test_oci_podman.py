@@ -155,3 +155,22 @@ def test_memory_limit_is_enforced(podman):
     assert r.returncode == 137 and "survived" not in r.stdout, r
     r = podman.run("--rm", "--memory", "32m", IMAGE, "sh", "-c", "echo fits")
     assert r.returncode == 0 and r.stdout == "fits\n", r
+
+
+def test_podman_hooks_dir_hooks_run(podman, tmp_path):
+    """An OCI hook podman adds to config.json from --hooks-dir (its hooks format
+    1.0.0) runs in the stage it names, with the container's state on stdin."""
+    out = tmp_path / "prestart.json"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f"#!/bin/sh\ncat > {out}\n")
+    hook.chmod(0o755)
+    hooks_dir = tmp_path / "hooks.d"
+    hooks_dir.mkdir()
+    (hooks_dir / "ctr-test.json").write_text(json.dumps({
+        "version": "1.0.0", "hook": {"path": str(hook)}, "when": {"always": True},
+        "stages": ["prestart"]}))
+    r = podman("--hooks-dir", str(hooks_dir), "run", "--rm", "--network", "none", *ULIMITS,
+               IMAGE, "true")
+    assert r.returncode == 0, r.stderr
+    state = json.loads(out.read_text())
+    assert state["status"] == "creating" and state["pid"] > 0 and state["id"]
