@@ -126,7 +126,7 @@ class ContainerDriver:
             if spec.userns:
                 from ctr.userns import write_maps
 
-                write_maps(pid, spec.userns)
+                write_maps(pid, spec.userns, spec.oci.get("id_mappings"))
             cg.add(pid)
             net = plan.attach(pid, proc_starttime(pid))
             os.write(go_w, b"G")

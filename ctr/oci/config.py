@@ -16,6 +16,7 @@ ignored, as the runtime-spec asks. What it does with the known ones:
                                     /sys/fs/cgroup of their usual types are ctr's own
                                     (the options runc's default spec gives them)
     linux.namespaces                new, or (network, ipc, uts, pid) joined by path
+    linux.uid/gidMappings           a new user namespace's maps, as given (id 0 mapped)
     linux.resources                 memory, cpu, pids
     linux.cgroupsPath               absolute; relative under /ctr-oci; default /ctr-oci/ID
     linux.maskedPaths/readonlyPaths, linux.sysctl (namespaced keys only), linux.seccomp
@@ -23,8 +24,9 @@ ignored, as the runtime-spec asks. What it does with the known ones:
 
     hooks                           every phase (ctr.hooks)
 
-Refused with a clear error (not in this version): user namespaces and
-id mappings, mount and cgroup namespaces joined by path, other mount types.
+Refused with a clear error (not in this version): user, mount and cgroup
+namespaces joined by path (and any join beside a new user namespace), other
+mount types.
 """
 
 import json
@@ -218,12 +220,10 @@ def _namespaces(linux):
             raise _err(f"{field}.type", f"unknown namespace type {kind!r}")
         if kind in (n["type"] for n in seen):
             raise _err(field, f"the {kind} namespace is listed twice")
-        if kind == "user":
-            raise _err(field, "user namespaces are not supported yet")
         entry = {"type": kind}
         if ns.get("path"):
             path = _abs(ns["path"], f"{field}.path")
-            if kind not in ("network", "ipc", "uts", "pid"):
+            if kind not in ("network", "ipc", "uts", "pid"):  # user, mount, cgroup
                 raise _err(f"{field}.path", f"joining a {kind} namespace by path is not "
                            "supported")
             if not os.path.exists(path):
@@ -233,6 +233,35 @@ def _namespaces(linux):
     if not any(n["type"] == "mount" and "path" not in n for n in seen):
         raise _err("linux.namespaces", "a new mount namespace is required")
     return seen
+
+
+def _id_maps(linux, namespaces):
+    """linux.uidMappings/gidMappings of a new user namespace: {"uid": [...],
+    "gid": [...]} of {containerID, hostID, size}, or None without one. The
+    container's id 0 must be mapped (ctr's init becomes it before anything)."""
+    user = any(n["type"] == "user" for n in namespaces)
+    if user and any("path" in n for n in namespaces):
+        raise _err("linux.namespaces", "a new user namespace together with namespaces "
+                   "joined by path is not supported")
+    maps = {}
+    for kind in ("uid", "gid"):
+        key = f"linux.{kind}Mappings"
+        entries = _list(linux.get(f"{kind}Mappings"), key)
+        if entries and not user:
+            raise _err(key, "given, but linux.namespaces has no user namespace")
+        if user and not entries:
+            raise _err(key, "a user namespace needs its id mappings")
+        if len(entries) > 340:  # the kernel's limit on lines of a map
+            raise _err(key, "more than 340 ranges")
+        out = []
+        for i, m in enumerate(entries):
+            m = _obj(m, f"{key}[{i}]")
+            out.append({k: _int(m.get(k), f"{key}[{i}].{k}", lo=1 if k == "size" else 0,
+                                hi=(1 << 32) - 1) for k in ("containerID", "hostID", "size")})
+        if user and not any(m["containerID"] == 0 for m in out):
+            raise _err(key, "the container's id 0 must be mapped")
+        maps[kind] = out
+    return maps if user else None
 
 
 def _check_hostname(hostname, namespaces):
@@ -404,9 +433,6 @@ def to_spec(bundle, config, cid, host=None, systemd_cgroup=False):
         raise _err("process.cwd", f"expected an absolute path, not {cwd!r}") from None
     _lsm(process)
     linux = _obj(config.get("linux"), "linux")
-    for key in ("uidMappings", "gidMappings"):
-        if linux.get(key):
-            raise _err(f"linux.{key}", "user namespaces are not supported yet")
     hostname = config.get("hostname") or None
     try:
         check_hostname(hostname)
@@ -415,9 +441,16 @@ def to_spec(bundle, config, cid, host=None, systemd_cgroup=False):
     volumes, tmpfs = _mounts(bundle, config)
     seccomp = _seccomp(linux)
     namespaces = _namespaces(linux)
+    id_maps = _id_maps(linux, namespaces)
     _check_hostname(hostname, namespaces)
     oci = {"root": root, "namespaces": namespaces,
            "cgroups_path": cgroups_path(linux, cid, systemd_cgroup)}
+    userns = None
+    if id_maps:
+        oci["id_mappings"] = id_maps
+        zero = {k: next(m for m in id_maps[k] if m["containerID"] == 0) for k in id_maps}
+        userns = {"mode": "oci", "uid": zero["uid"]["hostID"], "gid": zero["gid"]["hostID"],
+                  "size": zero["uid"]["size"]}
     for key, name in (("maskedPaths", "masked_paths"), ("readonlyPaths", "readonly_paths")):
         if key in linux:
             oci[name] = [_abs(p, f"linux.{key}") for p in _list(linux[key], f"linux.{key}")]
@@ -436,7 +469,7 @@ def to_spec(bundle, config, cid, host=None, systemd_cgroup=False):
         caps=_caps(process), read_only=readonly, tmpfs=tmpfs, volumes=volumes,
         seccomp=seccomp if seccomp is not None else "unconfined",
         no_new_privs=bool(process.get("noNewPrivileges")), ulimits=_rlimits(process),
-        oci=oci, host=host)
+        userns=userns, oci=oci, host=host)
     # The process's environment is the config's, exactly (no PATH or HOSTNAME of
     # ctr's); the hostname is set only when the config names one; a read-only
     # root gets no tmpfs at /tmp and /run of ctr's (runc adds none).
