@@ -34,6 +34,7 @@ JOIN = "join"
 ROOTFS = "rootfs"
 NETWORK = "network"
 HOSTNAME = "hostname"
+HOOKS = "hooks"  # an OCI bundle's createContainer and startContainer hooks
 PIVOT_ROOT = "pivot_root"
 PROCESS = "process"
 ULIMITS = "ulimits"
@@ -52,6 +53,7 @@ DOING = {
     ROOTFS: "preparing the root filesystem",
     NETWORK: "setting up the network",
     HOSTNAME: "setting the hostname",
+    HOOKS: "running the hooks",
     PIVOT_ROOT: "pivot_root",
     PROCESS: "setting up the process",
     ULIMITS: "setting the ulimits",

@@ -120,11 +120,22 @@ def check_reachable(path):
         path = os.path.dirname(path)
 
 
-def write_maps(pid, userns):
-    """The parent's side, after clone(CLONE_NEWUSER) and before the child goes."""
+def write_maps(pid, userns, id_mappings=None):
+    """The parent's side, after clone(CLONE_NEWUSER) and before the child goes:
+    the block of `userns`, or an OCI bundle's `id_mappings` ({"uid": [...],
+    "gid": [...]} of {containerID, hostID, size}) as they are."""
     for kind, base in (("uid", userns["uid"]), ("gid", userns["gid"])):
-        with open(f"/proc/{pid}/{kind}_map", "w") as f:
-            f.write(f"0 {base} {userns['size']}\n")
+        if id_mappings:
+            text = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n"
+                           for m in id_mappings[kind])
+        else:
+            text = f"0 {base} {userns['size']}\n"
+        try:
+            with open(f"/proc/{pid}/{kind}_map", "w") as f:
+                f.write(text)
+        except OSError as err:
+            raise CtrError(f"cannot write the {kind} map ({text.strip()!r}): "
+                           f"{err.strerror}") from err
 
 
 OPAQUE = "trusted.overlay.opaque"

@@ -79,7 +79,7 @@ class Driver(Protocol):
 
     def start(self, rec, lower: str | tuple | None, *, stdio=(None, None, None),
               tty: bool = False, pdeathsig: int | None = None,
-              gate: str | None = None) -> InstanceProcess:
+              gate: str | None = None, on_root=None) -> InstanceProcess:
         """Start the instance of `rec` on the image root `lower` (its layers as
         ctr.rootfs.mount_overlay takes them; None: an OCI bundle's root, used as
         it is): its network
@@ -94,6 +94,10 @@ class Driver(Protocol):
         the process opens for writing, after every step but the exec, and
         waits there until someone opens it for reading (runc's exec fifo);
         start then returns once the process waits at the gate.
+        on_root: an OCI runtime's create (containers only): called with the
+        process's pid once its root is mounted, before its pivot_root, while it
+        waits (ctr-oci's prestart and createRuntime hooks); what it raises
+        fails the start.
 
         Raises StartError with the failed step's message, exit code and errno
         (or another CtrError). A failed start leaves nothing behind: no

@@ -66,11 +66,14 @@ class ContainerDriver:
     kind = "container"
 
     def start(self, rec, lower, *, stdio=(None, None, None), tty=False, pdeathsig=None,
-              gate=None):
+              gate=None, on_root=None):
         """Network plan (address leased), cgroup (limits applied), clone, network
         attached, go. Whatever fails, what was done before is undone. An OCI
         bundle's spec (spec.oci) brings its own namespaces and cgroup path, and
-        its root is used as it is (`lower` None); `gate`: see ctr.drivers."""
+        its root is used as it is (`lower` None); `gate`: see ctr.drivers.
+        `on_root(pid)`: called once the init has mounted the container's root,
+        before its pivot_root, while the init waits (ctr-oci's prestart and
+        createRuntime hooks); what it raises fails the start."""
         spec = rec.spec
         with Reverter() as revert:
             if spec.oci:
@@ -85,11 +88,12 @@ class ContainerDriver:
                                  "of its own cgroup): this host mounts only cgroup v1")
             cg = common.create_cgroup(revert, cg, spec.resources,
                                       restrict_devices=not spec.privileged)
-            proc = self._clone(revert, rec, lower, plan, cg, stdio, tty, pdeathsig, gate)
+            proc = self._clone(revert, rec, lower, plan, cg, stdio, tty, pdeathsig, gate,
+                               on_root)
             revert.success()
         return proc
 
-    def _clone(self, revert, rec, lower, plan, cg, stdio, tty, pdeathsig, gate):
+    def _clone(self, revert, rec, lower, plan, cg, stdio, tty, pdeathsig, gate, on_root):
         """The init cloned into its namespaces (see ctr.namespaces for the sync
         protocol), given its ids, cgroup and network, told to go; returns once
         it exec'd the command."""
@@ -105,30 +109,34 @@ class ContainerDriver:
             sock, child_sock = fds.socketpair() if tty else (None, None)
             go_r, go_w = fds.pipe()
             rep_r, rep_w = fds.pipe()
+            root_r, root_w = fds.pipe() if on_root else (None, None)
             try:
                 pid = clone(flags)
             except OSError as err:
                 raise StartError(f"clone: {err.strerror}", errno=err.errno) from err
             if pid == 0:
-                fds.close(go_w, rep_r)
+                fds.close(go_w, rep_r, root_r)
                 namespaces.container_init(
                     go_r, rep_w, spec=spec, lower=lower, rootfs=rec.rootfs, upper=rec.upper,
                     work=rec.work, stdio=stdio, tty_sock=child_sock, pdeathsig=pdeathsig,
                     binds=plan.binds, netns_fd=join_fd, own_netns=plan.new_netns, gate=gate,
-                    joins=joins)
+                    joins=joins, root_fd=root_w)
             revert.add(common.kill, pid)
-            fds.close(go_r, rep_w, join_fd, child_sock, *(fd for fd, _ in joins))
+            fds.close(go_r, rep_w, join_fd, child_sock, root_w, *(fd for fd, _ in joins))
             if spec.userns:
                 from ctr.userns import write_maps
 
-                write_maps(pid, spec.userns)
+                write_maps(pid, spec.userns, spec.oci.get("id_mappings"))
             cg.add(pid)
             net = plan.attach(pid, proc_starttime(pid))
             os.write(go_w, b"G")
-            fds.close(go_w)
             master = _receive_pty(sock)
             if master is not None:
                 revert.add(os.close, master)
+            if on_root and os.read(root_r, 1) == b"R":  # EOF: the init failed before
+                on_root(pid)
+                os.write(go_w, b"G")
+            fds.close(go_w)
             failure = report.read(rep_r)
         if failure is not None:
             raise failure.error(f"starting {spec.name}")

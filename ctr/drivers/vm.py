@@ -133,12 +133,12 @@ class VmDriver:
     kind = "vm"
 
     def start(self, rec, lower, *, stdio=(None, None, None), tty=False, pdeathsig=None,
-              gate=None):
+              gate=None, on_root=None):
         """The kernel and initrd found (before any resource: a bad kernel costs
         nothing), network plan and tap, cgroup, QEMU launched, the guest's
         agent awaited. Whatever fails, what was done before is undone. A VM
         has no gate (an OCI runtime's create runs containers only)."""
-        if gate is not None:
+        if gate is not None or on_root is not None:
             raise StartError("a VM cannot wait at a gate before its command")
         if tty:
             raise StartError("-t is not supported for VMs yet")

@@ -214,10 +214,11 @@ def drop_privileges(uid, gid, groups, spec, seccomp_filter=None, pdeathsig=None)
             seccomp.load(seccomp_filter)
 
 
-def _exec(command, env, workdir, stub, report_fd, gate=None):
+def _exec(command, env, workdir, stub, report_fd, gate=None, oci=None):
     """Exec the command through the sealed stub (see ctr/native/execstub.c),
     which reports its own execve's failure on `report_fd`. With a `gate` (an
-    O_PATH fd of the exec fifo), wait there first: see the module's doc."""
+    O_PATH fd of the exec fifo), wait there first: see the module's doc; then
+    an OCI bundle's startContainer hooks run (`oci`: spec.oci)."""
     envd = dict(e.split("=", 1) for e in env)
     try:
         os.chdir(workdir)
@@ -232,12 +233,32 @@ def _exec(command, env, workdir, stub, report_fd, gate=None):
         os.write(fifo, b"0")
         os.close(fifo)
         os.close(gate)
+        try:
+            _run_hooks(oci, "startContainer", "created")
+        except InitFailure as err:  # start has returned: the container's stderr is told
+            os.write(2, f"ctr-oci: {err}\n".encode())
+            os._exit(EXIT_CTR)
     os.set_inheritable(report_fd, True)
     try:
         os.execve(stub, ["ctr-exec", str(report_fd), path, *command], envd)
     except OSError as err:
         raise InitFailure(f"{command[0]}: cannot execute: {err.strerror}", err.errno,
                           EXIT_CANNOT_INVOKE) from err
+
+
+def _run_hooks(oci, phase, status):
+    """An OCI bundle's hooks of `phase`, run from the container's init."""
+    hooks = (oci or {}).get("hooks", {}).get(phase)
+    if not hooks:
+        return
+    from ctr import hooks as hooks_mod
+
+    st = oci["hook_state"]
+    state = hooks_mod.state_json(st["id"], status, os.getpid(), st["bundle"],
+                                 st["annotations"], st["version"])
+    failures = hooks_mod.run(phase, hooks, state)
+    if failures:
+        raise InitFailure(failures[0])
 
 
 def _sysctl(values):
@@ -321,13 +342,16 @@ def _stdio(tty_slave, stdio):
 
 def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
                    stdio=(None, None, None), tty_sock=None, pdeathsig=None, binds=(),
-                   netns_fd=None, own_netns=True, gate=None, joins=()):
+                   netns_fd=None, own_netns=True, gate=None, joins=(), root_fd=None):
     """The child's side of a container start. Never returns. `own_netns`: the
     clone made a network namespace (lo is brought up here; a bridge's eth0 is
     configured by the parent before it says go); `netns_fd`: join that one
     instead (--network container:NAME). `gate`: the path of an exec fifo to
     wait at before the exec (see the module's doc); `joins`: [(fd, flag)] of
-    more namespaces to join (an OCI bundle's ipc and uts given by path)."""
+    more namespaces to join (an OCI bundle's ipc and uts given by path);
+    `root_fd`: once the root is mounted, say "R" there and wait for a second
+    "G" on `go_fd` (the parent runs an OCI bundle's createRuntime hooks then).
+    """
     from ctr import rootfs as rootfs_mod
     from ctr.native import SYSCALLS, setns, unshare
     from ctr.net import loopback_up
@@ -340,7 +364,10 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         reset_signals()
         if os.read(go_fd, 1) != b"G":
             os._exit(EXIT_CTR)  # the parent gave up; it cleans up
-        os.close(go_fd)
+        if root_fd is None:
+            os.close(go_fd)
+        if spec.oci.get("hooks"):
+            from ctr import hooks  # noqa: F401 - before pivot_root: see ctr.hooks
         if gate is not None:  # reached through /proc/self/fd once the host's paths are not
             gate = os.open(gate, os.O_PATH | os.O_CLOEXEC)
         if spec.userns:
@@ -376,6 +403,14 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         step = report.HOSTNAME
         if spec.hostname:
             SYSCALLS.sethostname(spec.hostname)
+        step = report.HOOKS
+        if root_fd is not None:
+            os.write(root_fd, b"R")
+            os.close(root_fd)
+            if os.read(go_fd, 1) != b"G":
+                os._exit(EXIT_CTR)
+            os.close(go_fd)
+        _run_hooks(spec.oci, "createContainer", "creating")
         step = report.PIVOT_ROOT
         rootfs_mod.pivot(SYSCALLS, rootfs)
         step = report.PROCESS
@@ -390,7 +425,7 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         drop_privileges(uid, gid, groups, spec, seccomp_filter, pdeathsig=pdeathsig)
         step = report.EXEC
         _exec(list(spec.command), env_home(list(spec.env), home), spec.workdir, stub,
-              report_fd, gate)
+              report_fd, gate, spec.oci)
     except BaseException as err:  # noqa: BLE001 - every failure becomes a report
         report.write_failure(report_fd, err, step)
     os._exit(EXIT_CTR)

@@ -159,6 +159,13 @@ def _print_json(data):
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
+def _warn(lines):
+    """Warnings (a poststart or poststop hook that failed) go to stderr only:
+    --log holds nothing but the error of a failing command (see the doc)."""
+    for line in lines:
+        sys.stderr.write(f"ctr-oci: warning: {line}\n")
+
+
 def run_verb(a):
     """Do what `a` asks; returns the exit status."""
     from ctr.oci import runtime
@@ -171,21 +178,21 @@ def run_verb(a):
                               systemd_cgroup=a.systemd_cgroup)
         if a.verb == "create":
             return 0
-        runtime.start(root, a.id)
+        _warn(runtime.start(root, a.id))
         if a.detach:
             return 0
         code = proc.wait()
         if not a.keep:
-            runtime.delete(root, a.id, force=True)
+            _warn(runtime.delete(root, a.id, force=True))
         return code
     if a.verb == "start":
-        runtime.start(root, a.id)
+        _warn(runtime.start(root, a.id))
     elif a.verb == "state":
         _print_json(runtime.load(root, a.id).oci_state())
     elif a.verb == "kill":
         runtime.kill(root, a.id, parse_signal(a.signal), a.all)
     elif a.verb == "delete":
-        runtime.delete(root, a.id, a.force)
+        _warn(runtime.delete(root, a.id, a.force))
     elif a.verb == "pause":
         runtime.pause(root, a.id)
     elif a.verb == "resume":

@@ -16,13 +16,17 @@ ignored, as the runtime-spec asks. What it does with the known ones:
                                     /sys/fs/cgroup of their usual types are ctr's own
                                     (the options runc's default spec gives them)
     linux.namespaces                new, or (network, ipc, uts, pid) joined by path
+    linux.uid/gidMappings           a new user namespace's maps, as given (id 0 mapped)
     linux.resources                 memory, cpu, pids
     linux.cgroupsPath               absolute; relative under /ctr-oci; default /ctr-oci/ID
     linux.maskedPaths/readonlyPaths, linux.sysctl (namespaced keys only), linux.seccomp
     annotations                     kept in the container's state, not the spec
 
-Refused with a clear error (not in this version): hooks, user namespaces and
-id mappings, mount and cgroup namespaces joined by path, other mount types.
+    hooks                           every phase (ctr.hooks)
+
+Refused with a clear error (not in this version): user, mount and cgroup
+namespaces joined by path (and any join beside a new user namespace), other
+mount types.
 """
 
 import json
@@ -216,12 +220,10 @@ def _namespaces(linux):
             raise _err(f"{field}.type", f"unknown namespace type {kind!r}")
         if kind in (n["type"] for n in seen):
             raise _err(field, f"the {kind} namespace is listed twice")
-        if kind == "user":
-            raise _err(field, "user namespaces are not supported yet")
         entry = {"type": kind}
         if ns.get("path"):
             path = _abs(ns["path"], f"{field}.path")
-            if kind not in ("network", "ipc", "uts", "pid"):
+            if kind not in ("network", "ipc", "uts", "pid"):  # user, mount, cgroup
                 raise _err(f"{field}.path", f"joining a {kind} namespace by path is not "
                            "supported")
             if not os.path.exists(path):
@@ -231,6 +233,35 @@ def _namespaces(linux):
     if not any(n["type"] == "mount" and "path" not in n for n in seen):
         raise _err("linux.namespaces", "a new mount namespace is required")
     return seen
+
+
+def _id_maps(linux, namespaces):
+    """linux.uidMappings/gidMappings of a new user namespace: {"uid": [...],
+    "gid": [...]} of {containerID, hostID, size}, or None without one. The
+    container's id 0 must be mapped (ctr's init becomes it before anything)."""
+    user = any(n["type"] == "user" for n in namespaces)
+    if user and any("path" in n for n in namespaces):
+        raise _err("linux.namespaces", "a new user namespace together with namespaces "
+                   "joined by path is not supported")
+    maps = {}
+    for kind in ("uid", "gid"):
+        key = f"linux.{kind}Mappings"
+        entries = _list(linux.get(f"{kind}Mappings"), key)
+        if entries and not user:
+            raise _err(key, "given, but linux.namespaces has no user namespace")
+        if user and not entries:
+            raise _err(key, "a user namespace needs its id mappings")
+        if len(entries) > 340:  # the kernel's limit on lines of a map
+            raise _err(key, "more than 340 ranges")
+        out = []
+        for i, m in enumerate(entries):
+            m = _obj(m, f"{key}[{i}]")
+            out.append({k: _int(m.get(k), f"{key}[{i}].{k}", lo=1 if k == "size" else 0,
+                                hi=(1 << 32) - 1) for k in ("containerID", "hostID", "size")})
+        if user and not any(m["containerID"] == 0 for m in out):
+            raise _err(key, "the container's id 0 must be mapped")
+        maps[kind] = out
+    return maps if user else None
 
 
 def _check_hostname(hostname, namespaces):
@@ -333,6 +364,33 @@ def _seccomp(linux):
     return profile
 
 
+def _hooks(config):
+    """config.hooks: {phase: [{path, args, env, timeout}]} (ctr.hooks runs them)."""
+    from ctr.hooks import PHASES
+
+    out = {}
+    for phase, hooks in _obj(config.get("hooks"), "hooks").items():
+        if phase not in PHASES:
+            continue  # unknown fields are ignored
+        checked = []
+        for i, hook in enumerate(_list(hooks, f"hooks.{phase}")):
+            where = f"hooks.{phase}[{i}]"
+            hook = _obj(hook, where)
+            entry = {"path": _abs(hook.get("path"), f"{where}.path")}
+            if hook.get("args") is not None:
+                entry["args"] = _list(hook["args"], f"{where}.args", str)
+            env = _list(hook.get("env"), f"{where}.env", str)
+            if any("=" not in e or "\0" in e for e in env):
+                raise _err(f"{where}.env", "expected KEY=VALUE strings")
+            entry["env"] = env
+            if hook.get("timeout") is not None:
+                entry["timeout"] = _int(hook["timeout"], f"{where}.timeout", lo=1)
+            checked.append(entry)
+        if checked:
+            out[phase] = checked
+    return out
+
+
 def _lsm(process):
     for key, where in (("apparmorProfile", "/sys/kernel/security/apparmor"),
                        ("selinuxLabel", "/sys/fs/selinux/enforce")):
@@ -356,8 +414,7 @@ def to_spec(bundle, config, cid, host=None, systemd_cgroup=False):
     check_id(cid)
     if not isinstance(config.get("ociVersion"), str):
         raise _err("ociVersion", "expected a version string")
-    if _obj(config.get("hooks"), "hooks"):
-        raise _err("hooks", "hooks are not supported yet")
+    hooks = _hooks(config)
     root, readonly = root_path(bundle, config)
     process = _obj(config.get("process"), "process")
     if not process:
@@ -376,9 +433,6 @@ def to_spec(bundle, config, cid, host=None, systemd_cgroup=False):
         raise _err("process.cwd", f"expected an absolute path, not {cwd!r}") from None
     _lsm(process)
     linux = _obj(config.get("linux"), "linux")
-    for key in ("uidMappings", "gidMappings"):
-        if linux.get(key):
-            raise _err(f"linux.{key}", "user namespaces are not supported yet")
     hostname = config.get("hostname") or None
     try:
         check_hostname(hostname)
@@ -387,15 +441,26 @@ def to_spec(bundle, config, cid, host=None, systemd_cgroup=False):
     volumes, tmpfs = _mounts(bundle, config)
     seccomp = _seccomp(linux)
     namespaces = _namespaces(linux)
+    id_maps = _id_maps(linux, namespaces)
     _check_hostname(hostname, namespaces)
     oci = {"root": root, "namespaces": namespaces,
            "cgroups_path": cgroups_path(linux, cid, systemd_cgroup)}
+    userns = None
+    if id_maps:
+        oci["id_mappings"] = id_maps
+        zero = {k: next(m for m in id_maps[k] if m["containerID"] == 0) for k in id_maps}
+        userns = {"mode": "oci", "uid": zero["uid"]["hostID"], "gid": zero["gid"]["hostID"],
+                  "size": zero["uid"]["size"]}
     for key, name in (("maskedPaths", "masked_paths"), ("readonlyPaths", "readonly_paths")):
         if key in linux:
             oci[name] = [_abs(p, f"linux.{key}") for p in _list(linux[key], f"linux.{key}")]
     sysctl = _sysctl(linux)
     if sysctl:
         oci["sysctl"] = sysctl
+    if hooks:
+        oci["hooks"] = hooks
+        oci["hook_state"] = {"id": cid, "bundle": bundle, "annotations": annotations(config),
+                             "version": config["ociVersion"]}
     spec = new_spec(
         image={"name": bundle, "id": "bundle:" + bundle}, command=args,
         name=re.sub(r"[^\w.-]", "_", cid).lstrip("_.-")[:63] or "oci", env=(),
@@ -404,7 +469,7 @@ def to_spec(bundle, config, cid, host=None, systemd_cgroup=False):
         caps=_caps(process), read_only=readonly, tmpfs=tmpfs, volumes=volumes,
         seccomp=seccomp if seccomp is not None else "unconfined",
         no_new_privs=bool(process.get("noNewPrivileges")), ulimits=_rlimits(process),
-        oci=oci, host=host)
+        userns=userns, oci=oci, host=host)
     # The process's environment is the config's, exactly (no PATH or HOSTNAME of
     # ctr's); the hostname is set only when the config names one; a read-only
     # root gets no tmpfs at /tmp and /run of ctr's (runc adds none).

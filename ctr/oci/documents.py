@@ -59,6 +59,7 @@ def default_config():
 
 def features():
     """What this runtime supports, in the runtime-spec's features format."""
+    from ctr.hooks import PHASES
     from ctr.seccomp import ACTIONS, OPS, default_profile
     from ctr.spec import ALL_CAPS
 
@@ -68,7 +69,7 @@ def features():
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
-        "hooks": [],
+        "hooks": list(PHASES),
         "mountOptions": list(MOUNT_OPTIONS),
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts"],

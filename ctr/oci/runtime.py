@@ -79,7 +79,13 @@ def create(root, cid, bundle, *, pid_file=None, console_socket=None, preserve_fd
         c.make(spec)
         parents = _missing_parents(spec.oci["cgroups_path"])
         revert.add(_remove_parents, parents)
-        proc = ContainerDriver().start(c, None, tty=spec.tty, gate=c.fifo)
+        on_root = None
+        if _hooks(spec, "prestart") or _hooks(spec, "createRuntime"):
+            def on_root(pid):
+                revert.add(_poststop, spec)  # what these hooks set up, undone
+                for phase in ("prestart", "createRuntime"):
+                    _run_hooks(spec, phase, "creating", pid, fatal=True)
+        proc = ContainerDriver().start(c, None, tty=spec.tty, gate=c.fifo, on_root=on_root)
         revert.add(proc.cgroup.destroy)
         revert.add(common.kill, proc.pid)
         if console_socket:
@@ -100,7 +106,8 @@ def create(root, cid, bundle, *, pid_file=None, console_socket=None, preserve_fd
 
 
 def start(root, cid):
-    """Let the created process exec its command."""
+    """Let the created process exec its command. Returns the warnings of its
+    poststart hooks (one line each)."""
     c = load(root, cid)
     with c.lock():
         status = c.status()
@@ -122,6 +129,32 @@ def start(root, cid):
         finally:
             os.close(fd)
         os.unlink(c.fifo)
+        return _run_hooks(c.spec, "poststart", "running", c.state()["pid"])
+
+
+def _hooks(spec, phase):
+    return (spec.oci.get("hooks") or {}).get(phase)
+
+
+def _run_hooks(spec, phase, status, pid, fatal=False):
+    """A bundle's hooks of `phase` (ctr.hooks), in the runtime's namespaces.
+    A failure raises where the phase must succeed; else the failures are
+    returned as warnings, and the rest went on."""
+    hooks = _hooks(spec, phase)
+    if not hooks:
+        return []
+    from ctr import hooks as hooks_mod
+
+    st = spec.oci["hook_state"]
+    failures = hooks_mod.run(phase, hooks, hooks_mod.state_json(
+        st["id"], status, pid, st["bundle"], st["annotations"], st["version"]))
+    if failures and fatal:
+        raise StartError(failures[0])
+    return failures
+
+
+def _poststop(spec):
+    return _run_hooks(spec, "poststop", "stopped", 0)
 
 
 def _cgroup(c):
@@ -149,13 +182,14 @@ def kill(root, cid, sig, all_=False):
 
 
 def delete(root, cid, force=False):
+    """Returns the warnings of its poststop hooks (one line each)."""
     c = Container(root, cid)
     try:
         c.state()
     except NotFound:
         if force:
             c.remove()  # what a create that died midway may have left
-            return
+            return []
         raise
     with c.lock():
         status = c.status()
@@ -173,7 +207,9 @@ def delete(root, cid, force=False):
             cg.kill_all(signal.SIGKILL)
             cg.destroy()
         _remove_parents(c.state().get("cgroup_parents") or ())
+        spec = c.spec
         c.remove()
+    return _poststop(spec)
 
 
 def _missing_parents(path):

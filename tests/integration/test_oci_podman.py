@@ -9,6 +9,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 from oci_helpers import OCI, make_rootfs, mounts_of, remove_cgroup_tree
@@ -49,8 +50,11 @@ class Podman:
 
 
 @pytest.fixture(scope="module")
-def podman(tmp_path_factory):
-    base = str(tmp_path_factory.mktemp("podman"))
+def podman():
+    # Not under pytest's folders (0700): a user namespace's root (a host nobody)
+    # must walk to its root filesystem (--uidmap).
+    base = tempfile.mkdtemp(prefix="ctr-oci-podman-")
+    os.chmod(base, 0o711)
     had_libpod_parent = os.path.isdir("/sys/fs/cgroup/memory/libpod_parent")
     had = {p for p in HOST_PATHS if os.path.exists(p)}
     rootfs = make_rootfs(os.path.join(base, "rootfs"))
@@ -155,3 +159,28 @@ def test_memory_limit_is_enforced(podman):
     assert r.returncode == 137 and "survived" not in r.stdout, r
     r = podman.run("--rm", "--memory", "32m", IMAGE, "sh", "-c", "echo fits")
     assert r.returncode == 0 and r.stdout == "fits\n", r
+
+
+def test_podman_hooks_dir_hooks_run(podman, tmp_path):
+    """An OCI hook podman adds to config.json from --hooks-dir (its hooks format
+    1.0.0) runs in the stage it names, with the container's state on stdin."""
+    out = tmp_path / "prestart.json"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f"#!/bin/sh\ncat > {out}\n")
+    hook.chmod(0o755)
+    hooks_dir = tmp_path / "hooks.d"
+    hooks_dir.mkdir()
+    (hooks_dir / "ctr-test.json").write_text(json.dumps({
+        "version": "1.0.0", "hook": {"path": str(hook)}, "when": {"always": True},
+        "stages": ["prestart"]}))
+    r = podman("--hooks-dir", str(hooks_dir), "run", "--rm", "--network", "none", *ULIMITS,
+               IMAGE, "true")
+    assert r.returncode == 0, r.stderr
+    state = json.loads(out.read_text())
+    assert state["status"] == "creating" and state["pid"] > 0 and state["id"]
+
+
+def test_uidmap_runs_in_a_user_namespace(podman):
+    r = podman.run("--rm", "--uidmap", "0:300000:65536", "--gidmap", "0:300000:65536", IMAGE,
+                   "sh", "-c", "id -u; cat /proc/self/uid_map", check=True)
+    assert r.stdout.split() == ["0", "0", "300000", "65536"]

@@ -161,7 +161,9 @@ BAD = [
     ("linux.cgroupsPath", "system.slice:ctr:c1", "systemd"),
     ("linux.cgroupsPath", "/a/../b", "invalid path"),
     ("linux.namespaces", [{"type": "mount"}, {"type": "mount"}], "listed twice"),
-    ("linux.namespaces", [{"type": "mount"}, {"type": "user"}], "user namespaces"),
+    ("linux.namespaces", [{"type": "mount"}, {"type": "user"}], "needs its id mappings"),
+    ("linux.namespaces", [{"type": "mount"}, {"type": "user", "path": "/proc/1/ns/user"}],
+     "joining a user namespace by path"),
     ("linux.namespaces", [{"type": "mount", "path": "/proc/1/ns/mnt"}], "by path"),
     ("linux.namespaces", [{"type": "mount"}, {"type": "ipc", "path": "/no/such/ns"}],
      "does not exist"),
@@ -169,12 +171,12 @@ BAD = [
      "no UTS namespace of its own"),
     ("linux.namespaces", [{"type": "pid"}], "mount namespace is required"),
     ("linux.namespaces", [{"type": "mount"}, {"type": "time"}], "unknown namespace"),
-    ("linux.uidMappings", [{"containerID": 0, "hostID": 1000, "size": 1}], "user namespaces"),
+    ("linux.uidMappings", [{"containerID": 0, "hostID": 1000, "size": 1}], "no user namespace"),
     ("linux.resources", {"memory": {"limit": "64m"}}, "memory.limit"),
     ("linux.resources", {"pids": {"limit": -7}}, "pids.limit"),
     ("linux.sysctl", {"kernel.pid_max": "1"}, "not in the container's namespaces"),
     ("linux.seccomp", {"defaultAction": "SCMP_ACT_NOPE"}, "linux.seccomp"),
-    ("hooks", {"prestart": [{"path": "/bin/true"}]}, "hooks"),
+    ("hooks", {"prestart": [{"path": "bin/true"}]}, "hooks.prestart[0].path"),
     ("ociVersion", KeyError, "ociVersion"),
     ("process", KeyError, "process"),
 ]
@@ -252,4 +254,4 @@ def test_features_document():
     assert f["ociVersionMin"] == "1.0.0" and f["ociVersionMax"]
     assert "mount" in f["linux"]["namespaces"] and "CAP_SYS_ADMIN" in f["linux"]["capabilities"]
     assert f["linux"]["seccomp"]["enabled"] and f["linux"]["apparmor"] == {"enabled": False}
-    assert isinstance(f["mountOptions"], list) and f["hooks"] == []
+    assert isinstance(f["mountOptions"], list) and f["hooks"][0] == "prestart"
