@@ -321,13 +321,15 @@ def _stdio(tty_slave, stdio):
 
 def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
                    stdio=(None, None, None), tty_sock=None, pdeathsig=None, binds=(),
-                   netns_fd=None, own_netns=True, gate=None, joins=()):
+                   netns_fd=None, own_netns=True, gate=None, joins=(), cgroup_view=None,
+                   lxcfs=None):
     """The child's side of a container start. Never returns. `own_netns`: the
     clone made a network namespace (lo is brought up here; a bridge's eth0 is
     configured by the parent before it says go); `netns_fd`: join that one
     instead (--network container:NAME). `gate`: the path of an exec fifo to
     wait at before the exec (see the module's doc); `joins`: [(fd, flag)] of
-    more namespaces to join (an OCI bundle's ipc and uts given by path)."""
+    more namespaces to join (an OCI bundle's ipc and uts given by path).
+    `cgroup_view`, `lxcfs`: what ctr.rootfs.prepare mounts of them."""
     from ctr import rootfs as rootfs_mod
     from ctr.native import SYSCALLS, setns, unshare
     from ctr.net import loopback_up
@@ -348,7 +350,8 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         step = report.CGROUP_NS
         if spec.init:
             check_own_cgroup2()
-        unshare(CLONE_NEWCGROUP)
+        if spec.cgroupns != "host":
+            unshare(CLONE_NEWCGROUP)
         step = report.SECCOMP
         seccomp_filter, stub = process_setup(spec)
         if netns_fd is not None:
@@ -368,7 +371,8 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
                                  init=spec.init,
                                  masked=spec.oci.get("masked_paths", rootfs_mod.MASKED_PATHS),
                                  readonly=spec.oci.get("readonly_paths",
-                                                       rootfs_mod.READONLY_PATHS))
+                                                       rootfs_mod.READONLY_PATHS),
+                                 cgroup_view=cgroup_view, lxcfs=lxcfs)
         tty_slave = hand_over_pty(tty_sock, *pty) if pty else None
         if own_netns:
             step = report.NETWORK
