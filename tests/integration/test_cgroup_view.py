@@ -96,6 +96,8 @@ def test_cgroupns_host_shows_the_hosts_paths(ctr):
         *(("-m", "64m") if V1 else ()), "busybox", "sleep", "60", check=True)
     try:
         cid = ctr.inspect("h")["id"]
+        mode = ctr("inspect", "-f", "{{.HostConfig.CgroupnsMode}}", "h", check=True).stdout
+        assert mode.strip() == "host"
         own = ctr("exec", "h", "cat", "/proc/self/cgroup", check=True).stdout
         # the host's namespace: the container's cgroup by its full path
         assert f"/{PARENT}/{cid}" in own
