@@ -255,3 +255,29 @@ def test_without_lxcfs_the_host_is_unchanged(ctr, tmp_path):
               "/proc/self/mountinfo || true")
     assert int(out.split()[1]) == _host_meminfo_total()
     assert out.split()[-1] == "0"
+
+
+# -- ctr-oci: a bundle whose config.json mounts cgroup at /sys/fs/cgroup -----------------------
+
+def test_an_oci_bundles_cgroup_mount_is_its_own_cgroup(tmp_path):
+    from oci_helpers import CGROUP_PARENT, make_bundle, make_rootfs, oci, remove_cgroup_tree
+
+    rootfs = make_rootfs(str(tmp_path / "rootfs"))
+    limit = "pids/pids.max" if V1 else "cgroup.max.descendants"
+
+    def edit(config):
+        if V1:
+            config["linux"]["resources"] = {"pids": {"limit": 7}}
+        assert [m for m in config["mounts"] if m["destination"] == "/sys/fs/cgroup"
+                and "ro" in m.get("options", ())]  # as runc's and podman's configs have it
+
+    try:
+        b = make_bundle(str(tmp_path / "bundle"), rootfs,
+                        ["sh", "-c", f"cat /sys/fs/cgroup/{limit}; cat /proc/self/cgroup; "
+                         f"echo 1 > /sys/fs/cgroup/{limit}"], "v1", edit=edit)
+        r = oci("run", "--bundle", b, "v1", root=str(tmp_path / "state"))
+        assert r.returncode != 0 and "Read-only file system" in r.stderr, r
+        assert r.stdout.split()[0] == ("7" if V1 else "max")
+        assert "0::/" in r.stdout.splitlines()
+    finally:
+        remove_cgroup_tree(CGROUP_PARENT)
