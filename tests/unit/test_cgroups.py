@@ -121,6 +121,29 @@ def test_v2_counters_freeze_and_oom(tmp_path):
     assert cg.freeze() and (leaf / "cgroup.freeze").read_text() == "1"
 
 
+def test_v2_kill_all_stops_when_the_cgroup_goes_away_while_freezing(tmp_path, monkeypatch):
+    """The instance ends and its reaper removes the cgroup between the
+    freeze's write and its check: kill_all is done, not stuck until a timeout."""
+    leaf = tmp_path / "cg" / "ctr" / "x"
+    put(leaf / "cgroup.procs", "10\n")
+    put(leaf / "cgroup.freeze", "0")
+    put(leaf / "cgroup.events", "populated 1\nfrozen 0\n")
+    cg = Cgroup(None, "x", found=[(str(tmp_path / "cg"), ("unified",))])
+    real_write = ctr.cgroups.v2.write
+
+    def write_then_vanish(op, path, value):
+        real_write(op, path, value)
+        if path.endswith("cgroup.freeze") and str(value) == "1":
+            for f in leaf.iterdir():
+                f.unlink()
+            leaf.rmdir()
+
+    monkeypatch.setattr(ctr.cgroups.v2, "write", write_then_vanish)
+    monkeypatch.setattr("os.kill", lambda pid, sig: None)
+    cg.kill_all(timeout=30)  # returns at once
+    assert not leaf.exists()
+
+
 def test_v1_writes_limits_through_cgroupspy(tmp_path):
     found = []
     for name in ("memory", "cpu", "cpuset", "pids", "blkio", "freezer"):
