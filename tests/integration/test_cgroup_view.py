@@ -79,6 +79,15 @@ def test_the_cgroup_view_is_read_only(ctr):
     assert r.stdout.split() == [value]  # unchanged
 
 
+def test_a_userns_container_sees_its_own_cgroup_read_only(ctr, subids):
+    limit = "memory/memory.limit_in_bytes" if V1 else "cgroup.max.descendants"
+    r = ctr("run", "--rm", "--network", "none", "--userns=auto",
+            *(("-m", "64m") if V1 else ()), "busybox", "sh", "-c",
+            f"cat /sys/fs/cgroup/{limit}; echo 10 > /sys/fs/cgroup/{limit}", env=subids)
+    assert r.returncode != 0 and "Read-only file system" in r.stderr, r
+    assert r.stdout.split() == ["67108864" if V1 else "max"]
+
+
 def test_exec_sees_the_same_view(ctr):
     ctr("run", "-d", "--name", "c", "--network", "none", "busybox", "sleep", "60", check=True)
     try:
@@ -243,6 +252,23 @@ def test_lxcfs_uptime_is_the_containers(lctr):
     assert "up 0 minutes" in out, out
     out = run(lctr, "--lxcfs=false", "busybox", "cat", "/proc/uptime")
     assert float(out.split()[0]) >= host
+
+
+def test_lxcfs_a_system_container_boots_and_sees_its_own(lctr):
+    _procps(lctr)  # the debian image
+    lctr("run", "-d", "--init", "--name", "sys", "--network", "none", "-m", "256m", "debian",
+         check=True)
+    try:
+        def booted():
+            r = lctr("exec", "sys", "systemctl", "is-system-running")
+            return r.stdout.strip() in ("running", "degraded")
+
+        assert wait_for(booted, timeout=60)
+        assert lctr("exec", "sys", "systemctl", "is-system-running").stdout.strip() == "running"
+        out = lctr("exec", "sys", "grep", "MemTotal", "/proc/meminfo", check=True).stdout
+        assert out.split()[1] == str(256 << 10)
+    finally:
+        lctr("rm", "-f", "sys", check=True)
 
 
 def test_without_lxcfs_the_host_is_unchanged(ctr, tmp_path):
