@@ -4,15 +4,18 @@ PYTHON  ?= python3
 BINDIR  ?= /usr/local/bin
 # Extras of the Python package: plot (matplotlib, for ctr bench --plot); dev adds tests and lint.
 EXTRAS  ?= plot
-# What ctr needs from the distribution. Installed only when missing.
+# What ctr needs from the distribution. Installed only when missing. lxcfs is not
+# needed: where it runs, containers get its /proc files (their own memory, CPUs,
+# uptime); on a systemd host the package starts it.
 APT_PACKAGES = busybox-static libcap-dev libseccomp-dev iproute2 gcc python3-dev python3-venv \
-               util-linux cpio nftables qemu-system-x86 kmod debootstrap skopeo zstd
+               util-linux cpio nftables qemu-system-x86 kmod debootstrap skopeo zstd lxcfs
 # Peers for the side-by-side benchmarks (benchmarks/images.py: podman, umoci).
 APT_BENCH    = crun runc podman umoci
 # Tests: systemd-analyze verify of generated units (systemd need not be PID 1);
 # a real registry (the CNCF distribution's) that the pull tests push to;
-# podman (with conmon) and containerd drive ctr-oci in the OCI runtime's tests.
-APT_TEST     = systemd docker-registry podman conmon containerd
+# podman (with conmon) and containerd drive ctr-oci in the OCI runtime's tests;
+# procps's free and uptime are lent to containers in the lxcfs tests.
+APT_TEST     = systemd docker-registry podman conmon containerd procps
 
 .PHONY: install apt venv kernel subids completion dev test-images test unit lint bench clean
 

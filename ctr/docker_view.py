@@ -58,6 +58,7 @@ def _host_config(spec):
         "PidsLimit": res.get("pids_limit"),
         "BlkioWeight": res.get("blkio_weight", 0),
         "CgroupParent": spec.cgroup_parent or "",
+        "CgroupnsMode": spec.cgroupns,
         "Privileged": spec.privileged,
         "ReadonlyRootfs": spec.read_only,
         "CapAdd": None,

@@ -104,26 +104,32 @@ def host_memory():
 
 def hierarchies(mountinfo="/proc/self/mountinfo"):
     """[(mountpoint, controllers)] for every visible cgroup mount; controllers is
-    ("unified",) for cgroup2. A mountpoint covered by a later mount (a tmpfs over
-    /sys/fs/cgroup/unified, say) is not a cgroup any more: the last mount wins."""
+    ("unified",) for cgroup2. A mountpoint covered by a later mount, there or
+    above it (a tmpfs over /sys/fs/cgroup/unified, or a cgroup2 mounted over
+    /sys/fs/cgroup in a private mount namespace) is not a cgroup any more: the
+    last mount wins."""
     top = {}
-    for line in read("find the cgroup mounts", mountinfo).splitlines():
+    last = {}  # mountpoint -> index of the last mount there
+    for i, line in enumerate(read("find the cgroup mounts", mountinfo).splitlines()):
         left, _, right = line.partition(" - ")
         fstype, _source, options = right.split()[:3]
-        top[left.split()[4]] = (fstype, options)
+        mountpoint = left.split()[4]
+        last[mountpoint] = i
+        if fstype in ("cgroup", "cgroup2"):
+            top[mountpoint] = (i, fstype, options)
     found = []
     seen = set()
-    for mountpoint, (fstype, options) in top.items():
+    for mountpoint, (i, fstype, options) in top.items():
+        if _covered(mountpoint, i, last):
+            continue
         if fstype == "cgroup2":
             ctrls = ("unified",)
-        elif fstype == "cgroup":
+        else:
             ctrls = tuple(sorted(
                 o for o in options.split(",")
                 if o not in ("rw", "ro", "relatime", "noexec", "nosuid", "nodev",
                              "clone_children", "noprefix", "xattr")
                 and not o.startswith("release_agent")))
-        else:
-            continue
         if ctrls in seen or any(c.startswith("name=") for c in ctrls):
             # the same hierarchy twice, or a named one (name=systemd) that controls
             # nothing and belongs to the host's init
@@ -131,6 +137,17 @@ def hierarchies(mountinfo="/proc/self/mountinfo"):
         seen.add(ctrls)
         found.append((mountpoint, ctrls))
     return found
+
+
+def _covered(mountpoint, index, last):
+    """Whether a mount made after `index` hides `mountpoint` (there or above)."""
+    path = mountpoint
+    while True:
+        if last.get(path, -1) > index:
+            return True
+        if path == "/":
+            return False
+        path = os.path.dirname(path)
 
 
 def self_path(ctrls):
@@ -192,6 +209,12 @@ class BaseCgroup:
 
     def _prepare(self, path, ctrls):
         """Called for each folder ctr creates, parents first."""
+
+    def view(self, readonly=True):
+        """What the container is shown at /sys/fs/cgroup (ctr.rootfs.mount_cgroup_view),
+        as docker and podman show it: on a cgroup2-only host, cgroup2 mounted
+        in its cgroup namespace (so rooted at its own folder)."""
+        return {"cgroup2": True, "readonly": readonly}
 
     def restrict_devices(self, rules=None):
         """Deny every device but `rules` (done before any task joins). Backends

@@ -87,6 +87,20 @@ class V1Cgroup(BaseCgroup):
         if "cpuset" in ctrls:
             copy_cpuset(os.path.dirname(path), path)
 
+    def view(self, readonly=True):
+        """On a v1 or hybrid host, a tmpfs with each hierarchy's folder of the
+        instance bound at its name (cpu,cpuacct; unified for the cgroup2 one),
+        and a link from each controller of a combined hierarchy to it (cpu ->
+        cpu,cpuacct), as runc makes it: memory/memory.limit_in_bytes is the
+        container's own limit."""
+        binds, links = [], []
+        for ctrls, path in sorted(self.dirs.items()):
+            name = ",".join(ctrls)
+            binds.append((name, path))
+            if len(ctrls) > 1:
+                links += [(c, name) for c in ctrls]
+        return {"binds": binds, "links": links, "readonly": readonly}
+
     def _controller(self, name, op):
         from cgroupspy import controllers
 

@@ -133,14 +133,22 @@ class V2Cgroup(BaseCgroup):
             self._wait_for(lambda: not self.frozen(), "thawing the instance")
 
     def frozen(self):
-        events = read_keyed("read the freezer's state", os.path.join(self.path, "cgroup.events"))
-        return events.get("frozen") == 1
+        # Read without a default: a cgroup that went away meanwhile (its instance
+        # ended and the reaper removed it, while kill_all was freezing it) is an
+        # ENOENT that kill_all stops at, not a freeze that never completes.
+        events = read("read the freezer's state", os.path.join(self.path, "cgroup.events"))
+        return "frozen 1" in events.splitlines()
 
     def kill_all(self, sig=None, timeout=5.0):
         sig = signal.SIGKILL if sig is None else sig
         kill = os.path.join(self.path, "cgroup.kill")
         if sig == signal.SIGKILL and os.path.exists(kill) and self.pids():
-            write("kill", kill, 1)  # Linux 5.14: the kernel kills the whole subtree at once
+            try:
+                write("kill", kill, 1)  # Linux 5.14: the kernel kills the whole subtree at once
+            except CgroupError as err:
+                if err.errno in (errno.ENOENT, errno.ENODEV):
+                    return  # the instance ended and its reaper removed the cgroup meanwhile
+                raise
         super().kill_all(sig, timeout)
 
     def stats(self):

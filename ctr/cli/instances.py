@@ -85,6 +85,16 @@ def instance_options(f):
         click.option("--ip", help="A fixed address on the instance's network."),
         click.option("--cgroup-parent", metavar="PATH",
                      help="Cgroup to nest in (default /ctr; 'self': ctr's own)."),
+        click.option("--cgroupns", metavar="private|host",
+                     help="Container: its own cgroup namespace (private, the default: "
+                          "/sys/fs/cgroup and /proc/self/cgroup show its cgroup as the "
+                          "root) or the host's (host: host paths in /proc/self/cgroup; "
+                          "on a cgroup2-only host the whole hierarchy, read-only)."),
+        click.option("--lxcfs", metavar="true|false",
+                     help="Container: when lxcfs runs on the host (/var/lib/lxcfs, or "
+                          "CTR_LXCFS_ROOT), its /proc/meminfo, cpuinfo, stat, uptime... "
+                          "so free, top, uptime, nproc show the container's own "
+                          "(default true)."),
         click.option("--cap-add", multiple=True, metavar="CAP",
                      help="Add a capability to the default set (ALL: every one)."),
         click.option("--cap-drop", multiple=True, metavar="CAP",

@@ -9,7 +9,7 @@ The protocol it implements is written down in ctr.drivers.
 import os
 import signal
 
-from ctr import cgroups, namespaces, report
+from ctr import cgroups, namespaces, report, rootfs
 from ctr.drivers import common
 from ctr.errors import StartError
 from ctr.native import CLONE_NEWPID, clone, setns
@@ -49,6 +49,19 @@ class ContainerProcess:
         _, status = os.waitpid(self.pid, 0)
         code = os.waitstatus_to_exitcode(status)
         return 128 - code if code < 0 else code
+
+
+def cgroup_view(spec, cg):
+    """What the container sees at /sys/fs/cgroup (ctr.rootfs.mount_cgroup_view):
+    its own cgroup, read-only (writable with --privileged, as docker gives it);
+    an init's writable cgroup2 view is ctr.rootfs's own. An OCI bundle gets one
+    where its config.json mounts cgroup there, read-only if it says so."""
+    if spec.init:
+        return None
+    if spec.oci:
+        mode = spec.oci.get("cgroup_mount")
+        return None if mode is None else cg.view(readonly=mode == "ro")
+    return cg.view(readonly=not spec.privileged)
 
 
 def _receive_pty(sock):
@@ -99,6 +112,8 @@ class ContainerDriver:
         it exec'd the command."""
         spec = rec.spec
         flags = plan.clone_flags(namespaces.CONTAINER_FLAGS)
+        view = cgroup_view(spec, cg)
+        lxcfs = rootfs.lxcfs_root() if spec.lxcfs and not spec.oci else None
         if spec.userns:
             flags |= namespaces.CLONE_NEWUSER
         with common.Fds() as fds:
@@ -120,7 +135,7 @@ class ContainerDriver:
                     go_r, rep_w, spec=spec, lower=lower, rootfs=rec.rootfs, upper=rec.upper,
                     work=rec.work, stdio=stdio, tty_sock=child_sock, pdeathsig=pdeathsig,
                     binds=plan.binds, netns_fd=join_fd, own_netns=plan.new_netns, gate=gate,
-                    joins=joins, root_fd=root_w)
+                    joins=joins, root_fd=root_w, cgroup_view=view, lxcfs=lxcfs)
             revert.add(common.kill, pid)
             fds.close(go_r, rep_w, join_fd, child_sock, root_w, *(fd for fd, _ in joins))
             if spec.userns:

@@ -342,7 +342,8 @@ def _stdio(tty_slave, stdio):
 
 def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
                    stdio=(None, None, None), tty_sock=None, pdeathsig=None, binds=(),
-                   netns_fd=None, own_netns=True, gate=None, joins=(), root_fd=None):
+                   netns_fd=None, own_netns=True, gate=None, joins=(), root_fd=None,
+                   cgroup_view=None, lxcfs=None):
     """The child's side of a container start. Never returns. `own_netns`: the
     clone made a network namespace (lo is brought up here; a bridge's eth0 is
     configured by the parent before it says go); `netns_fd`: join that one
@@ -350,7 +351,8 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
     wait at before the exec (see the module's doc); `joins`: [(fd, flag)] of
     more namespaces to join (an OCI bundle's ipc and uts given by path);
     `root_fd`: once the root is mounted, say "R" there and wait for a second
-    "G" on `go_fd` (the parent runs an OCI bundle's createRuntime hooks then).
+    "G" on `go_fd` (the parent runs an OCI bundle's createRuntime hooks then);
+    `cgroup_view`, `lxcfs`: what ctr.rootfs.prepare mounts of them.
     """
     from ctr import rootfs as rootfs_mod
     from ctr.native import SYSCALLS, setns, unshare
@@ -375,7 +377,8 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         step = report.CGROUP_NS
         if spec.init:
             check_own_cgroup2()
-        unshare(CLONE_NEWCGROUP)
+        if spec.cgroupns != "host":
+            unshare(CLONE_NEWCGROUP)
         step = report.SECCOMP
         seccomp_filter, stub = process_setup(spec)
         if netns_fd is not None:
@@ -395,7 +398,8 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
                                  init=spec.init,
                                  masked=spec.oci.get("masked_paths", rootfs_mod.MASKED_PATHS),
                                  readonly=spec.oci.get("readonly_paths",
-                                                       rootfs_mod.READONLY_PATHS))
+                                                       rootfs_mod.READONLY_PATHS),
+                                 cgroup_view=cgroup_view, lxcfs=lxcfs)
         tty_slave = hand_over_pty(tty_sock, *pty) if pty else None
         if own_netns:
             step = report.NETWORK

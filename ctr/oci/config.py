@@ -14,7 +14,10 @@ ignored, as the runtime-spec asks. What it does with the known ones:
     mounts                          bind/rbind -> volumes, tmpfs -> tmpfs; /proc, /sys,
                                     /dev, /dev/pts, /dev/shm, /dev/mqueue and
                                     /sys/fs/cgroup of their usual types are ctr's own
-                                    (the options runc's default spec gives them)
+                                    (the options runc's default spec gives them);
+                                    cgroup or cgroup2 at /sys/fs/cgroup: the container's
+                                    own cgroup there, as for ctr's containers ("ro":
+                                    read-only)
     linux.namespaces                new, or (network, ipc, uts, pid) joined by path
     linux.uid/gidMappings           a new user namespace's maps, as given (id 0 mapped)
     linux.resources                 memory, cpu, pids
@@ -208,6 +211,15 @@ def _mounts(bundle, config):
         else:
             raise _err(f"{field}.type", f"{kind!r} at {dest} is not supported")
     return volumes, tmpfs
+
+
+def _cgroup_mount(config):
+    """"ro" or "rw" when the config mounts cgroup (or cgroup2) at /sys/fs/cgroup,
+    else None (_mounts checked the entries)."""
+    for m in config.get("mounts") or ():
+        if m.get("destination") == "/sys/fs/cgroup" and m.get("type") in ("cgroup", "cgroup2"):
+            return "ro" if "ro" in (m.get("options") or ()) else "rw"
+    return None
 
 
 def _namespaces(linux):
@@ -454,6 +466,9 @@ def to_spec(bundle, config, cid, host=None, systemd_cgroup=False):
     for key, name in (("maskedPaths", "masked_paths"), ("readonlyPaths", "readonly_paths")):
         if key in linux:
             oci[name] = [_abs(p, f"linux.{key}") for p in _list(linux[key], f"linux.{key}")]
+    cgroup_mount = _cgroup_mount(config)
+    if cgroup_mount:
+        oci["cgroup_mount"] = cgroup_mount
     sysctl = _sysctl(linux)
     if sysctl:
         oci["sysctl"] = sysctl
@@ -469,7 +484,7 @@ def to_spec(bundle, config, cid, host=None, systemd_cgroup=False):
         caps=_caps(process), read_only=readonly, tmpfs=tmpfs, volumes=volumes,
         seccomp=seccomp if seccomp is not None else "unconfined",
         no_new_privs=bool(process.get("noNewPrivileges")), ulimits=_rlimits(process),
-        userns=userns, oci=oci, host=host)
+        userns=userns, oci=oci, host=host, lxcfs=False)
     # The process's environment is the config's, exactly (no PATH or HOSTNAME of
     # ctr's); the hostname is set only when the config names one; a read-only
     # root gets no tmpfs at /tmp and /run of ctr's (runc adds none).

@@ -221,16 +221,75 @@ def mount_tmpfs(sc, root, mounts):
         sc.mount("tmpfs", path, "tmpfs", flags, m.get("data") or None)
 
 
-def mount_cgroup_view(sc, root):
-    """An init's own cgroup2 view at /sys/fs/cgroup, writable: mounted inside the
-    container's cgroup namespace, its root is the container's cgroup (the caller
-    checked that it has one). The same on a cgroup2-only host and on a hybrid
-    one (there the container's folder in the host's cgroup2 mount). systemd
-    finds cgroup2 there and runs in unified mode: it never mounts, nor creates
-    anything in, the host's v1 hierarchies."""
+CGROUP_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC
+INIT_CGROUP_VIEW = {"cgroup2": True, "readonly": False}
+
+
+def mount_cgroup_view(sc, root, view):
+    """The container's own cgroup at /sys/fs/cgroup, as `view` says
+    (ctr.cgroups' view()): {"cgroup2": True} mounts cgroup2 there, inside the
+    container's cgroup namespace, so its root is the container's cgroup;
+    {"binds": [(name, host folder)], "links": [(name, target)]} (v1 and
+    hybrid hosts) makes a tmpfs with each hierarchy's folder of the
+    container bound at its name. "readonly": every part of it read-only, so
+    a write there fails with EROFS.
+
+    An init (INIT_CGROUP_VIEW) gets a writable cgroup2 view, on a cgroup2-only
+    host and on a hybrid one alike (there the container's folder in the host's
+    cgroup2 mount): systemd finds cgroup2 and runs in unified mode, so it never
+    mounts, nor creates anything in, the host's v1 hierarchies (the caller
+    checked that the container has a cgroup2 folder of its own)."""
     path = _join(root, "/sys/fs/cgroup")
+    ro = MS_RDONLY if view["readonly"] else 0
     sc.makedirs(path)
-    sc.mount("cgroup2", path, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+    if view.get("cgroup2"):
+        sc.mount("cgroup2", path, "cgroup2", CGROUP_FLAGS | ro, None)
+        return
+    sc.mount("tmpfs", path, "tmpfs", CGROUP_FLAGS, "mode=755,size=64k")
+    for name, source in view["binds"]:
+        target = f"{path}/{name}"
+        sc.makedirs(target)
+        sc.mount(source, target, None, MS_BIND)
+        if ro:
+            sc.mount(None, target, None, MS_BIND | MS_REMOUNT | CGROUP_FLAGS | ro)
+    for name, target in view["links"]:
+        sc.symlink(target, f"{path}/{name}")
+    if ro:
+        sc.mount(None, path, None, MS_BIND | MS_REMOUNT | CGROUP_FLAGS | ro)
+
+
+# What lxcfs serves in place of the kernel's host-wide figures, bound over
+# them as Incus and LXC do: free, top, uptime and nproc read these.
+LXCFS_ROOT = "/var/lib/lxcfs"
+LXCFS_FILES = ("/proc/cpuinfo", "/proc/diskstats", "/proc/loadavg", "/proc/meminfo",
+               "/proc/stat", "/proc/swaps", "/proc/uptime", "/sys/devices/system/cpu/online")
+
+
+def lxcfs_root(environ=os.environ):
+    """Where a running lxcfs serves its files (CTR_LXCFS_ROOT, default
+    /var/lib/lxcfs), or None when it does not run there. One stat: an lxcfs
+    that is not mounted leaves an empty folder (ENOENT), a dead one a mount
+    that answers ENOTCONN."""
+    path = (environ.get("CTR_LXCFS_ROOT") or LXCFS_ROOT).rstrip("/") or "/"
+    try:
+        st = os.stat(path + "/proc/meminfo")
+    except OSError:
+        return None
+    return path if stat.S_ISREG(st.st_mode) else None
+
+
+def bind_lxcfs(sc, root, lxcfs):
+    """lxcfs's files over the kernel's, each one that both have (an older
+    lxcfs lacks some)."""
+    for path in LXCFS_FILES:
+        target = _join(root, path)
+        if not sc.exists(target):
+            continue
+        try:
+            sc.mount(lxcfs + path, target, None, MS_BIND)
+        except OSError as err:
+            if err.errno != errno.ENOENT:
+                raise
 
 
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
@@ -281,14 +340,17 @@ def host_devices(sc, root):
 
 def prepare(sc, *, lower, upper, work, root, tty=False, binds=(), volumes=(), tmpfs=(),
             read_only=False, privileged=False, userns=False, init=False,
-            masked=MASKED_PATHS, readonly=READONLY_PATHS):
+            masked=MASKED_PATHS, readonly=READONLY_PATHS, cgroup_view=None, lxcfs=None):
     """Build the container's tree at `root` (a folder on the host, seen from the
     container's own mount namespace). Returns mount_dev's pty, if any. `init`:
     what an init system needs besides (its cgroup view, a boot id, /proc/sys
     read-only even with --privileged, lest it apply the image's sysctl.d files
     to the host). `lower` None: `root` is used as it is, bound onto itself
     (an OCI bundle's root, which its caller owns), not an overlay. `masked`,
-    `readonly`: the paths masked and made read-only (a bundle names its own)."""
+    `readonly`: the paths masked and made read-only (a bundle names its own).
+    `cgroup_view`: what /sys/fs/cgroup shows (mount_cgroup_view; None: nothing,
+    INIT_CGROUP_VIEW with `init`); `lxcfs`: where lxcfs's files are, if they
+    are to be bound over /proc's (bind_lxcfs)."""
     sc.mount(None, "/", None, MS_REC | MS_PRIVATE)
     if lower is None:
         sc.mount(root, root, None, MS_BIND | MS_REC)
@@ -302,7 +364,11 @@ def prepare(sc, *, lower, upper, work, root, tty=False, binds=(), volumes=(), tm
     sc.mount("sysfs", sys_, "sysfs",
              (0 if privileged else MS_RDONLY) | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     if init:
-        mount_cgroup_view(sc, root)
+        cgroup_view = INIT_CGROUP_VIEW
+    if cgroup_view is not None:
+        mount_cgroup_view(sc, root, cgroup_view)
+    if lxcfs:
+        bind_lxcfs(sc, root, lxcfs)
     pty = mount_dev(sc, root, tty, userns)
     if privileged:
         host_devices(sc, root)

@@ -28,7 +28,9 @@ from ctr.spec.model import (
 )
 from ctr.spec.parse import (
     READ_ONLY_TMPFS,
+    check_bool,
     check_cgroup_parent,
+    check_cgroupns,
     check_hostname,
     check_ip,
     check_log,
@@ -167,7 +169,8 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
              privileged=False, read_only=False, tmpfs=(), volumes=(), userns=None,
              seccomp=SECCOMP_DEFAULT, no_new_privs=None, ulimits=(), init=False,
              stop_signal=None, restart=None, log=None, sd_notify=None, host=None,
-             entrypoint=None, publish_all=False, labels=None, defaults=None, oci=None):
+             entrypoint=None, publish_all=False, labels=None, defaults=None, oci=None,
+             cgroupns="private", lxcfs=True):
     """An InstanceSpec from typed values: ctr's defaults and policies filled in,
     then checked (ctr.spec.validate: InvalidSpec). For example
 
@@ -200,6 +203,8 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
     seccomp: "default", "unconfined" or a profile (privileged: unconfined).
     no_new_privs: None for the default (on; off for an init).
     oci: what a bundle's config.json asks beyond these (InstanceSpec.oci; ctr.oci).
+    cgroupns: "private" (the container's own cgroup namespace) or "host".
+    lxcfs: lxcfs's /proc files and cpu/online when lxcfs runs on the host.
     host: the host's facts (ctr.host.HostFacts), asked only when a check needs one.
     """
     check_env(env)  # before they are merged: "K" alone would become "K="
@@ -263,6 +268,8 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
         sd_notify=sd_notify or DEFAULT_SD_NOTIFY,
         labels={**defaults.labels, **(labels or {})},
         oci=oci or {},
+        cgroupns=cgroupns,
+        lxcfs=lxcfs,
     )
     validate(spec, host)
     if boots_image_init:
@@ -301,7 +308,7 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
                userns=None, restart=None, log_max_size=None, log_max_files=None,
                sd_notify=None, init=False, stop_signal=None, entrypoint=None,
                publish_all=False, labels=(), label_files=(), defaults=None, host=None,
-               **resources):
+               cgroupns=None, lxcfs=None, **resources):
     """The CLI's options (strings, by their click names), an image record and
     its run defaults (see new_spec) -> an InstanceSpec: each string parsed
     into its typed value, then new_spec. --entrypoint "" clears the image's."""
@@ -338,5 +345,6 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
         stop_signal=stop_signal or None, restart=check_restart(restart),
         log=check_log(log_max_size, log_max_files), sd_notify=sd_notify, host=host,
         entrypoint=entrypoint, publish_all=bool(publish_all), labels=user_labels,
-        defaults=defaults,
+        defaults=defaults, cgroupns=check_cgroupns(cgroupns),
+        lxcfs=check_bool(lxcfs, "--lxcfs"),
     )

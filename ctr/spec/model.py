@@ -229,9 +229,11 @@ _FREEZE = {
     "oci": freeze,
 }
 
-# Fields added since spec.json was first written: left out of it while empty, so
-# a spec without them is written as before (and read by an older ctr).
-_OMITTED_EMPTY = ("labels", "publish_all", "oci")
+# Fields added since spec.json was first written: left out of it while they hold
+# their default, so a spec without them is written as before (and read by an
+# older ctr).
+_OMITTED_DEFAULT = ("labels", "publish_all", "oci", "cgroupns", "lxcfs")
+CGROUPNS_MODES = ("private", "host")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,12 +276,17 @@ class InstanceSpec:
     sd_notify: str = DEFAULT_SD_NOTIFY
     labels: Frozen = Frozen()  # {key: value}: the image's, then --label-file's, --label's
     publish_all: tuple = ()  # of Port, host_port 0: -P, a free host port each, at start
+    # A container's cgroup namespace: its own ("private": /proc/self/cgroup and
+    # /sys/fs/cgroup are rooted at its cgroup) or the host's ("host").
+    cgroupns: str = "private"
+    lxcfs: bool = True  # lxcfs's /proc files, when lxcfs runs on the host
     # What an OCI bundle's config.json asks beyond ctr's own options (ctr.oci
     # makes it; empty for every other instance, and in records made before it):
     #   root            the bundle's root, used as it is (no overlay: the caller owns it)
     #   namespaces      [{"type": T, "path": P?}]: those to make, or join by path
     #   masked_paths, readonly_paths    in place of ctr's defaults
     #   cgroups_path    the instance's cgroup below each hierarchy's root
+    #   cgroup_mount    "ro"/"rw": the config mounts cgroup at /sys/fs/cgroup
     #   sysctl, additional_gids, umask, oom_score_adj   the process's, as given
     oci: Frozen = Frozen()
 
@@ -290,7 +297,7 @@ class InstanceSpec:
     def to_dict(self):
         """The spec.json form: plain JSON data."""
         return {f.name: thaw(getattr(self, f.name)) for f in dataclasses.fields(self)
-                if f.name not in _OMITTED_EMPTY or getattr(self, f.name)}
+                if f.name not in _OMITTED_DEFAULT or getattr(self, f.name) != f.default}
 
     @classmethod
     def from_dict(cls, d):

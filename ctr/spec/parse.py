@@ -403,6 +403,28 @@ def check_security_opts(values, privileged=False, host=None):
     return profile, nnp
 
 
+def check_cgroupns(value):
+    """--cgroupns private (the default) or host, docker's flag."""
+    if value in (None, ""):
+        return "private"
+    if value not in ("private", "host"):
+        raise InvalidSpec(f"invalid --cgroupns {value!r}: expected private or host")
+    return value
+
+
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def check_bool(value, option, default=True):
+    """A docker-style boolean option's value (--lxcfs=false): None is the default."""
+    if value is None:
+        return default
+    try:
+        return BOOLEANS[str(value).lower()]
+    except KeyError:
+        raise InvalidSpec(f"invalid {option} {value!r}: expected true or false") from None
+
+
 def check_userns(value):
     """--userns=host (the default: container root is host root, as in docker)
     or auto (ids of its own; the block is allocated when the record is made)."""

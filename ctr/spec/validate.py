@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from ctr.errors import InvalidSpec
 from ctr.spec.caps import ALL_CAPS
 from ctr.spec.model import (
+    CGROUPNS_MODES,
     DEFAULT_SD_NOTIFY,
     KINDS,
     LOG_MIN_SIZE,
@@ -171,6 +172,22 @@ def _init(spec, _host):
                           "its init")
     if spec.userns:
         raise InvalidSpec("--init with --userns=auto is not supported yet")
+
+
+def _cgroupns(spec, _host):
+    if spec.cgroupns not in CGROUPNS_MODES:
+        raise InvalidSpec(f"invalid --cgroupns {spec.cgroupns!r}: expected private or host")
+    if not isinstance(spec.lxcfs, bool):
+        raise InvalidSpec(f"invalid --lxcfs {spec.lxcfs!r}: expected true or false")
+    if spec.cgroupns == "private":
+        return
+    if spec.kind != "container":
+        raise InvalidSpec("--cgroupns is for containers (a VM has its own kernel)")
+    if spec.init:
+        # systemd needs a cgroup view rooted at its own cgroup (see ctr.rootfs)
+        raise InvalidSpec("--init needs a cgroup namespace of its own: not --cgroupns host")
+    if spec.userns:
+        raise InvalidSpec("--cgroupns host with --userns=auto is not supported")
 
 
 def _port_text(p):
@@ -342,7 +359,7 @@ def check_sd_notify(value, kind="container"):
     return value
 
 
-CHECKS = (_identity, _process, _init, _network, _resources, _vm, _security, _mounts,
+CHECKS = (_identity, _process, _init, _cgroupns, _network, _resources, _vm, _security, _mounts,
           _ulimits, _userns, _detached)
 
 

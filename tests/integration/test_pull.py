@@ -240,18 +240,6 @@ def test_prune_sweeps_what_a_killed_pull_left(ctr, reg):
     assert not os.listdir(ctr.path("blobs", "sha256"))
 
 
-@pytest.fixture
-def subids(tmp_path):
-    """A subordinate range of the test's own (as test_userns.py's)."""
-    for p in (tmp_path, *tmp_path.parents):  # pytest makes its folders 0700
-        if str(p) in ("/", "/tmp"):
-            break
-        p.chmod(p.stat().st_mode | 0o001)
-    path = tmp_path / "subid"
-    path.write_text("ctr:1500000000:200000\n")
-    return {"CTR_SUBUID": str(path), "CTR_SUBGID": str(path)}
-
-
 def test_userns_auto_on_a_pulled_image(ctr, reg, subids):
     ctr("pull", TLS, reg.layered, check=True)
     r = ctr("run", "--rm", "--userns", "auto", "--network", "none", reg.layered, "sh", "-c",

@@ -7,19 +7,6 @@ import pytest
 from helpers import assert_refused
 
 
-@pytest.fixture
-def subids(tmp_path):
-    """A subordinate range of the test's own, so the host's /etc/subuid is not
-    needed nor touched."""
-    for p in (tmp_path, *tmp_path.parents):  # pytest makes its folders 0700
-        if str(p) in ("/", "/tmp"):
-            break
-        p.chmod(p.stat().st_mode | 0o001)
-    path = tmp_path / "subid"
-    path.write_text("someone:100000:65536\nctr:1500000000:200000\n")
-    return {"CTR_SUBUID": str(path), "CTR_SUBGID": str(path)}
-
-
 def host_ids(ctr, name):
     pid = ctr.inspect(name)["state"]["pid"]
     with open(f"/proc/{pid}/status") as f:

@@ -37,6 +37,15 @@ def test_a_covered_cgroup_mount_is_not_used(tmp_path):
     assert ("/sys/fs/cgroup/unified", ("unified",)) not in hierarchies(str(f))
 
 
+def test_cgroup_mounts_below_a_later_mount_are_hidden(tmp_path):
+    """cgroup2 mounted over /sys/fs/cgroup (a private mount namespace made to
+    look like a cgroup2-only host): the v1 mounts beneath it are out of sight."""
+    f = tmp_path / "mountinfo"
+    f.write_text(MOUNTINFO + "41 33 0:41 / /sys/fs/cgroup rw - tmpfs none rw\n"
+                 "42 41 0:22 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n")
+    assert hierarchies(str(f)) == [("/sys/fs/cgroup", ("unified",))]
+
+
 def test_pure_v2(tmp_path):
     f = tmp_path / "mountinfo"
     f.write_text("25 1 0:22 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n")
@@ -110,6 +119,29 @@ def test_v2_counters_freeze_and_oom(tmp_path):
     assert (s["blkio_read"], s["blkio_write"]) == (101, 202)
     assert cg.oom_kills() == 1
     assert cg.freeze() and (leaf / "cgroup.freeze").read_text() == "1"
+
+
+def test_v2_kill_all_stops_when_the_cgroup_goes_away_while_freezing(tmp_path, monkeypatch):
+    """The instance ends and its reaper removes the cgroup between the
+    freeze's write and its check: kill_all is done, not stuck until a timeout."""
+    leaf = tmp_path / "cg" / "ctr" / "x"
+    put(leaf / "cgroup.procs", "10\n")
+    put(leaf / "cgroup.freeze", "0")
+    put(leaf / "cgroup.events", "populated 1\nfrozen 0\n")
+    cg = Cgroup(None, "x", found=[(str(tmp_path / "cg"), ("unified",))])
+    real_write = ctr.cgroups.v2.write
+
+    def write_then_vanish(op, path, value):
+        real_write(op, path, value)
+        if path.endswith("cgroup.freeze") and str(value) == "1":
+            for f in leaf.iterdir():
+                f.unlink()
+            leaf.rmdir()
+
+    monkeypatch.setattr(ctr.cgroups.v2, "write", write_then_vanish)
+    monkeypatch.setattr("os.kill", lambda pid, sig: None)
+    cg.kill_all(timeout=30)  # returns at once
+    assert not leaf.exists()
 
 
 def test_v1_writes_limits_through_cgroupspy(tmp_path):
@@ -231,3 +263,15 @@ def test_v1_limit_without_its_hierarchy_is_refused(tmp_path):
     with pytest.raises(CgroupError, match="the memory cgroup controller is not mounted"):
         cg.create({"memory": 64 << 20})
     assert not (tmp_path / "pids" / "ctr").exists()
+
+
+def test_the_views_of_each_backend():
+    v1 = Cgroup(None, "x", found=[("/c/memory", ("memory",)),
+                                  ("/c/cpu,cpuacct", ("cpu", "cpuacct")),
+                                  ("/c/unified", ("unified",))])
+    assert v1.view() == {
+        "binds": [("cpu,cpuacct", "/c/cpu,cpuacct/ctr/x"), ("memory", "/c/memory/ctr/x"),
+                  ("unified", "/c/unified/ctr/x")],
+        "links": [("cpu", "cpu,cpuacct"), ("cpuacct", "cpu,cpuacct")], "readonly": True}
+    v2 = Cgroup(None, "x", found=[("/c", ("unified",))])
+    assert v2.view(readonly=False) == {"cgroup2": True, "readonly": False}

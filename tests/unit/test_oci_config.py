@@ -92,6 +92,19 @@ def test_podmans_config_becomes_a_spec(bundle):
     assert spec.name == "38bacac9fd2f158121b3e212ee85dc791d32115e133c5a4cefd048b3ac35f3b"
 
 
+def test_a_cgroup_mount_gives_the_containers_own_view(bundle):
+    # runc's spec and podman's mount cgroup at /sys/fs/cgroup (podman's "ro")
+    assert convert(bundle, recorded("runc_spec.json")).oci["cgroup_mount"] == "ro"
+    spec = convert(bundle, _podman_config(bundle))
+    assert spec.oci["cgroup_mount"] == "ro" and spec.lxcfs is False
+    config = recorded("runc_spec.json")
+    config["mounts"] = [m for m in config["mounts"] if m["destination"] != "/sys/fs/cgroup"]
+    assert "cgroup_mount" not in convert(bundle, config).oci
+    config["mounts"].append({"destination": "/sys/fs/cgroup", "type": "cgroup2",
+                             "source": "cgroup"})
+    assert convert(bundle, config).oci["cgroup_mount"] == "rw"
+
+
 def test_groups_umask_oom_score(bundle):
     config = recorded("runc_spec.json")
     config["process"]["user"] = {"uid": 1, "gid": 2, "additionalGids": [5, 7], "umask": 0o077}

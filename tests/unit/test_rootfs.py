@@ -170,3 +170,77 @@ def test_a_refused_mount_names_source_target_fstype_and_flags(monkeypatch):
     with pytest.raises(native.MountError, match="^umount2 target='.' flags=MNT_DETACH: No such"):
         Syscalls().umount2(".", MNT_DETACH)
 
+
+
+# -- the container's cgroup view and lxcfs -------------------------------------------------
+
+V1_VIEW = {"binds": [("cpu,cpuacct", "/sys/fs/cgroup/cpu,cpuacct/ctr/x"),
+                     ("memory", "/sys/fs/cgroup/memory/ctr/x")],
+           "links": [("cpu", "cpu,cpuacct"), ("cpuacct", "cpu,cpuacct")], "readonly": True}
+
+
+def test_v1_view_binds_each_hierarchy_read_only_on_a_read_only_tmpfs():
+    sc = Recorder()
+    rootfs.prepare(sc, lower="/img", upper="/u", work="/w", root="/r", cgroup_view=V1_VIEW)
+    mounts = sc.mounts()
+    cg = [m for m in mounts if m[1].startswith("/r/sys/fs/cgroup")]
+    assert cg[0][:3] == ("tmpfs", "/r/sys/fs/cgroup", "tmpfs")
+    assert ("/sys/fs/cgroup/memory/ctr/x", "/r/sys/fs/cgroup/memory", None, MS_BIND) in cg
+    ro = MS_BIND | MS_REMOUNT | MS_RDONLY
+    for target in ("/r/sys/fs/cgroup/memory", "/r/sys/fs/cgroup/cpu,cpuacct"):
+        remount = [m for m in cg if m[1] == target and m[0] is None]
+        assert remount and remount[0][3] & ro == ro
+    # the tmpfs itself last, once the binds are in place
+    assert cg[-1][:2] == (None, "/r/sys/fs/cgroup") and cg[-1][3] & ro == ro
+    links = {c[2]: c[1] for c in sc.calls if c[0] == "symlink"}
+    assert links["/r/sys/fs/cgroup/cpu"] == "cpu,cpuacct"
+    # mounted after /sys itself, which is read-only
+    targets = [m[1] for m in mounts]
+    assert targets.index("/r/sys") < targets.index("/r/sys/fs/cgroup")
+
+
+def test_a_writable_view_is_not_remounted():
+    sc = Recorder()
+    rootfs.prepare(sc, lower="/img", upper="/u", work="/w", root="/r",
+                   cgroup_view={**V1_VIEW, "readonly": False})
+    assert not [m for m in sc.mounts() if m[1].startswith("/r/sys/fs/cgroup") and m[3] & MS_RDONLY]
+
+
+def test_v2_view_is_cgroup2_read_only_and_an_init_gets_it_writable():
+    sc = Recorder()
+    rootfs.prepare(sc, lower="/img", upper="/u", work="/w", root="/r",
+                   cgroup_view={"cgroup2": True, "readonly": True})
+    cg = [m for m in sc.mounts() if m[1] == "/r/sys/fs/cgroup"]
+    assert len(cg) == 1 and cg[0][2] == "cgroup2" and cg[0][3] & MS_RDONLY
+    sc = Recorder()
+    rootfs.prepare(sc, lower="/img", upper="/u", work="/w", root="/r", init=True,
+                   cgroup_view=V1_VIEW)  # an init's own view wins
+    cg = [m for m in sc.mounts() if m[1].startswith("/r/sys/fs/cgroup")]
+    assert len(cg) == 1 and cg[0][2] == "cgroup2" and not cg[0][3] & MS_RDONLY
+
+
+def test_no_view_mounts_nothing_at_sys_fs_cgroup():
+    sc = Recorder()
+    rootfs.prepare(sc, lower="/img", upper="/u", work="/w", root="/r")
+    assert not [m for m in sc.mounts() if m[1].startswith("/r/sys/fs/cgroup")]
+
+
+def test_lxcfs_files_are_bound_over_procs_where_both_are():
+    present = {"/r" + p for p in rootfs.LXCFS_FILES if p != "/proc/swaps"}
+    sc = Recorder(existing=present)
+    rootfs.prepare(sc, lower="/img", upper="/u", work="/w", root="/r", lxcfs="/lx")
+    binds = [m for m in sc.mounts() if m[0] and m[0].startswith("/lx/")]
+    assert ("/lx/proc/meminfo", "/r/proc/meminfo", None, MS_BIND) in binds
+    assert ("/lx/sys/devices/system/cpu/online", "/r/sys/devices/system/cpu/online", None,
+            MS_BIND) in binds
+    assert len(binds) == len(rootfs.LXCFS_FILES) - 1  # none where the kernel has no file
+    targets = [m[1] for m in sc.mounts()]
+    assert targets.index("/r/proc") < targets.index("/r/proc/meminfo")
+
+
+def test_lxcfs_root_is_found_with_one_stat(tmp_path):
+    assert rootfs.lxcfs_root({"CTR_LXCFS_ROOT": str(tmp_path)}) is None  # not running
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "meminfo").write_text("MemTotal: 1 kB\n")
+    assert rootfs.lxcfs_root({"CTR_LXCFS_ROOT": str(tmp_path) + "/"}) == str(tmp_path)
+    assert rootfs.lxcfs_root({"CTR_LXCFS_ROOT": str(tmp_path / "none")}) is None

@@ -85,6 +85,23 @@ def test_spec_round_trip():
     assert InstanceSpec.from_dict(spec.to_dict()) == spec
 
 
+def test_cgroupns_and_lxcfs():
+    spec = build_spec(image=IMAGE, command=["true"])
+    assert spec.cgroupns == "private" and spec.lxcfs is True
+    # left out of spec.json while they hold their defaults: written as before
+    assert "cgroupns" not in spec.to_dict() and "lxcfs" not in spec.to_dict()
+    spec = build_spec(image=IMAGE, command=["true"], cgroupns="host", lxcfs="false")
+    assert (spec.cgroupns, spec.lxcfs) == ("host", False)
+    assert InstanceSpec.from_dict(spec.to_dict()) == spec
+    for kw, match in (({"cgroupns": "shared"}, "invalid --cgroupns 'shared'"),
+                      ({"lxcfs": "maybe"}, "invalid --lxcfs 'maybe'"),
+                      ({"cgroupns": "host", "init": True}, "--init needs a cgroup namespace"),
+                      ({"cgroupns": "host", "vm": True}, "--cgroupns is for containers"),
+                      ({"cgroupns": "host", "userns": "auto"}, "--userns=auto")):
+        with pytest.raises(InvalidSpec, match=match):
+            build_spec(image=IMAGE, command=["true"], **kw)
+
+
 def test_spec_rejects_unknown_fields():
     spec = build_spec(image=IMAGE, command=["true"], name="n").to_dict()
     spec["bogus"] = 1
