@@ -29,6 +29,7 @@ def _register():
     from ctr.cli import (
         bench,
         completion,
+        events,
         generate,
         habits,
         images,
@@ -48,6 +49,7 @@ def _register():
     bench.register(cli)
     generate.register(cli)
     system.register(cli)
+    events.register(cli)
     completion.register(cli)
     completion.attach(cli)
 
