@@ -384,7 +384,11 @@ class Instances:
                 raise
             notify.started(proc)
             forwarder.attach(proc)
+            from ctr import health
+
+            checks = health.start_timer(self.store.root, rec)
             code = proc.wait()
+            health.stop_timer(checks)
             self.finish(rec, proc, code)
         return code
 

@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 
-from ctr import report
+from ctr import health, report
 from ctr.errors import CtrError, StartError
 
 BACKOFF_FIRST = 0.1
@@ -139,7 +139,9 @@ def _monitor(instances, rec, report_w):
     while True:
         began = time.monotonic()
         run.follow(proc, writer)
+        checks = health.start_timer(instances.store.root, rec)
         code = proc.wait(stdin=None)
+        health.stop_timer(checks)
         run.drain()
         if not instances.finish(rec, proc, code, supervised=True):
             return

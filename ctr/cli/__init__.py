@@ -32,6 +32,7 @@ def _register():
         events,
         generate,
         habits,
+        health,
         images,
         instances,
         kernels,
@@ -50,6 +51,7 @@ def _register():
     generate.register(cli)
     system.register(cli)
     events.register(cli)
+    health.register(cli)
     completion.register(cli)
     completion.attach(cli)
 

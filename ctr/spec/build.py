@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 from ctr.errors import InvalidSpec
 from ctr.spec.caps import ALL_CAPS, DEFAULT_CAPS, build_caps, kernel_order
+from ctr.spec.health import build_healthcheck
 from ctr.spec.model import (
     DEFAULT_PATH,
     DEFAULT_SD_NOTIFY,
@@ -120,7 +121,8 @@ def flat_defaults(image):
     return SimpleNamespace(entrypoint=(), cmd=tuple(image.get("cmd") or ()),
                            env=tuple(image.get("env") or ()),
                            workdir=image.get("workdir") or None, user=None,
-                           exposed_ports=(), stop_signal=None, volumes=(), labels={})
+                           exposed_ports=(), stop_signal=None, volumes=(), labels={},
+                           healthcheck=None)
 
 
 def _command(command, entrypoint, init, defaults):
@@ -167,7 +169,8 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
              privileged=False, read_only=False, tmpfs=(), volumes=(), userns=None,
              seccomp=SECCOMP_DEFAULT, no_new_privs=None, ulimits=(), init=False,
              stop_signal=None, restart=None, log=None, sd_notify=None, host=None,
-             entrypoint=None, publish_all=False, labels=None, defaults=None, oci=None):
+             entrypoint=None, publish_all=False, labels=None, defaults=None, oci=None,
+             healthcheck=None, interactive=False):
     """An InstanceSpec from typed values: ctr's defaults and policies filled in,
     then checked (ctr.spec.validate: InvalidSpec). For example
 
@@ -200,6 +203,9 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
     seccomp: "default", "unconfined" or a profile (privileged: unconfined).
     no_new_privs: None for the default (on; off for an init).
     oci: what a bundle's config.json asks beyond these (InstanceSpec.oci; ctr.oci).
+    healthcheck: a Healthcheck (ctr.spec.health.build_healthcheck); None for the
+      image's (defaults.healthcheck).
+    interactive: -i, a detached instance's stdin kept open for `ctr attach`.
     host: the host's facts (ctr.host.HostFacts), asked only when a check needs one.
     """
     check_env(env)  # before they are merged: "K" alone would become "K="
@@ -263,6 +269,9 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
         sd_notify=sd_notify or DEFAULT_SD_NOTIFY,
         labels={**defaults.labels, **(labels or {})},
         oci=oci or {},
+        healthcheck=healthcheck if healthcheck is not None else (
+            getattr(defaults, "healthcheck", None) or {}),
+        interactive=bool(interactive),
     )
     validate(spec, host)
     if boots_image_init:
@@ -301,7 +310,9 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
                userns=None, restart=None, log_max_size=None, log_max_files=None,
                sd_notify=None, init=False, stop_signal=None, entrypoint=None,
                publish_all=False, labels=(), label_files=(), defaults=None, host=None,
-               **resources):
+               health_cmd=None, health_interval=None, health_timeout=None,
+               health_retries=None, health_start_period=None, no_healthcheck=False,
+               interactive=False, **resources):
     """The CLI's options (strings, by their click names), an image record and
     its run defaults (see new_spec) -> an InstanceSpec: each string parsed
     into its typed value, then new_spec. --entrypoint "" clears the image's."""
@@ -338,5 +349,9 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
         stop_signal=stop_signal or None, restart=check_restart(restart),
         log=check_log(log_max_size, log_max_files), sd_notify=sd_notify, host=host,
         entrypoint=entrypoint, publish_all=bool(publish_all), labels=user_labels,
-        defaults=defaults,
+        defaults=defaults, interactive=interactive,
+        healthcheck=build_healthcheck(
+            getattr(defaults, "healthcheck", None), cmd=health_cmd, interval=health_interval,
+            timeout=health_timeout, retries=health_retries, start_period=health_start_period,
+            disabled=no_healthcheck),
     )
