@@ -81,13 +81,18 @@ def current(rec, spec, state):
     `run`; None when it has no check."""
     if spec is None or not active(spec):
         return None
+    return {k: v for k, v in _load(rec, state).items() if k != "run"}
+
+
+def _load(rec, state):
+    """The record of the run `state` describes (a fresh one if it has none yet)."""
     try:
         health = st.read_json(_path(rec), "the health of " + rec.name)
     except (FileNotFoundError, CtrError):
         health = None
     if not health or health.get("run") != state.get("started"):
         health = _fresh(state.get("started"))
-    return {k: v for k, v in health.items() if k != "run"}
+    return health
 
 
 def status(rec, spec, state):
@@ -266,12 +271,7 @@ def run_check(rec):
         now_state = rec.read_state()
         if now_state.get("started") != state.get("started"):
             return current(rec, spec, now_state)["Status"], result  # a new run meanwhile
-        try:
-            health = st.read_json(_path(rec), "the health of " + rec.name)
-        except (FileNotFoundError, CtrError):
-            health = None
-        if not health or health.get("run") != state.get("started"):
-            health = _fresh(state.get("started"))
+        health = _load(rec, state)
         before = health["Status"]
         _judge(health, spec, state, code, start_ns)
         health["Log"] = [*health["Log"], result][-LOG_ENTRIES:]
