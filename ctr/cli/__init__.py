@@ -27,6 +27,7 @@ def cli(ctx, root, debug):
 
 def _register():
     from ctr.cli import (
+        attach,
         bench,
         completion,
         events,
@@ -52,6 +53,7 @@ def _register():
     system.register(cli)
     events.register(cli)
     health.register(cli)
+    attach.register(cli)
     completion.register(cli)
     completion.attach(cli)
 
