@@ -136,3 +136,13 @@ def test_bad_events_options_are_refused(ctr):
     _refused(ctr("events", "--since", "yesterday"), "invalid --since")
     _refused(ctr("events", "--until", "soon"), "invalid --until")
     _refused(ctr("events", "--format", "{{if .Action}}"), "template")
+
+
+def test_an_oom_kill_is_an_event_before_the_die(ctr):
+    from test_limits import HOG
+
+    r = ctr("run", "--name", "hog", "-m", "32m", "busybox", *HOG)
+    assert r.returncode == 137
+    out = ctr("events", "--since", "1m", "--until", "0s", "-f", "container=hog",
+              "--format", "{{.Action}} {{.Actor.Attributes.exitCode}}", check=True).stdout
+    assert out.splitlines()[-2:] == ["oom <no value>", "die 137"]
