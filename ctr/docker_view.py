@@ -90,11 +90,23 @@ def _network_settings(spec, state):
             "Ports": _ports(spec, state) if live else {}, "Networks": networks}
 
 
+def _healthcheck_config(spec):
+    hc = spec.healthcheck
+    if not hc:
+        return None
+    return {"Test": list(hc["test"]), **{k: hc[f] for k, f in (
+        ("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
+        ("Retries", "retries")) if hc.get(f) is not None}}
+
+
 def view(rec, spec, state, image_id=None):
     """The docker-named fields of one instance (as `docker inspect` has them)."""
+    from ctr.health import current
+
     status = state.get("status")
     exit_code = state.get("exit_code")
-    return {
+    health = current(rec, spec, state)
+    doc = {
         "Id": spec.id,
         "Name": f"/{spec.name}",
         "Created": state.get("created") or ZERO_TIME,
@@ -135,6 +147,11 @@ def view(rec, spec, state, image_id=None):
         "Mounts": _mounts(spec),
         "HostConfig": _host_config(spec),
     }
+    if health is not None:
+        doc["State"]["Health"] = health
+    if spec.healthcheck:
+        doc["Config"]["Healthcheck"] = _healthcheck_config(spec)
+    return doc
 
 
 def _ago(seconds):
@@ -171,15 +188,27 @@ def _since(stamp, now):
     return max(0.0, (now - when).total_seconds())
 
 
+def health_status(rec, spec, state):
+    """starting | healthy | unhealthy, or none without a check (ps's filter)."""
+    if spec is None:
+        return "none"
+    from ctr.health import status
+
+    return status(rec, spec, state)
+
+
 def ps_row(rec, spec, state, now=None):
     """One row of `ctr ps`, with docker's fields (.ID, .Image, .Command, .CreatedAt,
     .RunningFor, .Status, .State, .Ports, .Names, .Labels)."""
     now = now or datetime.datetime.now(datetime.UTC)
     status = state.get("status")
     created = _since(state.get("created"), now)
+    health = health_status(rec, spec, state)
     if status in (st.RUNNING, st.PAUSED):
         up = _since(state.get("started"), now)
         text = f"Up {_ago(up or 0)}" + (" (Paused)" if status == st.PAUSED else "")
+        if health != "none":  # docker's: Up 5 minutes (healthy), (health: starting)
+            text += f" (health: {health})" if health == "starting" else f" ({health})"
     elif status == st.RESTARTING:
         ended = _since(state.get("finished"), now) or 0
         text = f"Restarting ({state.get('exit_code')}) {_ago(ended)} ago"
@@ -208,6 +237,7 @@ def ps_row(rec, spec, state, now=None):
         "Kind": spec.kind if spec else "",
         "Pid": state.get("pid") if status in (st.RUNNING, st.PAUSED) else None,
         "ExitCode": state.get("exit_code"),
+        "Health": health,
         "label_map": labels,
     }
 

@@ -17,7 +17,7 @@ import select
 import signal
 import time
 
-from ctr import drivers
+from ctr import drivers, events
 from ctr import store as st
 from ctr.errors import CgroupError, Conflict, CtrError, NotFound, StartError, StateError
 from ctr.spec import check_user, check_workdir, merge_env, parse_env, parse_signal
@@ -268,7 +268,9 @@ class Instances:
     def create(self, spec):
         """The record of a new instance, `created`; its name must be free. Its
         anonymous volumes (the image's) get their folders here."""
-        return _create_record(self.store, self.images, spec)
+        rec = _create_record(self.store, self.images, spec)
+        events.container(rec, "create", spec)
+        return rec
 
     def start(self, rec, *, stdio=(None, None, None), pdeathsig=None, fresh=True):
         """The locked transition to running. Returns the driver's process.
@@ -304,6 +306,7 @@ class Instances:
                          reaper_starttime=st.proc_starttime(os.getpid()),
                          cgroups=proc.cgroup.paths)
             rec.write_state(state)
+        events.container(rec, "start", spec)
         return proc
 
     def finish(self, rec, proc, code, supervised=False):
@@ -324,6 +327,11 @@ class Instances:
                              reason="oom-killed" if oom else _ended(code), pid=None,
                              oom_killed=oom, net={"network": spec.network})
                 restart = _settle(state, spec.restart, code, supervised)
+                # before the state says stopped: whoever waits for that (ctr stop)
+                # writes its own event after this one
+                if oom:
+                    events.container(rec, "oom", spec)
+                events.container(rec, "die", spec, exitCode=code)
                 rec.write_state(state)
         except (NotFound, StateError):
             return False  # removed meanwhile (rm -f)
@@ -376,7 +384,11 @@ class Instances:
                 raise
             notify.started(proc)
             forwarder.attach(proc)
+            from ctr import health
+
+            checks = health.start_timer(self.store.root, rec)
             code = proc.wait()
+            health.stop_timer(checks)
             self.finish(rec, proc, code)
         return code
 
@@ -401,6 +413,7 @@ class Instances:
     def kill(self, name, sig=signal.SIGKILL):
         rec = self.get(name)
         state = _running_state(rec)
+        events.container(rec, "kill", signal=int(sig))
         if sig == signal.SIGKILL:
             state = _request_stop(rec)  # as docker: a killed instance stays down
             _kill_all(rec, state)  # every process, not only the main one
@@ -426,16 +439,21 @@ class Instances:
         if state["status"] == st.PAUSED:
             state = self.unpause(name)
         driver = drivers.load(rec.spec.kind)
+        sig = parse_signal(rec.spec.stop_signal)
+        events.container(rec, "kill", signal=int(sig))
         try:
-            driver.signal(rec, state, parse_signal(rec.spec.stop_signal))
+            driver.signal(rec, state, sig)
         except ProcessLookupError:
             pass
         except CtrError:
             timeout = 0  # a VM whose agent cannot be reached: nothing to wait for
         if not _await_stopped(rec, state, timeout):
+            events.container(rec, "kill", signal=int(signal.SIGKILL))
             _kill_all(rec, state)
         _await_stopped(rec, state, 30)
-        return _final_state(rec)
+        final = _final_state(rec)
+        events.container(rec, "stop")
+        return final
 
     # -- pause, limits, exec ------------------------------------------------------
 
@@ -451,6 +469,7 @@ class Instances:
             drivers.load(rec.spec.kind).pause(rec, state, cgroup_of(rec, state))
             state["status"] = st.PAUSED
             rec.write_state(state)
+        events.container(rec, "pause")
         return state
 
     def unpause(self, name):
@@ -462,6 +481,7 @@ class Instances:
             drivers.load(rec.spec.kind).resume(rec, state, cgroup_of(rec, state))
             state["status"] = st.RUNNING
             rec.write_state(state)
+        events.container(rec, "unpause")
         return state
 
     def update(self, name, **options):
@@ -531,6 +551,7 @@ class Instances:
                 raise Conflict(f"instance {rec.name} still has processes: use rm -f")
             _release(rec, spec, state, cg)
         rec.remove()
+        events.container(rec, "destroy", spec)
         if volumes:
             _remove_volumes(self.store, spec)
 

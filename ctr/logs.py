@@ -238,13 +238,18 @@ def parse_time(value, what):
     """docker's --since/--until: an RFC 3339 time (no zone: local time), a Unix
     time (1700000000[.5]), or a duration back from now (10m, 1h30m, 45s).
     Returns a timestamp comparable with the records' (bytes)."""
+    return timestamp(parse_time_ns(value, what)).encode()
+
+
+def parse_time_ns(value, what):
+    """parse_time's forms, as nanoseconds since the epoch."""
     text = str(value).strip()
     if DURATION_RE.fullmatch(text):
         seconds = sum(float(n) * DURATION_UNITS[u] for n, u in DURATION_PART.findall(text))
-        return timestamp(time.time_ns() - int(seconds * 1e9)).encode()
+        return time.time_ns() - int(seconds * 1e9)
     try:
-        return timestamp(int(float(text) * 1e9)).encode()
-    except ValueError:
+        return int(float(text) * 1e9)
+    except (ValueError, OverflowError):  # not a number; inf, nan
         pass
     import datetime
 
@@ -255,4 +260,4 @@ def parse_time(value, what):
                           "2026-01-02T15:04:05Z, a Unix time, or a duration like 10m") from None
     if when.tzinfo is None:
         when = when.astimezone()
-    return timestamp(int(when.timestamp() * 1e9)).encode()
+    return int(when.timestamp() * 1e9)

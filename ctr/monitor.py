@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 
-from ctr import report
+from ctr import health, report
 from ctr.errors import CtrError, StartError
 
 BACKOFF_FIRST = 0.1
@@ -73,25 +73,33 @@ def pump(sources, writer):
 
 
 class Run:
-    """One run of the instance: its output pipes and the thread copying them."""
+    """One run of the instance: its output pipes and the thread copying them;
+    with -i (not -t), the pipe of its stdin, whose write end `stdin` is kept
+    for `ctr attach` (ctr.attach.StdinRelay)."""
 
-    def __init__(self):
+    def __init__(self, interactive=False):
         self.out_r, self.out_w = os.pipe()
         self.err_r, self.err_w = os.pipe()
+        self.in_r, self.stdin = os.pipe() if interactive else (None, None)
         self.thread = None
 
     def close_writers(self):
-        for fd in (self.out_w, self.err_w):
-            os.close(fd)
+        for fd in (self.out_w, self.err_w, self.in_r):
+            if fd is not None:
+                os.close(fd)
 
     def abandon(self):
         self.close_writers()
-        os.close(self.out_r)
-        os.close(self.err_r)
+        for fd in (self.out_r, self.err_r, self.stdin):
+            if fd is not None:
+                os.close(fd)
 
     def follow(self, proc, writer):
         sources = [(self.out_r, b"stdout"), (self.err_r, b"stderr")]
         if proc.master is not None:  # -t: the output comes through the pty
+            if self.stdin is not None:  # -i: its input too (the pump closes the master)
+                os.close(self.stdin)
+                self.stdin = os.dup(proc.master)
             sources.append((proc.master, b"stdout"))
             proc.master = None
         self.thread = threading.Thread(target=pump, args=(sources, writer), daemon=True)
@@ -103,9 +111,11 @@ class Run:
 
 
 def _start(instances, rec, null, fresh):
-    run = Run()
+    # stdin: a pipe of its own with -i (containers: a VM's command has no stdin yet)
+    run = Run(rec.spec.interactive and rec.spec.kind == "container")
     try:
-        proc = instances.start(rec, stdio=(null, run.out_w, run.err_w), fresh=fresh)
+        proc = instances.start(rec, stdio=(run.in_r if run.in_r is not None else null,
+                                           run.out_w, run.err_w), fresh=fresh)
     except BaseException:
         run.abandon()
         raise
@@ -113,6 +123,8 @@ def _start(instances, rec, null, fresh):
     if proc is None:  # stopped while it waited to restart
         os.close(run.out_r)
         os.close(run.err_r)
+        if run.stdin is not None:
+            os.close(run.stdin)
     return proc, run
 
 
@@ -133,13 +145,20 @@ def _monitor(instances, rec, report_w):
     except CtrError as err:
         report.write(report_w, report.MONITOR, str(err), getattr(err, "errno", 0), err.exit_code)
         return
+    relay = _relay(rec)
     report.write(report_w, report.STARTED, f"{rec.name} runs", code=0, pid=proc.pid)
     os.close(report_w)
     delay = BACKOFF_FIRST
     while True:
         began = time.monotonic()
         run.follow(proc, writer)
+        if relay:
+            relay.target(run.stdin)
+        checks = health.start_timer(instances.store.root, rec)
         code = proc.wait(stdin=None)
+        health.stop_timer(checks)
+        if relay:
+            relay.target(None)
         run.drain()
         if not instances.finish(rec, proc, code, supervised=True):
             return
@@ -160,6 +179,18 @@ def _monitor(instances, rec, report_w):
             if proc is None:  # stopped while it waited
                 return
             break
+
+
+def _relay(rec):
+    """With -i: the socket `ctr attach` writes the instance's stdin to."""
+    if not (rec.spec.interactive and rec.spec.kind == "container"):
+        return None
+    from ctr.attach import StdinRelay
+
+    try:
+        return StdinRelay(rec.dir)
+    except OSError:
+        return None  # the instance runs; only attaching its stdin will not work
 
 
 def spawn(instances, rec):

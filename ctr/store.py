@@ -260,6 +260,10 @@ class Record:
                     state.update(status=STOPPED, exit_code=state.get("exit_code") if
                                  state["status"] == RESTARTING else None,
                                  reason=f"lost: {why}", finished=state.get("finished") or now())
+                    if state.get("exit_code") is None:
+                        from ctr import events
+
+                        events.container(self, "die", reason="lost")
                     self.write_state(state)
         return state
 

@@ -108,6 +108,29 @@ def _base_env(spec, defaults):
     return set(merge_env(defaults.env, base))
 
 
+def _health_args(hc, image_hc):
+    """The --health-* options that turn the image's healthcheck into the spec's."""
+    if hc == image_hc or (not hc and not image_hc):
+        return []
+    if tuple(hc.get("test") or ()) == ("NONE",):
+        return ["--no-healthcheck"]
+    args = []
+    test = tuple(hc.get("test") or ())
+    if test != tuple(image_hc.get("test") or ()):
+        if test[0] != "CMD-SHELL":
+            import shlex
+
+            test = ("CMD-SHELL", shlex.join(test[1:]))
+        args += ["--health-cmd", test[1]]
+    for key, flag in (("interval", "--health-interval"), ("timeout", "--health-timeout"),
+                      ("start_period", "--health-start-period")):
+        if hc.get(key) is not None and hc.get(key) != image_hc.get(key):
+            args += [flag, f"{hc[key]}ns"]
+    if hc.get("retries") is not None and hc.get("retries") != image_hc.get("retries"):
+        args += ["--health-retries", str(hc["retries"])]
+    return args
+
+
 def run_args(spec, image):
     """`run` and its options that rebuild `spec` (name, command and all), plus
     --rm and --cgroup-parent self: parsed by ctr's own CLI they give the same
@@ -185,6 +208,7 @@ def run_args(spec, image):
     if spec.log != LOG_DEFAULTS:
         args += ["--log-max-size", str(spec.log["max_size"]),
                  "--log-max-files", str(spec.log["max_files"])]
+    args += _health_args(spec.healthcheck, defaults.healthcheck or {})
     if defaults.entrypoint:  # the command below is whole: not after the image's entrypoint
         args += ["--entrypoint", ""]
     return [*args, spec.image, "--", *spec.command]

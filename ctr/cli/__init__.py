@@ -27,10 +27,13 @@ def cli(ctx, root, debug):
 
 def _register():
     from ctr.cli import (
+        attach,
         bench,
         completion,
+        events,
         generate,
         habits,
+        health,
         images,
         instances,
         kernels,
@@ -48,6 +51,9 @@ def _register():
     bench.register(cli)
     generate.register(cli)
     system.register(cli)
+    events.register(cli)
+    health.register(cli)
+    attach.register(cli)
     completion.register(cli)
     completion.attach(cli)
 

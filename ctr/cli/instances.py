@@ -6,6 +6,7 @@ import sys
 import click
 
 from ctr.cli.context import pass_ctx, progress
+from ctr.cli.health import health_options
 from ctr.errors import CtrError, InvalidSpec
 from ctr.spec import parse_signal
 
@@ -73,7 +74,8 @@ def instance_options(f):
         click.option("--hostname", help="Hostname (default: the first 12 hex of the id)."),
         click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-terminal."),
         click.option("-i", "--interactive", is_flag=True,
-                     help="Accepted for docker compatibility: stdin is always passed."),
+                     help="Keep stdin open: a detached instance's can be written to with "
+                          "`ctr attach` (in the foreground stdin is always passed)."),
         click.option("--rm", "remove", is_flag=True, help="Remove the instance when it exits."),
         click.option("--network", "--net", "network", metavar="MODE",
                      help="bridge (default), none, host, container:NAME or a network's name."),
@@ -135,6 +137,7 @@ def instance_options(f):
         click.option("--log-max-files", metavar="N",
                      help="Detached: log files kept, the current one included (default 3)."),
         resource_options,
+        health_options,
         click.option("--vm", is_flag=True,
                      help="Boot the image as a VM under QEMU (-m is then its RAM, default 256m)."),
         click.option("--kernel", metavar="PATH", help="VM: the kernel to boot."),
@@ -158,9 +161,7 @@ def _command(command):
     return command[1:] if command[:1] == ("--",) else command
 
 
-def _create(obj, image, command, interactive=False, pull="missing", platform=None,
-            tls_verify=True, **opts):
-    del interactive  # stdin is passed through in the foreground
+def _create(obj, image, command, pull="missing", platform=None, tls_verify=True, **opts):
     if image.startswith("-"):
         # Unknown options are kept for the command, so one before IMAGE lands here.
         raise click.NoSuchOption(image)

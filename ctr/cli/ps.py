@@ -10,7 +10,8 @@ import click
 from ctr.cli.context import pass_ctx
 from ctr.errors import InvalidSpec
 
-FILTER_KEYS = ("name", "label", "status", "ancestor", "id")
+FILTER_KEYS = ("name", "label", "status", "ancestor", "id", "health")
+HEALTH = ("starting", "healthy", "unhealthy", "none")
 STATUSES = ("created", "restarting", "running", "paused", "exited", "dead")
 COLUMNS = (("CONTAINER ID", "ID"), ("IMAGE", "Image"), ("COMMAND", "Command"),
            ("CREATED", "RunningFor"), ("STATUS", "Status"), ("PORTS", "Ports"),
@@ -28,6 +29,9 @@ def parse_filters(items):
         if key == "status" and value not in STATUSES:
             raise InvalidSpec(f"invalid --filter {item!r}: a status is one of "
                               f"{', '.join(STATUSES)}")
+        if key == "health" and value not in HEALTH:
+            raise InvalidSpec(f"invalid --filter {item!r}: a health is one of "
+                              f"{', '.join(HEALTH)}")
         out.setdefault(key, []).append(value)
     return out
 
@@ -44,6 +48,7 @@ def matches(row, filters):
         "label": lambda v: _label_matches(row["label_map"], v),
         "status": lambda v: row["State"] == v,
         "ancestor": lambda v: row["Image"] == v or row["Image"].split(":")[0] == v,
+        "health": lambda v: row["Health"] == v,
     }
     return all(any(tests[key](v) for v in values) for key, values in filters.items())
 
@@ -62,7 +67,8 @@ def _trunc(row, no_trunc):
 @click.option("-q", "--quiet", is_flag=True, help="Only the IDs.")
 @click.option("--no-trunc", is_flag=True, help="Full IDs and commands.")
 @click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
-              help="name=, id=, label=KEY[=VALUE], status=, ancestor=IMAGE (repeatable).")
+              help="name=, id=, label=KEY[=VALUE], status=, ancestor=IMAGE, "
+                   "health=starting|healthy|unhealthy|none (repeatable).")
 @click.option("--format", "fmt", metavar="json|TEMPLATE",
               help="json, or a Go template like '{{.Names}} {{.Status}}' ('table ...' "
                    "adds a header).")

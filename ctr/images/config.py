@@ -13,9 +13,9 @@ a value that cannot mean anything safe (a relative WorkingDir or volume path,
 a NUL byte anywhere, a port that is not a port, a signal that is not a signal,
 the wrong JSON type, more than MAX_ITEMS entries or a string over MAX_STRING
 bytes) refuses the whole image with one InvalidSpec naming the key. What
-docker ignores is ignored: keys ctr does not use (Healthcheck, OnBuild,
-Shell, ArgsEscaped, ...), null or empty values, Env entries without "=" (they
-set nothing), and exposed ports of a protocol ctr cannot publish (sctp).
+docker ignores is ignored: keys ctr does not use (OnBuild, Shell,
+ArgsEscaped, a Healthcheck's StartInterval, ...), null or empty values, Env
+entries without "=" (they set nothing), and exposed ports of a protocol ctr cannot publish (sctp).
 
 `image_config(record)` returns an ImageConfig of typed values, which the CLI
 hands to ctr.spec.new_spec: nothing here is a CLI string.
@@ -49,6 +49,7 @@ class ImageConfig:
     stop_signal: str | None = None  # its name, as a spec keeps it (SIGQUIT)
     volumes: tuple = ()  # absolute, normalized paths, sorted
     labels: Frozen = Frozen()
+    healthcheck: object = None  # ctr.spec.Healthcheck from HEALTHCHECK; None: none
 
 
 def image_config(record):
@@ -88,6 +89,7 @@ def parse_config(config, image="?"):
         stop_signal=_signal(_string(config, "StopSignal", bad), bad),
         volumes=_volumes(_keys(config, "Volumes", bad), bad),
         labels=_labels(config.get("Labels"), bad),
+        healthcheck=_healthcheck(config.get("Healthcheck"), bad),
     )
 
 
@@ -201,3 +203,36 @@ def _labels(value, bad):
         if not k:
             raise bad("Labels", "has an empty key")
     return Frozen(value)
+
+
+HEALTH_KEYS = (("Interval", "interval"), ("Timeout", "timeout"),
+               ("StartPeriod", "start_period"), ("Retries", "retries"))
+
+
+def _healthcheck(value, bad):
+    """docker's Healthcheck: {"Test": ["CMD-SHELL", "..."], "Interval": ns,
+    "Timeout": ns, "StartPeriod": ns, "Retries": n}; an empty Test: none."""
+    from ctr.spec.health import check_durations
+    from ctr.spec.model import Healthcheck
+
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise bad("Healthcheck", "is not a JSON object")
+    test = _strings(value, "Test", lambda _k, why: bad("Healthcheck", f"Test {why}"))
+    if not test:
+        return None
+    hc = {"test": test}
+    for key, field in HEALTH_KEYS:
+        n = value.get(key)
+        if n is None or n == 0:
+            continue
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise bad("Healthcheck", f"{key} is not a non-negative integer")
+        hc[field] = n
+    hc = Healthcheck(hc)
+    try:
+        check_durations(hc)
+    except InvalidSpec as err:
+        raise bad("Healthcheck", str(err).removeprefix("invalid healthcheck ")) from None
+    return hc

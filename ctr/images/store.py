@@ -23,6 +23,7 @@ are imported where they are used.
 
 import os
 
+from ctr import events
 from ctr.errors import Conflict, CtrError, InvalidSpec, NotFound
 from ctr.images.recipe import recipe_path
 from ctr.images.reference import is_local_name, normalize
@@ -237,6 +238,7 @@ class ImageStore:
             finally:
                 if not ok:
                     self.collect(blocking=False)  # what this pull left, unless others pull
+        events.image(self.store.root, "pull", ref, meta.get("id", ""))
         return self.get(ref)
 
     def _staging(self, prefix=".build-"):
@@ -294,6 +296,7 @@ class ImageStore:
             if self.exists(new_name) and "rootfs" in self._read(new_name):
                 raise Conflict(f"image {new_name} already exists (remove it first)")
             self._write(new_name, {**meta, "tagged": now()})
+        events.image(self.store.root, "tag", new_name, meta.get("id", ""))
         return self.get(new_name)
 
     def _migrate(self, name, meta):
@@ -325,10 +328,13 @@ class ImageStore:
             raise Conflict(f"image {name} is used by instance(s): {', '.join(used)} "
                            "(remove them first, or image rm -f)")
         with self._name_lock(name):
+            image_id = self._read(name).get("id", "")
             # Rename first, so a half-removed image never looks usable.
             doomed = tempfile.mkdtemp(prefix=".rm-", dir=self.dir)
             os.rename(self._path(name), os.path.join(doomed, "image"))
             shutil.rmtree(doomed)
+        events.image(self.store.root, "untag", name, image_id)
+        events.image(self.store.root, "delete", name, image_id)
         self.collect(blocking=False)
         return name
 

@@ -39,6 +39,7 @@ from ctr.spec.model import (
     SD_NOTIFY_MODES,
     VM_MIN_MEMORY,
     Frozen,
+    Healthcheck,
     InstanceSpec,
     LogLimits,
     Port,
@@ -79,7 +80,8 @@ from ctr.spec.validate import check_sd_notify, validate
 __all__ = [
     "ALL_CAPS", "DEFAULT_CAPS", "DEFAULT_PATH", "INIT", "INIT_STOP_SIGNAL", "INIT_TMPFS",
     "KINDS", "LOG_DEFAULTS", "MIN_MEMORY", "RESOURCE_KEYS", "SD_NOTIFY_MODES",
-    "VM_DEFAULT_MEMORY", "VM_MIN_MEMORY", "Frozen", "InstanceSpec", "LogLimits", "Port",
+    "VM_DEFAULT_MEMORY", "VM_MIN_MEMORY", "Frozen", "Healthcheck", "InstanceSpec",
+    "LogLimits", "Port",
     "Resources", "Restart", "Tmpfs", "Ulimit", "Userns", "VmOptions", "Volume",
     "build_caps", "build_resources", "build_spec", "check_cgroup_parent", "check_hostname",
     "check_ip", "check_name", "check_network", "check_ports", "check_sd_notify",

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 from ctr.errors import InvalidSpec
 from ctr.spec.caps import ALL_CAPS, DEFAULT_CAPS, build_caps, kernel_order
+from ctr.spec.health import build_healthcheck
 from ctr.spec.model import (
     DEFAULT_PATH,
     DEFAULT_SD_NOTIFY,
@@ -122,7 +123,8 @@ def flat_defaults(image):
     return SimpleNamespace(entrypoint=(), cmd=tuple(image.get("cmd") or ()),
                            env=tuple(image.get("env") or ()),
                            workdir=image.get("workdir") or None, user=None,
-                           exposed_ports=(), stop_signal=None, volumes=(), labels={})
+                           exposed_ports=(), stop_signal=None, volumes=(), labels={},
+                           healthcheck=None)
 
 
 def _command(command, entrypoint, init, defaults):
@@ -170,7 +172,7 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
              seccomp=SECCOMP_DEFAULT, no_new_privs=None, ulimits=(), init=False,
              stop_signal=None, restart=None, log=None, sd_notify=None, host=None,
              entrypoint=None, publish_all=False, labels=None, defaults=None, oci=None,
-             cgroupns="private", lxcfs=True):
+             cgroupns="private", lxcfs=True, healthcheck=None, interactive=False):
     """An InstanceSpec from typed values: ctr's defaults and policies filled in,
     then checked (ctr.spec.validate: InvalidSpec). For example
 
@@ -205,6 +207,9 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
     oci: what a bundle's config.json asks beyond these (InstanceSpec.oci; ctr.oci).
     cgroupns: "private" (the container's own cgroup namespace) or "host".
     lxcfs: lxcfs's /proc files and cpu/online when lxcfs runs on the host.
+    healthcheck: a Healthcheck (ctr.spec.health.build_healthcheck); None for the
+      image's (defaults.healthcheck).
+    interactive: -i, a detached instance's stdin kept open for `ctr attach`.
     host: the host's facts (ctr.host.HostFacts), asked only when a check needs one.
     """
     check_env(env)  # before they are merged: "K" alone would become "K="
@@ -270,6 +275,9 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
         oci=oci or {},
         cgroupns=cgroupns,
         lxcfs=lxcfs,
+        healthcheck=healthcheck if healthcheck is not None else (
+            getattr(defaults, "healthcheck", None) or {}),
+        interactive=bool(interactive),
     )
     validate(spec, host)
     if boots_image_init:
@@ -308,7 +316,10 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
                userns=None, restart=None, log_max_size=None, log_max_files=None,
                sd_notify=None, init=False, stop_signal=None, entrypoint=None,
                publish_all=False, labels=(), label_files=(), defaults=None, host=None,
-               cgroupns=None, lxcfs=None, **resources):
+               cgroupns=None, lxcfs=None,
+               health_cmd=None, health_interval=None, health_timeout=None,
+               health_retries=None, health_start_period=None, no_healthcheck=False,
+               interactive=False, **resources):
     """The CLI's options (strings, by their click names), an image record and
     its run defaults (see new_spec) -> an InstanceSpec: each string parsed
     into its typed value, then new_spec. --entrypoint "" clears the image's."""
@@ -346,5 +357,9 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
         log=check_log(log_max_size, log_max_files), sd_notify=sd_notify, host=host,
         entrypoint=entrypoint, publish_all=bool(publish_all), labels=user_labels,
         defaults=defaults, cgroupns=check_cgroupns(cgroupns),
-        lxcfs=check_bool(lxcfs, "--lxcfs"),
+        lxcfs=check_bool(lxcfs, "--lxcfs"), interactive=interactive,
+        healthcheck=build_healthcheck(
+            getattr(defaults, "healthcheck", None), cmd=health_cmd, interval=health_interval,
+            timeout=health_timeout, retries=health_retries, start_period=health_start_period,
+            disabled=no_healthcheck),
     )

@@ -195,6 +195,17 @@ class Userns(Frozen):
     FIELDS = dict.fromkeys(("mode", "uid", "gid", "size"))
 
 
+class Healthcheck(Frozen):
+    """docker's healthcheck (its image config's Healthcheck, in ns): test is
+    ("CMD-SHELL", "cmd"), ("CMD", argv...) or ("NONE",) (--no-healthcheck);
+    an empty one is none. interval, timeout, start_period in nanoseconds and
+    retries: None for docker's defaults (ctr.health). See ctr.spec.health."""
+
+    __slots__ = ()
+    FIELDS = {"test": None, "interval": None, "timeout": None, "retries": None,
+              "start_period": None}
+
+
 LOG_DEFAULTS = LogLimits()
 NO_RESTART = Restart()
 
@@ -226,13 +237,14 @@ _FREEZE = {
     "tmpfs": _entries(Tmpfs), "volumes": _entries(Volume), "userns": _typed(Userns),
     "seccomp": _seccomp, "ulimits": _entries(Ulimit), "restart": _typed(Restart),
     "log": _typed(LogLimits), "labels": _typed(Frozen), "publish_all": _entries(Port),
-    "oci": freeze,
+    "oci": freeze, "healthcheck": _typed(Healthcheck),
 }
 
 # Fields added since spec.json was first written: left out of it while they hold
 # their default, so a spec without them is written as before (and read by an
 # older ctr).
-_OMITTED_DEFAULT = ("labels", "publish_all", "oci", "cgroupns", "lxcfs")
+_OMITTED_DEFAULT = ("labels", "publish_all", "oci", "cgroupns", "lxcfs", "healthcheck",
+                    "interactive")
 CGROUPNS_MODES = ("private", "host")
 
 
@@ -289,6 +301,8 @@ class InstanceSpec:
     #   cgroup_mount    "ro"/"rw": the config mounts cgroup at /sys/fs/cgroup
     #   sysctl, additional_gids, umask, oom_score_adj   the process's, as given
     oci: Frozen = Frozen()
+    healthcheck: Healthcheck = Healthcheck()  # see ctr.spec.health, ctr.health
+    interactive: bool = False  # -i: a detached instance's stdin stays open (ctr attach)
 
     def __post_init__(self):
         for name, coerce in _FREEZE.items():

@@ -61,7 +61,8 @@ def test_an_oci_config_becomes_typed_run_defaults():
         workdir="/srv/app", user="nobody:nogroup",
         exposed_ports=((53, "udp"), (80, "tcp"), (8000, "tcp"), (8001, "tcp"), (8002, "tcp")),
         stop_signal="SIGQUIT", volumes=("/data", "/var/cache"),
-        labels={"org.opencontainers.image.title": "demo", "empty": ""})
+        labels={"org.opencontainers.image.title": "demo", "empty": ""},
+        healthcheck={"test": ("CMD", "true")})
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.cmd = ()  # type: ignore[misc]
     with pytest.raises(TypeError):

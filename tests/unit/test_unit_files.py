@@ -98,7 +98,11 @@ def test_new_rebuilds_defaults_ports_privileged_and_userns():
     for kw in ({}, {"publish": ["8080:80", "127.0.0.1:53:53/udp"], "ip": "10.1.0.9"},
                {"privileged": True, "cap_drop": ["SYS_ADMIN"]},
                {"userns": "auto", "tty": True, "remove": True},
-               {"vm": True, "memory": "128m", "accel": "tcg"}):
+               {"vm": True, "memory": "128m", "accel": "tcg"},
+               {"health_cmd": "curl -f x || exit 1", "health_interval": "1m30s",
+                "health_timeout": "500ms", "health_retries": "4",
+                "health_start_period": "2s"},
+               {"no_healthcheck": True}):
         spec = build_spec(image=IMAGE, name="n", command=["true"], **kw)
         assert _comparable(_rebuild(spec), True) == _comparable(spec, True), kw
 
