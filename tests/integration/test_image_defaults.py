@@ -13,7 +13,6 @@ import subprocess
 import pytest
 from helpers import assert_refused, wait_for
 from test_network import BUSYBOX, lab  # noqa: F401 - the network fixture
-from test_userns import subids  # noqa: F401 - a subordinate range of the test's own
 
 SCRIPT = ('tr "\\0" " " </proc/1/cmdline; echo; echo "cwd=$(pwd)"; echo "ids=$(id -u):$(id -g)";'
           ' env')
