@@ -183,8 +183,20 @@ def _winsize_target(state):
     return fd
 
 
-def _output(rec, out, err, tty, done):
-    """Copy the log's new lines to out/err until the instance stops for good."""
+def _log_end(rec):
+    """The log opened at its end (None while there is none): taken before any
+    stdin is sent, so that the output it causes is never missed."""
+    try:
+        f = open(rec.log_path, "rb")
+    except FileNotFoundError:
+        return None
+    f.seek(0, os.SEEK_END)
+    return f
+
+
+def _output(rec, f, out, err, tty, done):
+    """Copy the log's new lines (from `f`, the log at the point to start) to
+    out/err until the instance stops for good."""
     from ctr import logs
     from ctr import store as st
     from ctr.errors import NotFound, StateError
@@ -195,11 +207,6 @@ def _output(rec, out, err, tty, done):
         except (NotFound, StateError):
             return False
 
-    try:
-        f = open(rec.log_path, "rb")
-        f.seek(0, os.SEEK_END)
-    except FileNotFoundError:
-        f = None
     try:
         for line in logs.follow(rec.log_path, (f, logs.Reader()), running, poll=0.05):
             fd = out if tty or line.stream == b"stdout" else err
@@ -226,7 +233,8 @@ def session(rec, state, *, stdin=0, out=1, err=2, send_stdin=True, detach_keys=b
     except OSError as err:
         raise Conflict(f"cannot attach to the stdin of {rec.name}: its monitor does not "
                        f"relay it ({err.strerror}); try --no-stdin") from None
-    threading.Thread(target=_output, args=(rec, out, err, spec.tty, done), daemon=True).start()
+    threading.Thread(target=_output, args=(rec, _log_end(rec), out, err, spec.tty, done),
+                     daemon=True).start()
     pty = _winsize_target(state) if spec.tty and os.isatty(out) else None
     if pty is not None:
         copy_winsize(out, pty)
