@@ -48,7 +48,7 @@ from ctr.native import (
 from ctr.process import InitFailure, env_home, find_command
 from ctr.signals import reset_signals
 from ctr.spec import ALL_CAPS
-from ctr.users import resolve_user
+from ctr.users import resolve_groups, resolve_user
 
 CONTAINER_FLAGS = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET
 
@@ -254,20 +254,37 @@ def _sysctl(values):
             raise InitFailure(f"sysctl {key}={value}: {err.strerror}", err.errno) from err
 
 
+def _oom_score_adj(value, what="--oom-score-adj"):
+    """The process's oom_score_adj, inherited by the command (lowering it needs
+    CAP_SYS_RESOURCE: before the capabilities go)."""
+    if value is None:
+        return
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(value))
+    except OSError as err:
+        hint = " (lowering it needs CAP_SYS_RESOURCE)" if err.errno == 13 else ""
+        raise InitFailure(f"{what} {value}: {err.strerror}{hint}", err.errno) from err
+
+
 def _bundle_process(oci, groups):
     """What an OCI bundle's process asks beyond ctr's own options: its
     supplementary groups exactly (additionalGids, none when not given, as
     runc), its umask (runc's 0022 by default) and oomScoreAdj. Returns the
     groups."""
     os.umask(oci.get("umask", 0o022))
-    if "oom_score_adj" in oci:
-        try:
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write(str(oci["oom_score_adj"]))
-        except OSError as err:
-            raise InitFailure(f"oomScoreAdj {oci['oom_score_adj']}: {err.strerror}",
-                              err.errno) from err
+    _oom_score_adj(oci.get("oom_score_adj"), "oomScoreAdj")
     return list(oci.get("additional_gids", groups))
+
+
+def _run_process(options, groups):
+    """The process's part of ctr.spec.options: --group-add's groups added to
+    the user's (looked up in the container's /etc/group), --oom-score-adj.
+    Returns the groups."""
+    if options.group_add:
+        groups = sorted({*groups, *resolve_groups(options.group_add)})
+    _oom_score_adj(options.oom_score_adj)
+    return groups
 
 
 def _prepare_workdir(workdir):
@@ -321,13 +338,14 @@ def _stdio(tty_slave, stdio):
 
 def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
                    stdio=(None, None, None), tty_sock=None, pdeathsig=None, binds=(),
-                   netns_fd=None, own_netns=True, gate=None, joins=()):
+                   netns_fd=None, own_netns=True, gate=None, joins=(), shm_source=None):
     """The child's side of a container start. Never returns. `own_netns`: the
     clone made a network namespace (lo is brought up here; a bridge's eth0 is
     configured by the parent before it says go); `netns_fd`: join that one
     instead (--network container:NAME). `gate`: the path of an exec fifo to
     wait at before the exec (see the module's doc); `joins`: [(fd, flag)] of
-    more namespaces to join (an OCI bundle's ipc and uts given by path)."""
+    more namespaces to join (an OCI bundle's ipc and uts given by path; --ipc
+    container:NAME's); `shm_source`: what /dev/shm binds (--ipc host)."""
     from ctr import rootfs as rootfs_mod
     from ctr.native import SYSCALLS, setns, unshare
     from ctr.net import loopback_up
@@ -360,7 +378,7 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
             setns(fd, flag)
             os.close(fd)
         step = report.ROOTFS
-        _sysctl(spec.oci.get("sysctl") or {})
+        _sysctl({**(spec.options.sysctls or {}), **(spec.oci.get("sysctl") or {})})
         pty = rootfs_mod.prepare(SYSCALLS, lower=lower, upper=upper, work=work, root=rootfs,
                                  tty=tty_sock is not None, binds=binds, volumes=spec.volumes,
                                  tmpfs=spec.tmpfs, read_only=spec.read_only,
@@ -368,13 +386,15 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
                                  init=spec.init,
                                  masked=spec.oci.get("masked_paths", rootfs_mod.MASKED_PATHS),
                                  readonly=spec.oci.get("readonly_paths",
-                                                       rootfs_mod.READONLY_PATHS))
+                                                       rootfs_mod.READONLY_PATHS),
+                                 shm_size=spec.options.shm_size, shm_source=shm_source,
+                                 devices=spec.options.devices or ())
         tty_slave = hand_over_pty(tty_sock, *pty) if pty else None
         if own_netns:
             step = report.NETWORK
             loopback_up()
         step = report.HOSTNAME
-        if spec.hostname:
+        if spec.hostname and spec.options.uts != "host":  # never the host's
             SYSCALLS.sethostname(spec.hostname)
         step = report.PIVOT_ROOT
         rootfs_mod.pivot(SYSCALLS, rootfs)
@@ -382,6 +402,8 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         uid, gid, groups, home = resolve_user(spec.user)
         if spec.oci:
             groups = _bundle_process(spec.oci, groups)
+        if spec.options:
+            groups = _run_process(spec.options, groups)
         _prepare_workdir(spec.workdir)
         _stdio(tty_slave, stdio)
         step = report.ULIMITS
@@ -431,6 +453,8 @@ def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_sock, rep
             tty_slave = hand_over_pty(tty_sock, *rootfs_mod.open_pty(SYSCALLS))
         step = report.PROCESS
         uid, gid, groups, home = resolve_user(user if user is not None else spec.user)
+        if spec.options.group_add:  # as docker's exec: the instance's --group-add too
+            groups = sorted({*groups, *resolve_groups(spec.options.group_add)})
         _stdio(tty_slave, stdio)
         step = report.ULIMITS
         set_ulimits(spec.ulimits)

@@ -190,6 +190,9 @@ class Syscalls:
     def chmod(self, path, mode):
         os.chmod(path, mode)
 
+    def chown(self, path, uid, gid):
+        os.chown(path, uid, gid)
+
     def open_pty(self, ptmx):
         return _native.open_pty(ptmx)
 
