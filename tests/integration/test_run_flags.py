@@ -294,3 +294,16 @@ def test_inspect_shows_dockers_names(ctr):
 def test_bad_values_are_refused_and_leave_nothing(ctr, args, message):
     r = ctr("run", "--rm", *args, "busybox", "true")
     assert_refused(ctr, r, message)
+
+
+def test_a_vm_gets_the_etc_files_lines_and_qemu_the_oom_score(ctr, vm_kernels):
+    os.symlink(vm_kernels, ctr.path("kernels"))
+    ctr("run", "-d", "--name", "v", "--vm", "--network", "none", "--add-host",
+        "a:192.0.2.1", "--dns", "192.0.2.53", "--oom-score-adj", "300", "busybox", "sh", "-c",
+        "cat /etc/hosts /etc/resolv.conf; exec sleep 100", timeout=120, check=True)
+    assert wait_for(lambda: "nameserver" in ctr("logs", "v").stdout, timeout=60)
+    out = lines(ctr("logs", "v").stdout)
+    assert ["192.0.2.1", "a"] in out and ["nameserver", "192.0.2.53"] in out
+    with open(f"/proc/{ctr.state('v')['pid']}/oom_score_adj") as f:
+        assert f.read().strip() == "300"  # QEMU's, which holds the guest's memory
+    ctr("rm", "-f", "v", check=True)
