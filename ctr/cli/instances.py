@@ -225,6 +225,16 @@ def _check_cidfile(path):
                           "remove it first")
 
 
+def _drop_cidfile(rec):
+    import os
+
+    if rec.spec.options.cidfile:
+        try:
+            os.unlink(rec.spec.options.cidfile)
+        except FileNotFoundError:
+            pass
+
+
 def _write_cidfile(obj, rec, path):
     """docker's --cidfile: the id, written once the record exists; never over
     a file (O_EXCL). When it cannot be written the instance goes again."""
@@ -264,7 +274,11 @@ def run(obj, detach, **opts):
     """Create and start an instance of IMAGE running COMMAND."""
     rec = _create(obj, **opts)
     _notice(rec)
-    code = obj.instances.run(rec, detach=detach)
+    try:
+        code = obj.instances.run(rec, detach=detach)
+    except CtrError:
+        _drop_cidfile(rec)  # the run left no instance: its id names nothing
+        raise
     if not detach:
         return code
     click.echo(rec.name)

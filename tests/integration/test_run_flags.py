@@ -223,6 +223,11 @@ def test_cidfile_has_the_id_and_is_never_overwritten(ctr, tmp_path):
     ctr("rm", "c1", check=True)
     r = ctr("run", "--rm", "--cidfile", str(cidfile), "busybox", "true")
     assert_refused(ctr, r, "the file exists")
+    # a run that never started leaves no cidfile either
+    cidfile.unlink()
+    r = ctr("run", "--cidfile", str(cidfile), "--group-add", "nosuch", "busybox", "true")
+    assert_refused(ctr, r, "no such group")
+    assert not cidfile.exists()
 
 
 # -- limits --------------------------------------------------------------------------------------
