@@ -11,7 +11,7 @@ import signal
 
 from ctr import cgroups, namespaces, report
 from ctr.drivers import common
-from ctr.errors import StartError
+from ctr.errors import Conflict, StartError
 from ctr.native import CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWUTS, clone, setns
 from ctr.revert import Reverter
 from ctr.store import proc_starttime, running_record
@@ -73,7 +73,7 @@ class _SharedNamespaces:
                 _, state = running_record(rec.store, opts.pid.split(":", 1)[1],
                                           f"--pid {opts.pid}")
                 self.pid_target = state["pid"]
-        if opts.ipc in ("host",) or (opts.ipc or "").startswith("container:"):
+        if opts.ipc == "host" or (opts.ipc or "").startswith("container:"):
             self.drop |= CLONE_NEWIPC
             if opts.ipc == "host":
                 self.shm_source = "/dev/shm"
@@ -88,8 +88,6 @@ class _SharedNamespaces:
         shareable (--ipc shareable, or the host's)."""
         target, state = running_record(store, name, f"--ipc container:{name}")
         if target.spec.options.ipc not in ("shareable", "host"):
-            from ctr.errors import Conflict
-
             raise Conflict(f"--ipc container:{name}: {name}'s IPC namespace is not "
                            f"shareable (start it with --ipc shareable)")
         return state["pid"]

@@ -25,6 +25,7 @@ The child never prints: any failure, including a Python exception, becomes a
 report and the child exits 125 without running the command.
 """
 
+import errno
 import fcntl
 import os
 import signal
@@ -263,7 +264,7 @@ def _oom_score_adj(value, what="--oom-score-adj"):
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(value))
     except OSError as err:
-        hint = " (lowering it needs CAP_SYS_RESOURCE)" if err.errno == 13 else ""
+        hint = " (lowering it needs CAP_SYS_RESOURCE)" if err.errno == errno.EACCES else ""
         raise InitFailure(f"{what} {value}: {err.strerror}{hint}", err.errno) from err
 
 
