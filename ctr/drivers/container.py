@@ -57,10 +57,8 @@ class _SharedNamespaces:
     open_joins(): the namespaces its init joins (--ipc container:NAME);
     open_pid(): the pid namespace the clone is made in (--pid container:NAME:
     the parent joins it for the clone only); `shm_source`: what /dev/shm binds
-    (--ipc host: the host's). --ipc container:NAME shares the IPC namespace (SysV
-    shm, semaphores, message queues, POSIX queues), not NAME's /dev/shm: that
-    is a mount in NAME's mount namespace, which the kernel does not let another
-    bind."""
+    (--ipc host: the host's); open_shm(): the mount namespace whose /dev/shm
+    the init takes (--ipc container:NAME: NAME's, as docker shares it)."""
 
     def __init__(self, rec):
         opts = rec.spec.options
@@ -99,6 +97,9 @@ class _SharedNamespaces:
         if self.ipc_target is None:
             return []
         return [(_open_ns(self.ipc_target, "ipc"), CLONE_NEWIPC)]
+
+    def open_shm(self):
+        return None if self.ipc_target is None else _open_ns(self.ipc_target, "mnt")
 
     def open_pid(self):
         """(the target's pid namespace, ctr's own) to join and go back to."""
@@ -187,10 +188,11 @@ class ContainerDriver:
             joins = [(fds.add(fd), flag) for fd, flag in plan.open_joins()] if spec.oci else []
             if spec.oci:
                 plan.join_pid_namespace()
-            pid_fds = ()
+            pid_fds, shm_from = (), None
             if shared:
                 joins = [(fds.add(fd), flag) for fd, flag in shared.open_joins()]
                 pid_fds = tuple(fds.add(fd) for fd in shared.open_pid())
+                shm_from = fds.add(shared.open_shm())
             sock, child_sock = fds.socketpair() if tty else (None, None)
             go_r, go_w = fds.pipe()
             rep_r, rep_w = fds.pipe()
@@ -204,9 +206,11 @@ class ContainerDriver:
                     go_r, rep_w, spec=spec, lower=lower, rootfs=rec.rootfs, upper=rec.upper,
                     work=rec.work, stdio=stdio, tty_sock=child_sock, pdeathsig=pdeathsig,
                     binds=plan.binds, netns_fd=join_fd, own_netns=plan.new_netns, gate=gate,
-                    joins=joins, shm_source=shared.shm_source if shared else None)
+                    joins=joins, shm_source=shared.shm_source if shared else None,
+                    shm_from=shm_from)
             revert.add(common.kill, pid)
-            fds.close(go_r, rep_w, join_fd, child_sock, *(fd for fd, _ in joins), *pid_fds)
+            fds.close(go_r, rep_w, join_fd, child_sock, *(fd for fd, _ in joins), *pid_fds,
+                      shm_from)
             if spec.userns:
                 from ctr.userns import write_maps
 

@@ -255,6 +255,26 @@ def _sysctl(values):
             raise InitFailure(f"sysctl {key}={value}: {err.strerror}", err.errno) from err
 
 
+def _clone_shm(mnt_fd):
+    """--ipc container:NAME: a detached copy of NAME's /dev/shm (an fd for
+    ctr.rootfs.mount_dev), taken from inside NAME's mount namespace, since
+    mount(2) does not bind a mount of another namespace; then back to the
+    init's own namespace (setns puts its root and cwd at that root: the
+    host's, as before, for the init has not pivoted yet)."""
+    from ctr.native import CLONE_NEWNS, _native, setns
+
+    own = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns(mnt_fd, CLONE_NEWNS)
+        try:
+            return _native.clone_tree("/dev/shm")
+        finally:
+            setns(own, CLONE_NEWNS)
+    finally:
+        os.close(own)
+        os.close(mnt_fd)
+
+
 def _oom_score_adj(value, what="--oom-score-adj"):
     """The process's oom_score_adj, inherited by the command (lowering it needs
     CAP_SYS_RESOURCE: before the capabilities go)."""
@@ -339,14 +359,16 @@ def _stdio(tty_slave, stdio):
 
 def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
                    stdio=(None, None, None), tty_sock=None, pdeathsig=None, binds=(),
-                   netns_fd=None, own_netns=True, gate=None, joins=(), shm_source=None):
+                   netns_fd=None, own_netns=True, gate=None, joins=(), shm_source=None,
+                   shm_from=None):
     """The child's side of a container start. Never returns. `own_netns`: the
     clone made a network namespace (lo is brought up here; a bridge's eth0 is
     configured by the parent before it says go); `netns_fd`: join that one
     instead (--network container:NAME). `gate`: the path of an exec fifo to
     wait at before the exec (see the module's doc); `joins`: [(fd, flag)] of
     more namespaces to join (an OCI bundle's ipc and uts given by path; --ipc
-    container:NAME's); `shm_source`: what /dev/shm binds (--ipc host)."""
+    container:NAME's); `shm_source`: what /dev/shm binds (--ipc host);
+    `shm_from`: the mount namespace whose /dev/shm it takes (--ipc container:NAME)."""
     from ctr import rootfs as rootfs_mod
     from ctr.native import SYSCALLS, setns, unshare
     from ctr.net import loopback_up
@@ -379,6 +401,8 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
             setns(fd, flag)
             os.close(fd)
         step = report.ROOTFS
+        if shm_from is not None:
+            shm_source = _clone_shm(shm_from)
         _sysctl({**(spec.options.sysctls or {}), **(spec.oci.get("sysctl") or {})})
         pty = rootfs_mod.prepare(SYSCALLS, lower=lower, upper=upper, work=work, root=rootfs,
                                  tty=tty_sock is not None, binds=binds, volumes=spec.volumes,

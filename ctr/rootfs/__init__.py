@@ -88,8 +88,9 @@ def mount_dev(sc, root, tty=False, userns=False, shm_size=None, shm_source=None)
 
     With `tty`, a pty is opened in the container's own devpts (so `tty` inside
     says /dev/pts/0) and becomes /dev/console; returns (master fd, slave path).
-    /dev/shm is a tmpfs of `shm_size` bytes (--shm-size; 64m), or `shm_source`
-    bound (--ipc host: the host's /dev/shm).
+    /dev/shm is a tmpfs of `shm_size` bytes (--shm-size; 64m), or `shm_source`:
+    a path bound (--ipc host: the host's /dev/shm), or the fd of a detached
+    mount attached (--ipc container:NAME: a copy of NAME's).
     """
     dev = _join(root, "/dev")
     sc.makedirs(dev)
@@ -106,7 +107,9 @@ def mount_dev(sc, root, tty=False, userns=False, shm_size=None, shm_source=None)
     sc.mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC,
              "newinstance,ptmxmode=0666,mode=0620,gid=5")
     sc.makedirs(f"{dev}/shm")
-    if shm_source:
+    if isinstance(shm_source, int):
+        sc.attach_tree(shm_source, f"{dev}/shm")
+    elif shm_source:
         sc.mount(shm_source, f"{dev}/shm", None, MS_BIND | MS_REC)
     else:
         sc.mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,

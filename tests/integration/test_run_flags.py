@@ -168,7 +168,8 @@ def dctr(ctr):
 def test_ipc_shareable_is_joined_with_its_sysv_segments(dctr):
     ctr = dctr
     ctr("run", "-d", "--name", "donor", "--network", "none", "--ipc", "shareable", "debian",
-        "sh", "-c", "ipcmk -M 4096 && exec sleep 100", check=True)
+        "sh", "-c", "ipcmk -M 4096 && echo posix > /dev/shm/seg && exec sleep 100",
+        check=True)
     ctr("run", "-d", "--name", "private", "--network", "none", "debian", "sleep", "100",
         check=True)
 
@@ -179,6 +180,11 @@ def test_ipc_shareable_is_joined_with_its_sysv_segments(dctr):
     assert wait_for(lambda: len(segments("--ipc", "container:donor")) == 1)
     assert segments("--ipc", "container:donor")[0][4] == "4096"
     assert segments() == []  # a namespace of its own sees none
+    # and its /dev/shm, as docker shares it (POSIX shared memory lives there)
+    r = ctr("run", "--rm", "--network", "none", "--ipc", "container:donor", "debian", "sh",
+            "-c", "cat /dev/shm/seg && echo joiner > /dev/shm/back", check=True)
+    assert r.stdout.strip() == "posix"
+    assert ctr("exec", "donor", "cat", "/dev/shm/back", check=True).stdout.strip() == "joiner"
     r = ctr("run", "--rm", "--ipc", "container:private", "debian", "true")
     refused_beside(ctr, r, "not shareable", ["donor", "private"])
     ctr("rm", "-f", "donor", "private", check=True)
