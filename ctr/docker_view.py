@@ -73,6 +73,32 @@ def _host_config(spec):
                   for t in spec.tmpfs},
         "Binds": [f"{v['source']}:{v['target']}" + (":ro" if v.get("readonly") else "")
                   for v in spec.volumes],
+        **_run_options(spec),
+    }
+
+
+def _run_options(spec):
+    """HostConfig's names for the run flags of ctr.spec.options and their limits."""
+    opts, res = spec.options, spec.resources
+    ipc = opts.ipc or "private"
+    return {
+        "ExtraHosts": [f"{name}:{ip}" for name, ip in opts.extra_hosts or ()] or None,
+        "Dns": list(opts.dns or ()),
+        "DnsSearch": list(opts.dns_search or ()),
+        "DnsOptions": list(opts.dns_options or ()),
+        "Devices": [{"PathOnHost": d["source"], "PathInContainer": d["target"],
+                     "CgroupPermissions": d["access"]} for d in opts.devices or ()],
+        "ShmSize": opts.shm_size or (64 << 20 if ipc in ("private", "shareable") else 0),
+        "Sysctls": dict(opts.sysctls or {}),
+        "PidMode": opts.pid or "",
+        "IpcMode": ipc,
+        "UTSMode": opts.uts or "",
+        "GroupAdd": list(opts.group_add or ()) or None,
+        "OomScoreAdj": opts.oom_score_adj or 0,
+        "ContainerIDFile": opts.cidfile or "",
+        "MemoryReservation": res.get("memory_reservation", 0),
+        "CpuPeriod": res.get("cpu_period", 0),
+        "CpuQuota": res.get("cpu_quota", 0),
     }
 
 

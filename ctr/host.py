@@ -53,6 +53,20 @@ class HostFacts:
         return f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
 
     @staticmethod
+    def device(path):
+        """The device node at `path` (symlinks followed, as docker's --device):
+        {type: "c"|"b", major, minor, mode (permission bits), uid, gid}; None
+        when it is not a device; OSError when there is nothing there."""
+        import stat
+
+        st = os.stat(path)
+        if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+            return None
+        return {"type": "c" if stat.S_ISCHR(st.st_mode) else "b",
+                "major": os.major(st.st_rdev), "minor": os.minor(st.st_rdev),
+                "mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
+
+    @staticmethod
     def seccomp_profile(path):
         """A docker-format profile read from a file and checked; ValueError
         (seccomp.ProfileError) says what is wrong."""

@@ -81,6 +81,20 @@ def alive(pid, starttime):
     return bool(pid) and proc_starttime(pid) == starttime
 
 
+def running_record(store, name, what):
+    """(record, state) of instance `name`, which `what` (an option such as
+    --network container:NAME) needs running: NotFound or Conflict otherwise."""
+    try:
+        target = store.record(name)
+        state = target.read_state()
+    except NotFound:
+        raise NotFound(f"{what}: no such instance") from None
+    if state["status"] not in (RUNNING, PAUSED) or not alive(state.get("pid"),
+                                                             state.get("starttime")):
+        raise Conflict(f"{what}: {name} is not running")
+    return target, state
+
+
 def _lost(state):
     """Whether nobody will ever record how this instance ended. One whose process
     just exited is not lost while its reaper (monitor, or ctr in the foreground)

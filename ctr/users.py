@@ -48,3 +48,19 @@ def resolve_user(user, root="/"):
     extra = sorted({int(e[2]) for e in groups
                     if login and login in e[3].split(",") and e[2].isdigit()} | {gid})
     return uid, gid, extra, home or "/"
+
+
+def resolve_groups(names, root="/"):
+    """--group-add: each a group name of the root's /etc/group, or a number;
+    their gids. InitFailure for a name that is not there."""
+    groups = [e for e in _read_db(_in_root(root, "/etc/group")) if len(e) >= 3]
+    out = []
+    for name in names:
+        if name.isdigit():
+            out.append(int(name))
+            continue
+        g = next((e for e in groups if e[0] == name and e[2].isdigit()), None)
+        if g is None:
+            raise InitFailure(f"--group-add {name}: no such group in the image's /etc/group")
+        out.append(int(g[2]))
+    return out

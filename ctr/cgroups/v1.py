@@ -136,6 +136,14 @@ class V1Cgroup(BaseCgroup):
         if "cpus" in res:
             self._set("--cpus", "cpu", "cfs_period_us", 100_000)
             self._set("--cpus", "cpu", "cfs_quota_us", round(res["cpus"] * 100_000))
+        if "cpu_period" in res or "cpu_quota" in res:
+            # the period first: the quota is checked against it (-1: unlimited)
+            self._set_file("--cpu-period", "cpu", "cpu.cfs_period_us",
+                           res.get("cpu_period", 100_000))
+            self._set_file("--cpu-quota", "cpu", "cpu.cfs_quota_us", res.get("cpu_quota", -1))
+        if "memory_reservation" in res:
+            self._set_file("--memory-reservation", "memory", "memory.soft_limit_in_bytes",
+                           res["memory_reservation"])
         if "cpu_shares" in res or "cpu_weight" in res:
             shares = res.get("cpu_shares") or weight_to_shares(res["cpu_weight"])
             self._set("--cpu-shares", "cpu", "shares", shares)

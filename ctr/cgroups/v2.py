@@ -7,7 +7,15 @@ import errno
 import os
 import signal
 
-from ctr.cgroups.common import BaseCgroup, host_memory, mkdir, read, read_keyed, write
+from ctr.cgroups.common import (
+    DEFAULT_DEVICES,
+    BaseCgroup,
+    host_memory,
+    mkdir,
+    read,
+    read_keyed,
+    write,
+)
 from ctr.errors import CgroupError
 
 WANTED = ("cpu", "cpuset", "io", "memory", "pids")
@@ -15,6 +23,7 @@ FILES = {  # what a limit needs, for the error when the controller is missing
     "memory.max": "--memory", "memory.swap.max": "--memory-swap", "cpu.max": "--cpus",
     "cpu.weight": "--cpu-shares/--cpu-weight", "cpuset.cpus": "--cpuset-cpus",
     "pids.max": "--pids-limit", "io.weight": "--blkio-weight", "io.max": "--device-*-bps",
+    "memory.low": "--memory-reservation",
 }
 
 
@@ -102,6 +111,12 @@ class V2Cgroup(BaseCgroup):
                 self._write("memory.swap.max", "max" if swap == -1 else swap - res["memory"])
         if "cpus" in res:
             self._write("cpu.max", f"{round(res['cpus'] * 100_000)} 100000")
+        if "cpu_period" in res or "cpu_quota" in res:
+            quota = res.get("cpu_quota", -1)
+            self._write("cpu.max", f"{'max' if quota == -1 else quota} "
+                                   f"{res.get('cpu_period', 100_000)}")
+        if "memory_reservation" in res:
+            self._write("memory.low", res["memory_reservation"])
         if "cpu_shares" in res or "cpu_weight" in res:
             self._write("cpu.weight",
                         res.get("cpu_weight") or shares_to_weight(res["cpu_shares"]))
@@ -117,6 +132,17 @@ class V2Cgroup(BaseCgroup):
                 rates.setdefault(dev, []).append(f"{field}={rate}")
         for dev, fields in sorted(rates.items()):
             self._write("io.max", f"{dev} {' '.join(fields)}")
+
+    def restrict_devices(self, rules=None):
+        """ctr has no BPF device filter for cgroup2 yet: the container's own /dev
+        is the guard, and --device nodes are usable as made. An access narrower
+        than rwm cannot be enforced here: refused rather than ignored."""
+        narrow = [r for r in rules or () if r not in DEFAULT_DEVICES
+                  and r.split()[-1] != "rwm"]
+        if narrow:
+            raise CgroupError(f"--device with access {narrow[0].split()[-1]!r}: this host has "
+                              "only cgroup2, where ctr has no device filter yet to enforce it "
+                              "(give rwm, the default)")
 
     def freeze(self, missing_ok=False):
         if not os.path.exists(os.path.join(self.path, "cgroup.freeze")):

@@ -30,6 +30,52 @@ def resource_options(f):
                      help="Read rate limit of a block device (/dev/sda:10m)."),
         click.option("--device-write-bps", multiple=True, metavar="DEV:RATE",
                      help="Write rate limit of a block device."),
+        click.option("--memory-reservation", metavar="SIZE",
+                     help="Soft memory limit, reclaimed down to under pressure (v1 "
+                          "memory.soft_limit_in_bytes, v2 memory.low)."),
+        click.option("--cpu-period", metavar="US",
+                     help="CFS period in microseconds (1000-1000000; with --cpu-quota, "
+                          "instead of --cpus)."),
+        click.option("--cpu-quota", metavar="US",
+                     help="CPU time per period in microseconds (>= 1000; -1: unlimited)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def run_flag_options(f):
+    """docker's run flags beyond the basics (ctr.spec.options: RunOptions)."""
+    opts = [
+        click.option("--add-host", multiple=True, metavar="NAME:IP",
+                     help="Add a line to /etc/hosts (IP 'host-gateway': the network's "
+                          "gateway)."),
+        click.option("--dns", multiple=True, metavar="IP",
+                     help="A nameserver in /etc/resolv.conf (instead of the host's)."),
+        click.option("--dns-search", multiple=True, metavar="DOMAIN",
+                     help="A search domain in /etc/resolv.conf (instead of the host's)."),
+        click.option("--dns-option", multiple=True, metavar="OPT",
+                     help="An options entry in /etc/resolv.conf (ndots:2, ...)."),
+        click.option("--device", multiple=True, metavar="HOST[:CONTAINER][:rwm]",
+                     help="Make a host device node in the container's /dev, allowed in "
+                          "the device controller (r, w, m: read, write, mknod)."),
+        click.option("--shm-size", metavar="SIZE", help="Size of /dev/shm (default 64m)."),
+        click.option("--sysctl", multiple=True, metavar="KEY=VALUE",
+                     help="A namespaced kernel parameter (net.*, fs.mqueue.*, kernel.shm*, "
+                          "kernel.msg*, kernel.sem, kernel.domainname)."),
+        click.option("--pid", metavar="host|container:NAME",
+                     help="Share a pid namespace instead of having one of its own."),
+        click.option("--ipc", metavar="MODE",
+                     help="private (default), shareable (others may join), host or "
+                          "container:NAME (a shareable one)."),
+        click.option("--uts", metavar="host", help="Use the host's hostname and domain name."),
+        click.option("--group-add", multiple=True, metavar="GROUP",
+                     help="A supplementary group: a name from the image's /etc/group, or a "
+                          "number."),
+        click.option("--cidfile", metavar="FILE",
+                     help="Write the instance's id to FILE (refused if it exists)."),
+        click.option("--oom-score-adj", metavar="N",
+                     help="The command's OOM score adjustment (-1000 to 1000)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -138,6 +184,7 @@ def instance_options(f):
                      help="Detached: log files kept, the current one included (default 3)."),
         resource_options,
         health_options,
+        run_flag_options,
         click.option("--vm", is_flag=True,
                      help="Boot the image as a VM under QEMU (-m is then its RAM, default 256m)."),
         click.option("--kernel", metavar="PATH", help="VM: the kernel to boot."),
@@ -169,11 +216,50 @@ def _create(obj, image, command, pull="missing", platform=None, tls_verify=True,
     from ctr.images.config import image_config
     from ctr.spec import build_spec
 
+    if opts.get("cidfile"):
+        _check_cidfile(opts["cidfile"])
     obj.store.ensure()
     img = obj.images.ensure(image, **pull_args(pull, platform, tls_verify))
     spec = build_spec(image=img, command=_command(command), defaults=image_config(img),
                       host=HostFacts(), **opts)
-    return obj.instances.create(spec)
+    rec = obj.instances.create(spec)
+    if spec.options.cidfile:
+        _write_cidfile(obj, rec, spec.options.cidfile)
+    return rec
+
+
+def _check_cidfile(path):
+    import os
+
+    if os.path.lexists(path):
+        raise InvalidSpec(f"--cidfile {path}: the file exists (another instance's id?): "
+                          "remove it first")
+
+
+def _drop_cidfile(rec):
+    import os
+
+    if rec.spec.options.cidfile:
+        try:
+            os.unlink(rec.spec.options.cidfile)
+        except FileNotFoundError:
+            pass
+
+
+def _write_cidfile(obj, rec, path):
+    """docker's --cidfile: the id, written once the record exists; never over
+    a file (O_EXCL). When it cannot be written the instance goes again."""
+    import os
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, rec.spec.id.encode())
+        finally:
+            os.close(fd)
+    except OSError as err:
+        obj.instances.discard(rec)
+        raise InvalidSpec(f"--cidfile {path}: {err.strerror}") from None
 
 
 def _notice(rec):
@@ -199,7 +285,11 @@ def run(obj, detach, **opts):
     """Create and start an instance of IMAGE running COMMAND."""
     rec = _create(obj, **opts)
     _notice(rec)
-    code = obj.instances.run(rec, detach=detach)
+    try:
+        code = obj.instances.run(rec, detach=detach)
+    except CtrError:
+        _drop_cidfile(rec)  # the run left no instance: its id names nothing
+        raise
     if not detach:
         return code
     click.echo(rec.name)

@@ -23,15 +23,22 @@ def network_plan(revert, rec):
     return plan
 
 
-def create_cgroup(revert, cg, resources, *, restrict_devices=False):
+def create_cgroup(revert, cg, resources, *, restrict_devices=False, devices=()):
     """`cg` made with `resources` applied, and with `restrict_devices` every
-    device denied but a container's own (before any process joins); the
-    reverter destroys it."""
+    device denied but a container's own and `devices` (--device's Device
+    entries), before any process joins; the reverter destroys it."""
     cg = cg.create(resources)
     revert.add(cg.destroy)
     if restrict_devices:
-        cg.restrict_devices()
+        if devices:
+            from ctr.cgroups.common import DEFAULT_DEVICES
+
+            cg.restrict_devices((*DEFAULT_DEVICES, *(
+                f"{d['type']} {d['major']}:{d['minor']} {d['access']}" for d in devices)))
+        else:
+            cg.restrict_devices()
     return cg
+
 
 
 def kill(pid):

@@ -11,10 +11,10 @@ import signal
 
 from ctr import cgroups, namespaces, report, rootfs
 from ctr.drivers import common
-from ctr.errors import StartError
-from ctr.native import CLONE_NEWPID, clone, setns
+from ctr.errors import Conflict, StartError
+from ctr.native import CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWUTS, clone, setns
 from ctr.revert import Reverter
-from ctr.store import proc_starttime
+from ctr.store import proc_starttime, running_record
 
 SIGKILL = signal.SIGKILL  # a default of exec's, beside the drivers' `signal` method
 
@@ -62,6 +62,86 @@ def cgroup_view(spec, cg):
         mode = spec.oci.get("cgroup_mount")
         return None if mode is None else cg.view(readonly=mode == "ro")
     return cg.view(readonly=not spec.privileged)
+class _SharedNamespaces:
+    """--pid, --ipc and --uts (ctr.spec.options): the namespaces the instance
+    shares instead of having its own. `drop`: the clone flags it goes without;
+    open_joins(): the namespaces its init joins (--ipc container:NAME);
+    open_pid(): the pid namespace the clone is made in (--pid container:NAME:
+    the parent joins it for the clone only); `shm_source`: what /dev/shm binds
+    (--ipc host: the host's); open_shm(): the mount namespace whose /dev/shm
+    the init takes (--ipc container:NAME: NAME's, as docker shares it)."""
+
+    def __init__(self, rec):
+        opts = rec.spec.options
+        self.drop = 0
+        self.pid_target = self.ipc_target = None
+        self.shm_source = None
+        if opts.pid:
+            self.drop |= CLONE_NEWPID
+            if opts.pid.startswith("container:"):
+                _, state = running_record(rec.store, opts.pid.split(":", 1)[1],
+                                          f"--pid {opts.pid}")
+                self.pid_target = state["pid"]
+        if opts.ipc == "host" or (opts.ipc or "").startswith("container:"):
+            self.drop |= CLONE_NEWIPC
+            if opts.ipc == "host":
+                self.shm_source = "/dev/shm"
+            else:
+                self.ipc_target = self._shareable(rec.store, opts.ipc.split(":", 1)[1])
+        if opts.uts == "host":
+            self.drop |= CLONE_NEWUTS
+
+    @staticmethod
+    def _shareable(store, name):
+        """docker's rule: an IPC namespace is joined only if its owner made it
+        shareable (--ipc shareable, or the host's)."""
+        target, state = running_record(store, name, f"--ipc container:{name}")
+        if target.spec.options.ipc not in ("shareable", "host"):
+            raise Conflict(f"--ipc container:{name}: {name}'s IPC namespace is not "
+                           f"shareable (start it with --ipc shareable)")
+        return state["pid"]
+
+    def __bool__(self):
+        return bool(self.drop)
+
+    def open_joins(self):
+        if self.ipc_target is None:
+            return []
+        return [(_open_ns(self.ipc_target, "ipc"), CLONE_NEWIPC)]
+
+    def open_shm(self):
+        return None if self.ipc_target is None else _open_ns(self.ipc_target, "mnt")
+
+    def open_pid(self):
+        """(the target's pid namespace, ctr's own) to join and go back to."""
+        if self.pid_target is None:
+            return ()
+        return _open_ns(self.pid_target, "pid"), _open_ns("self", "pid")
+
+
+def _open_ns(pid, kind):
+    try:
+        return os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise StartError(f"cannot open the {kind} namespace of process {pid}: "
+                         f"{err.strerror}", errno=err.errno) from err
+
+
+def _clone_in(flags, target=None, own=None):
+    """clone(), within the pid namespace `target` (an fd) when one is given:
+    setns(CLONE_NEWPID) applies to the children made next, so the parent goes
+    back to its `own` at once (the child cannot, nor needs to)."""
+    if target is None:
+        return clone(flags)
+    setns(target, CLONE_NEWPID)
+    try:
+        pid = clone(flags)
+    except BaseException:
+        setns(own, CLONE_NEWPID)
+        raise
+    if pid != 0:
+        setns(own, CLONE_NEWPID)
+    return pid
 
 
 def _receive_pty(sock):
@@ -100,7 +180,8 @@ class ContainerDriver:
                 raise StartError("--init needs a cgroup2 hierarchy on the host (systemd's view "
                                  "of its own cgroup): this host mounts only cgroup v1")
             cg = common.create_cgroup(revert, cg, spec.resources,
-                                      restrict_devices=not spec.privileged)
+                                      restrict_devices=not spec.privileged,
+                                      devices=spec.options.devices or ())
             proc = self._clone(revert, rec, lower, plan, cg, stdio, tty, pdeathsig, gate,
                                on_root)
             revert.success()
@@ -116,17 +197,25 @@ class ContainerDriver:
         lxcfs = rootfs.lxcfs_root() if spec.lxcfs and not spec.oci else None
         if spec.userns:
             flags |= namespaces.CLONE_NEWUSER
+        shared = _SharedNamespaces(rec) if spec.options and not spec.oci else None
+        if shared:
+            flags &= ~shared.drop
         with common.Fds() as fds:
             join_fd = fds.add(plan.open_join_fd())
             joins = [(fds.add(fd), flag) for fd, flag in plan.open_joins()] if spec.oci else []
             if spec.oci:
                 plan.join_pid_namespace()
+            pid_fds, shm_from = (), None
+            if shared:
+                joins = [(fds.add(fd), flag) for fd, flag in shared.open_joins()]
+                pid_fds = tuple(fds.add(fd) for fd in shared.open_pid())
+                shm_from = fds.add(shared.open_shm())
             sock, child_sock = fds.socketpair() if tty else (None, None)
             go_r, go_w = fds.pipe()
             rep_r, rep_w = fds.pipe()
             root_r, root_w = fds.pipe() if on_root else (None, None)
             try:
-                pid = clone(flags)
+                pid = _clone_in(flags, *pid_fds)
             except OSError as err:
                 raise StartError(f"clone: {err.strerror}", errno=err.errno) from err
             if pid == 0:
@@ -135,9 +224,11 @@ class ContainerDriver:
                     go_r, rep_w, spec=spec, lower=lower, rootfs=rec.rootfs, upper=rec.upper,
                     work=rec.work, stdio=stdio, tty_sock=child_sock, pdeathsig=pdeathsig,
                     binds=plan.binds, netns_fd=join_fd, own_netns=plan.new_netns, gate=gate,
-                    joins=joins, root_fd=root_w, cgroup_view=view, lxcfs=lxcfs)
+                    joins=joins, root_fd=root_w, cgroup_view=view, lxcfs=lxcfs,
+                    shm_source=shared.shm_source if shared else None, shm_from=shm_from)
             revert.add(common.kill, pid)
-            fds.close(go_r, rep_w, join_fd, child_sock, root_w, *(fd for fd, _ in joins))
+            fds.close(go_r, rep_w, join_fd, child_sock, root_w, *(fd for fd, _ in joins),
+                      *pid_fds, shm_from)
             if spec.userns:
                 from ctr.userns import write_maps
 

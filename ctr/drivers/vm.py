@@ -111,6 +111,9 @@ def _launch(rec, lower, spec, argv, cg, stdio, tap_fd, pdeathsig, report_w):
         os.dup2(log, 2)
         if tap_fd is not None:
             os.set_inheritable(tap_fd, True)
+        if spec.options.oom_score_adj is not None:  # QEMU's, who holds the guest's memory
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(spec.options.oom_score_adj))
         if pdeathsig:
             import prctl
 

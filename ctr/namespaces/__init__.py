@@ -25,6 +25,7 @@ The child never prints: any failure, including a Python exception, becomes a
 report and the child exits 125 without running the command.
 """
 
+import errno
 import fcntl
 import os
 import signal
@@ -48,7 +49,7 @@ from ctr.native import (
 from ctr.process import InitFailure, env_home, find_command
 from ctr.signals import reset_signals
 from ctr.spec import ALL_CAPS
-from ctr.users import resolve_user
+from ctr.users import resolve_groups, resolve_user
 
 CONTAINER_FLAGS = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET
 
@@ -275,20 +276,57 @@ def _sysctl(values):
             raise InitFailure(f"sysctl {key}={value}: {err.strerror}", err.errno) from err
 
 
+def _clone_shm(mnt_fd):
+    """--ipc container:NAME: a detached copy of NAME's /dev/shm (an fd for
+    ctr.rootfs.mount_dev), taken from inside NAME's mount namespace, since
+    mount(2) does not bind a mount of another namespace; then back to the
+    init's own namespace (setns puts its root and cwd at that root: the
+    host's, as before, for the init has not pivoted yet)."""
+    from ctr.native import CLONE_NEWNS, _native, setns
+
+    own = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns(mnt_fd, CLONE_NEWNS)
+        try:
+            return _native.clone_tree("/dev/shm")
+        finally:
+            setns(own, CLONE_NEWNS)
+    finally:
+        os.close(own)
+        os.close(mnt_fd)
+
+
+def _oom_score_adj(value, what="--oom-score-adj"):
+    """The process's oom_score_adj, inherited by the command (lowering it needs
+    CAP_SYS_RESOURCE: before the capabilities go)."""
+    if value is None:
+        return
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(value))
+    except OSError as err:
+        hint = " (lowering it needs CAP_SYS_RESOURCE)" if err.errno == errno.EACCES else ""
+        raise InitFailure(f"{what} {value}: {err.strerror}{hint}", err.errno) from err
+
+
 def _bundle_process(oci, groups):
     """What an OCI bundle's process asks beyond ctr's own options: its
     supplementary groups exactly (additionalGids, none when not given, as
     runc), its umask (runc's 0022 by default) and oomScoreAdj. Returns the
     groups."""
     os.umask(oci.get("umask", 0o022))
-    if "oom_score_adj" in oci:
-        try:
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write(str(oci["oom_score_adj"]))
-        except OSError as err:
-            raise InitFailure(f"oomScoreAdj {oci['oom_score_adj']}: {err.strerror}",
-                              err.errno) from err
+    _oom_score_adj(oci.get("oom_score_adj"), "oomScoreAdj")
     return list(oci.get("additional_gids", groups))
+
+
+def _run_process(options, groups):
+    """The process's part of ctr.spec.options: --group-add's groups added to
+    the user's (looked up in the container's /etc/group), --oom-score-adj.
+    Returns the groups."""
+    if options.group_add:
+        groups = sorted({*groups, *resolve_groups(options.group_add)})
+    _oom_score_adj(options.oom_score_adj)
+    return groups
 
 
 def _prepare_workdir(workdir):
@@ -343,16 +381,18 @@ def _stdio(tty_slave, stdio):
 def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
                    stdio=(None, None, None), tty_sock=None, pdeathsig=None, binds=(),
                    netns_fd=None, own_netns=True, gate=None, joins=(), root_fd=None,
-                   cgroup_view=None, lxcfs=None):
+                   cgroup_view=None, lxcfs=None, shm_source=None, shm_from=None):
     """The child's side of a container start. Never returns. `own_netns`: the
     clone made a network namespace (lo is brought up here; a bridge's eth0 is
     configured by the parent before it says go); `netns_fd`: join that one
     instead (--network container:NAME). `gate`: the path of an exec fifo to
     wait at before the exec (see the module's doc); `joins`: [(fd, flag)] of
-    more namespaces to join (an OCI bundle's ipc and uts given by path);
-    `root_fd`: once the root is mounted, say "R" there and wait for a second
-    "G" on `go_fd` (the parent runs an OCI bundle's createRuntime hooks then);
-    `cgroup_view`, `lxcfs`: what ctr.rootfs.prepare mounts of them.
+    more namespaces to join (an OCI bundle's ipc and uts given by path; --ipc
+    container:NAME's); `root_fd`: once the root is mounted, say "R" there and
+    wait for a second "G" on `go_fd` (the parent runs an OCI bundle's
+    createRuntime hooks then); `cgroup_view`, `lxcfs`: what ctr.rootfs.prepare
+    mounts of them; `shm_source`: what /dev/shm binds (--ipc host); `shm_from`:
+    the mount namespace whose /dev/shm it takes (--ipc container:NAME).
     """
     from ctr import rootfs as rootfs_mod
     from ctr.native import SYSCALLS, setns, unshare
@@ -390,7 +430,9 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
             setns(fd, flag)
             os.close(fd)
         step = report.ROOTFS
-        _sysctl(spec.oci.get("sysctl") or {})
+        if shm_from is not None:
+            shm_source = _clone_shm(shm_from)
+        _sysctl({**(spec.options.sysctls or {}), **(spec.oci.get("sysctl") or {})})
         pty = rootfs_mod.prepare(SYSCALLS, lower=lower, upper=upper, work=work, root=rootfs,
                                  tty=tty_sock is not None, binds=binds, volumes=spec.volumes,
                                  tmpfs=spec.tmpfs, read_only=spec.read_only,
@@ -399,13 +441,15 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
                                  masked=spec.oci.get("masked_paths", rootfs_mod.MASKED_PATHS),
                                  readonly=spec.oci.get("readonly_paths",
                                                        rootfs_mod.READONLY_PATHS),
-                                 cgroup_view=cgroup_view, lxcfs=lxcfs)
+                                 cgroup_view=cgroup_view, lxcfs=lxcfs,
+                                 shm_size=spec.options.shm_size, shm_source=shm_source,
+                                 devices=spec.options.devices or ())
         tty_slave = hand_over_pty(tty_sock, *pty) if pty else None
         if own_netns:
             step = report.NETWORK
             loopback_up()
         step = report.HOSTNAME
-        if spec.hostname:
+        if spec.hostname and spec.options.uts != "host":  # never the host's
             SYSCALLS.sethostname(spec.hostname)
         step = report.HOOKS
         if root_fd is not None:
@@ -421,6 +465,8 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         uid, gid, groups, home = resolve_user(spec.user)
         if spec.oci:
             groups = _bundle_process(spec.oci, groups)
+        if spec.options:
+            groups = _run_process(spec.options, groups)
         _prepare_workdir(spec.workdir)
         _stdio(tty_slave, stdio)
         step = report.ULIMITS
@@ -470,6 +516,8 @@ def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_sock, rep
             tty_slave = hand_over_pty(tty_sock, *rootfs_mod.open_pty(SYSCALLS))
         step = report.PROCESS
         uid, gid, groups, home = resolve_user(user if user is not None else spec.user)
+        if spec.options.group_add:  # as docker's exec: the instance's --group-add too
+            groups = sorted({*groups, *resolve_groups(spec.options.group_add)})
         _stdio(tty_slave, stdio)
         step = report.ULIMITS
         set_ulimits(spec.ulimits)

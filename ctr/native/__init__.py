@@ -121,6 +121,13 @@ class Syscalls:
             raise MountError("umount2", err, target=target, flags=flags,
                              names=MNT_FLAG_NAMES) from err
 
+    def attach_tree(self, fd, target):
+        """Attach a detached mount (clone_tree's fd) at target."""
+        try:
+            _native.attach_tree(fd, target)
+        except OSError as err:
+            raise MountError("move_mount", err, source=f"fd {fd}", target=target) from err
+
     def pivot_root(self, new_root, put_old):
         _native.pivot_root(new_root, put_old)
 
@@ -189,6 +196,9 @@ class Syscalls:
 
     def chmod(self, path, mode):
         os.chmod(path, mode)
+
+    def chown(self, path, uid, gid):
+        os.chown(path, uid, gid)
 
     def open_pty(self, ptmx):
         return _native.open_pty(ptmx)

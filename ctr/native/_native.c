@@ -341,6 +341,47 @@ native_seccomp_load(PyObject *self, PyObject *args)
     return PyLong_FromLong(loaded);
 }
 
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+
+/* The new mount API's two calls (Linux 5.2) for a mount of another mount
+ * namespace, which mount(2)'s bind refuses: copy it as a detached mount while
+ * in that namespace (clone_tree), attach the copy in one's own (attach_tree).
+ * --ipc container:NAME takes NAME's /dev/shm this way. */
+static PyObject *
+native_clone_tree(PyObject *self, PyObject *args)
+{
+    const char *path;
+    if (!PyArg_ParseTuple(args, "s", &path))
+        return NULL;
+    long fd = syscall(SYS_open_tree, AT_FDCWD, path, OPEN_TREE_CLONE | O_CLOEXEC);
+    if (fd < 0)
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+    return PyLong_FromLong(fd);
+}
+
+static PyObject *
+native_attach_tree(PyObject *self, PyObject *args)
+{
+    int fd;
+    const char *target;
+    if (!PyArg_ParseTuple(args, "is", &fd, &target))
+        return NULL;
+    if (syscall(SYS_move_mount, fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, target);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef native_methods[] = {
     {"seccomp_load", native_seccomp_load, METH_VARARGS,
      "seccomp_load((default action, errno), arches, rules) -> rules loaded"},
@@ -353,6 +394,9 @@ static PyMethodDef native_methods[] = {
     {"pivot_root", native_pivot_root, METH_VARARGS, "pivot_root(new_root, put_old)"},
     {"mount", native_mount, METH_VARARGS, "mount(source, target, fstype, flags, data)"},
     {"umount2", native_umount2, METH_VARARGS, "umount2(target, flags)"},
+    {"clone_tree", native_clone_tree, METH_VARARGS,
+     "clone_tree(path) -> fd of a detached copy of the mount at path"},
+    {"attach_tree", native_attach_tree, METH_VARARGS, "attach_tree(fd, target)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -14,7 +14,7 @@ The bridge path imports pyroute2 (ctr.net.links); none and host never do.
 import os
 
 from ctr import net
-from ctr.errors import Conflict, CtrError, NotFound
+from ctr.errors import Conflict, CtrError
 from ctr.native import CLONE_NEWNET
 
 
@@ -51,10 +51,16 @@ class Plan:
         spec, rec = self.spec, self.rec
         files = {name: os.path.join(rec.dir, name) for name in ("hosts", "hostname",
                                                                 "resolv.conf")}
-        net.write_in_place(files["hostname"], spec.hostname + "\n")
+        # --uts host: the host's name (the spec has none of its own)
+        net.write_in_place(files["hostname"], (spec.hostname or os.uname().nodename) + "\n")
         self.binds.append((files["hostname"], "/etc/hostname"))
+        opts = spec.options
         if self.mode == "host":
-            self.binds += [("/etc/hosts", "/etc/hosts"), ("/etc/resolv.conf", "/etc/resolv.conf")]
+            if not (opts.extra_hosts or opts.dns or opts.dns_search or opts.dns_options):
+                self.binds += [("/etc/hosts", "/etc/hosts"),
+                               ("/etc/resolv.conf", "/etc/resolv.conf")]
+                return self
+            self._write_host_copies(files)
             return self
         if self.mode.startswith("container:"):
             self._join_target(self.mode.split(":", 1)[1])
@@ -68,23 +74,36 @@ class Plan:
                 self.netdef, {"id": spec.id, "name": spec.name}, spec.ip, spec.ports,
                 spec.publish_all)
             _forget(dead)
+        gateway = self.netdef["gateway"] if self.bridged else None
         net.write_in_place(files["hosts"], net.hosts_file(
-            spec.hostname, spec.name, self.ip, self._peers()))
-        net.write_in_place(files["resolv.conf"], net.resolv_conf())
+            spec.hostname, spec.name, self.ip, self._peers(), extra_hosts(spec, gateway)))
+        net.write_in_place(files["resolv.conf"], net.resolv_conf(
+            dns=opts.dns or (), search=opts.dns_search or (), options=opts.dns_options or ()))
         self.binds += [(files["hosts"], "/etc/hosts"), (files["resolv.conf"], "/etc/resolv.conf")]
         return self
 
-    def _join_target(self, name):
-        from ctr.store import alive
-
+    def _write_host_copies(self, files):
+        """--network host with --add-host or --dns*: copies of the host's /etc
+        files with the user's lines (the host's own files stay as they are)."""
+        opts = self.spec.options
         try:
-            target = self.store.record(name)
-            state = target.read_state()
-        except NotFound:
-            raise NotFound(f"--network container:{name}: no such instance") from None
-        if state["status"] not in ("running", "paused") or not alive(
-                state.get("pid"), state.get("starttime")):
-            raise Conflict(f"--network container:{name}: {name} is not running")
+            with open("/etc/hosts") as f:
+                hosts = f.read()
+        except FileNotFoundError:
+            hosts = ""
+        if hosts and not hosts.endswith("\n"):
+            hosts += "\n"
+        hosts += "".join(f"{ip}\t{name}\n" for name, ip in extra_hosts(self.spec, None))
+        net.write_in_place(files["hosts"], hosts)
+        net.write_in_place(files["resolv.conf"], net.resolv_conf(
+            dns=opts.dns or (), search=opts.dns_search or (), options=opts.dns_options or (),
+            loopback=True))
+        self.binds += [(files["hosts"], "/etc/hosts"), (files["resolv.conf"], "/etc/resolv.conf")]
+
+    def _join_target(self, name):
+        from ctr.store import running_record
+
+        target, state = running_record(self.store, name, f"--network container:{name}")
         self.join_pid = state["pid"]
         self.info = {**state.get("net", {}), "network": self.mode}
         self.info.pop("host_veth", None)
@@ -205,6 +224,22 @@ def detach(store, spec, info):
     refresh_hosts(store, networks, info["network"])
 
 
+def extra_hosts(spec, gateway):
+    """--add-host's (name, ip) lines, host-gateway being the gateway of the
+    instance's network (`gateway`), or of ctr's default one without a bridge
+    of its own (docker: the default bridge's address)."""
+    entries = spec.options.extra_hosts or ()
+    if not entries:
+        return ()
+    from ctr.spec import HOST_GATEWAY
+
+    if gateway is None and any(ip == HOST_GATEWAY for _, ip in entries):
+        from ctr.net.networks import DEFAULT
+
+        gateway = DEFAULT["gateway"]
+    return tuple((name, gateway if ip == HOST_GATEWAY else ip) for name, ip in entries)
+
+
 def peers_of(store, networks, netname, exclude=None):
     out = []
     for ip, lease in networks.members(netname).items():
@@ -224,6 +259,7 @@ def peers_of(store, networks, netname, exclude=None):
 def refresh_hosts(store, networks, netname):
     """Keep /etc/hosts of every live instance on the network current (the files
     are bind-mounted, so they are rewritten in place)."""
+    gateway = None
     for ip, lease in networks.members(netname).items():
         try:
             rec = store.record(lease["name"])
@@ -233,8 +269,11 @@ def refresh_hosts(store, networks, netname):
         if spec.id != lease["id"]:
             continue
         path = os.path.join(rec.dir, "hosts")
+        if spec.options.extra_hosts and gateway is None:
+            gateway = networks.get(netname)["gateway"]
         text = net.hosts_file(spec.hostname, spec.name, ip,
-                              peers_of(store, networks, netname, spec.id))
+                              peers_of(store, networks, netname, spec.id),
+                              extra_hosts(spec, gateway))
         try:
             if os.path.exists(path):
                 net.write_in_place(path, text)

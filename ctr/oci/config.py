@@ -37,6 +37,7 @@ import os
 import re
 
 from ctr.errors import InvalidSpec
+from ctr.spec.options import SYSCTL_IPC  # the IPC namespace's sysctls (runc's list)
 
 OCI_VERSION = "1.0.2"
 CGROUP_PARENT = "/ctr-oci"
@@ -49,9 +50,6 @@ IGNORED_MOUNT_OPTIONS = ("rw", "bind", "rbind", "rprivate", "private", "rslave",
                          "rshared", "shared", "strictatime", "relatime", "norelatime",
                          "noatime", "suid", "dev", "exec", "tmpcopyup", "newinstance")
 NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup")
-# The sysctls a container's own namespaces hold (runc's validate: the rest is the host's).
-SYSCTL_IPC = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
-              "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
 RLIMIT_INFINITY = (1 << 64) - 1
 ID_RE = re.compile(r"[\w+.-]+")  # runc's rule for a container's id
 CGROUP_PART_RE = re.compile(r"[\w.:@+-]+")

@@ -80,11 +80,17 @@ def open_pty(sc, dev="/dev"):
     return master, f"{dev}/pts/{number}"
 
 
-def mount_dev(sc, root, tty=False, userns=False):
+DEFAULT_SHM_SIZE = 64 << 20  # docker's
+
+
+def mount_dev(sc, root, tty=False, userns=False, shm_size=None, shm_source=None):
     """A minimal /dev on tmpfs: device nodes, devpts, shm, mqueue, links, console.
 
     With `tty`, a pty is opened in the container's own devpts (so `tty` inside
     says /dev/pts/0) and becomes /dev/console; returns (master fd, slave path).
+    /dev/shm is a tmpfs of `shm_size` bytes (--shm-size; 64m), or `shm_source`:
+    a path bound (--ipc host: the host's /dev/shm), or the fd of a detached
+    mount attached (--ipc container:NAME: a copy of NAME's).
     """
     dev = _join(root, "/dev")
     sc.makedirs(dev)
@@ -101,8 +107,13 @@ def mount_dev(sc, root, tty=False, userns=False):
     sc.mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC,
              "newinstance,ptmxmode=0666,mode=0620,gid=5")
     sc.makedirs(f"{dev}/shm")
-    sc.mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-             "mode=1777,size=65536k")
+    if isinstance(shm_source, int):
+        sc.attach_tree(shm_source, f"{dev}/shm")
+    elif shm_source:
+        sc.mount(shm_source, f"{dev}/shm", None, MS_BIND | MS_REC)
+    else:
+        sc.mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                 f"mode=1777,size={(shm_size or DEFAULT_SHM_SIZE) >> 10}k")
     sc.makedirs(f"{dev}/mqueue")
     sc.mount("mqueue", f"{dev}/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for target, name in DEV_LINKS:
@@ -113,6 +124,25 @@ def mount_dev(sc, root, tty=False, userns=False):
     sc.touch(f"{dev}/console")
     sc.mount(pty[1] if pty else f"{dev}/null", f"{dev}/console", None, MS_BIND)
     return pty
+
+
+def add_devices(sc, root, devices, userns=False):
+    """--device: each host node made at its place in the container's /dev, with
+    the host's mode and owner (the device controller allows it: ctr.cgroups).
+    In a user namespace, where mknod is refused, the host's node is bound."""
+    for d in devices:
+        path = _join(root, d["target"])
+        sc.makedirs(os.path.dirname(path))
+        if sc.exists(path):
+            sc.unlink(path)  # over one of ctr's own: the user's wins
+        if userns:
+            sc.touch(path)
+            sc.mount(d["source"], path, None, MS_BIND)
+            continue
+        kind = stat.S_IFCHR if d["type"] == "c" else stat.S_IFBLK
+        sc.mknod(path, kind | d["mode"], os.makedev(d["major"], d["minor"]))
+        sc.chmod(path, d["mode"])  # mknod is subject to the umask
+        sc.chown(path, d["uid"], d["gid"])
 
 
 def mask_paths(sc, root, masked=MASKED_PATHS, readonly=READONLY_PATHS):
@@ -340,7 +370,8 @@ def host_devices(sc, root):
 
 def prepare(sc, *, lower, upper, work, root, tty=False, binds=(), volumes=(), tmpfs=(),
             read_only=False, privileged=False, userns=False, init=False,
-            masked=MASKED_PATHS, readonly=READONLY_PATHS, cgroup_view=None, lxcfs=None):
+            masked=MASKED_PATHS, readonly=READONLY_PATHS, cgroup_view=None, lxcfs=None,
+            shm_size=None, shm_source=None, devices=()):
     """Build the container's tree at `root` (a folder on the host, seen from the
     container's own mount namespace). Returns mount_dev's pty, if any. `init`:
     what an init system needs besides (its cgroup view, a boot id, /proc/sys
@@ -350,7 +381,8 @@ def prepare(sc, *, lower, upper, work, root, tty=False, binds=(), volumes=(), tm
     `readonly`: the paths masked and made read-only (a bundle names its own).
     `cgroup_view`: what /sys/fs/cgroup shows (mount_cgroup_view; None: nothing,
     INIT_CGROUP_VIEW with `init`); `lxcfs`: where lxcfs's files are, if they
-    are to be bound over /proc's (bind_lxcfs)."""
+    are to be bound over /proc's (bind_lxcfs); `shm_size`, `shm_source`:
+    /dev/shm's (see mount_dev); `devices`: --device's."""
     sc.mount(None, "/", None, MS_REC | MS_PRIVATE)
     if lower is None:
         sc.mount(root, root, None, MS_BIND | MS_REC)
@@ -369,13 +401,15 @@ def prepare(sc, *, lower, upper, work, root, tty=False, binds=(), volumes=(), tm
         mount_cgroup_view(sc, root, cgroup_view)
     if lxcfs:
         bind_lxcfs(sc, root, lxcfs)
-    pty = mount_dev(sc, root, tty, userns)
+    pty = mount_dev(sc, root, tty, userns, shm_size, shm_source)
     if privileged:
         host_devices(sc, root)
         if init:
             readonly_path(sc, root, "/proc/sys")
     else:
         mask_paths(sc, root, masked, readonly)
+    if devices:
+        add_devices(sc, root, devices, userns)
     bind_files(sc, root, binds)
     # Volumes and tmpfs parents first (docker sorts mounts the same way): a -v
     # below a --tmpfs, or below --read-only's /run and /tmp, lands on the tmpfs

@@ -8,6 +8,8 @@ Every input is checked here, once; the layers below trust a spec.
     caps.py      the capability tables and docker's way of building a set
     parse.py     user strings (the CLI's options) into typed values
     validate.py  the checks of a whole spec: ranges, rules between fields
+    options.py   docker's run flags beyond the basics (RunOptions: --add-host,
+                 --dns, --device, --sysctl, --pid/--ipc/--uts...): parse and check
     build.py     new_spec (typed values -> a spec: defaults, policies, validate)
                  and build_spec (the CLI's strings -> parse -> new_spec)
 
@@ -38,6 +40,7 @@ from ctr.spec.model import (
     RESOURCE_KEYS,
     SD_NOTIFY_MODES,
     VM_MIN_MEMORY,
+    Device,
     Frozen,
     Healthcheck,
     InstanceSpec,
@@ -45,6 +48,7 @@ from ctr.spec.model import (
     Port,
     Resources,
     Restart,
+    RunOptions,
     Tmpfs,
     Ulimit,
     Userns,
@@ -53,6 +57,7 @@ from ctr.spec.model import (
     freeze,
     thaw,
 )
+from ctr.spec.options import HOST_GATEWAY, parse_options
 from ctr.spec.parse import (
     check_cgroup_parent,
     check_hostname,
@@ -80,14 +85,14 @@ from ctr.spec.validate import check_sd_notify, validate
 __all__ = [
     "ALL_CAPS", "DEFAULT_CAPS", "DEFAULT_PATH", "INIT", "INIT_STOP_SIGNAL", "INIT_TMPFS",
     "KINDS", "LOG_DEFAULTS", "MIN_MEMORY", "RESOURCE_KEYS", "SD_NOTIFY_MODES",
-    "VM_DEFAULT_MEMORY", "VM_MIN_MEMORY", "Frozen", "Healthcheck", "InstanceSpec",
-    "LogLimits", "Port",
-    "Resources", "Restart", "Tmpfs", "Ulimit", "Userns", "VmOptions", "Volume",
+    "VM_DEFAULT_MEMORY", "VM_MIN_MEMORY", "Device", "Frozen", "HOST_GATEWAY", "Healthcheck",
+    "InstanceSpec", "LogLimits", "Port", "Resources", "Restart", "RunOptions", "Tmpfs",
+    "Ulimit", "Userns", "VmOptions", "Volume",
     "build_caps", "build_resources", "build_spec", "check_cgroup_parent", "check_hostname",
     "check_ip", "check_name", "check_network", "check_ports", "check_sd_notify",
     "check_security_opts", "check_tmpfs", "check_ulimits", "check_user", "check_volumes",
     "check_workdir", "flat_defaults", "freeze", "generate_name", "merge_env", "new_id", "new_spec",
-    "parse_env", "parse_labels", "parse_signal", "parse_size", "read_env_file",
+    "parse_env", "parse_options", "parse_labels", "parse_signal", "parse_size", "read_env_file",
     "read_label_file", "signal_name", "thaw",
     "validate",
 ]

@@ -21,12 +21,14 @@ from ctr.spec.model import (
     Port,
     Resources,
     Restart,
+    RunOptions,
     Tmpfs,
     Userns,
     VmOptions,
     Volume,
     add_tmpfs,
 )
+from ctr.spec.options import parse_options
 from ctr.spec.parse import (
     READ_ONLY_TMPFS,
     check_bool,
@@ -95,7 +97,7 @@ def new_id():
 
 def _base_env(hostname, tty, init):
     """What ctr puts in every instance's environment (the image's and the user's win)."""
-    env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"]
+    env = [f"PATH={DEFAULT_PATH}"] + ([f"HOSTNAME={hostname}"] if hostname else [])
     if init:
         env.append("container=ctr")  # how systemd knows it runs in a container
         if not tty:
@@ -172,7 +174,8 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
              seccomp=SECCOMP_DEFAULT, no_new_privs=None, ulimits=(), init=False,
              stop_signal=None, restart=None, log=None, sd_notify=None, host=None,
              entrypoint=None, publish_all=False, labels=None, defaults=None, oci=None,
-             cgroupns="private", lxcfs=True, healthcheck=None, interactive=False):
+             cgroupns="private", lxcfs=True, healthcheck=None, interactive=False,
+             options=None):
     """An InstanceSpec from typed values: ctr's defaults and policies filled in,
     then checked (ctr.spec.validate: InvalidSpec). For example
 
@@ -210,6 +213,8 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
     healthcheck: a Healthcheck (ctr.spec.health.build_healthcheck); None for the
       image's (defaults.healthcheck).
     interactive: -i, a detached instance's stdin kept open for `ctr attach`.
+    options: RunOptions (--add-host, --dns, --device, --pid...; ctr.spec.options);
+      with uts "host" the hostname is the host's (none of the instance's own).
     host: the host's facts (ctr.host.HostFacts), asked only when a check needs one.
     """
     check_env(env)  # before they are merged: "K" alone would become "K="
@@ -217,7 +222,9 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
     command = _command(command, entrypoint, init, defaults)
     boots_image_init = init and command == (INIT,) and entrypoint is None
     instance_id = new_id()
-    hostname = hostname or instance_id[:12]
+    options = RunOptions(options or {})
+    if not (hostname or options.uts == "host"):
+        hostname = instance_id[:12]
     resources = Resources(resources or {})
     vm = VmOptions(vm or {})
     if kind == "vm":
@@ -247,7 +254,7 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
         env=_env(defaults, _base_env(hostname, tty, init), env),
         workdir=workdir or defaults.workdir or "/",
         user=user or defaults.user or None,
-        hostname=hostname,
+        hostname=hostname or "",
         tty=tty,
         remove=remove,
         network=network,
@@ -278,6 +285,7 @@ def new_spec(*, image, command=(), name=None, kind="container", env=(), workdir=
         healthcheck=healthcheck if healthcheck is not None else (
             getattr(defaults, "healthcheck", None) or {}),
         interactive=bool(interactive),
+        options=options,
     )
     validate(spec, host)
     if boots_image_init:
@@ -297,6 +305,14 @@ def build_resources(current=None, *, host=None, ncpus=None, **options):
         res.pop("cpu_weight", None)
     if "cpu_weight" in given:
         res.pop("cpu_shares", None)
+    if "cpus" in given and ("cpu_period" in given or "cpu_quota" in given):
+        raise InvalidSpec("give --cpus or --cpu-period/--cpu-quota, not both (--cpus N is "
+                          "a quota of N periods)")
+    if "cpus" in given:  # `ctr update`: one way of limiting CPU time replaces the other
+        res.pop("cpu_period", None)
+        res.pop("cpu_quota", None)
+    if "cpu_period" in given or "cpu_quota" in given:
+        res.pop("cpus", None)
     for key in ("device_read_bps", "device_write_bps"):
         if key in given:
             rates = dict(res.get(key) or ())
@@ -319,7 +335,10 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
                cgroupns=None, lxcfs=None,
                health_cmd=None, health_interval=None, health_timeout=None,
                health_retries=None, health_start_period=None, no_healthcheck=False,
-               interactive=False, **resources):
+               interactive=False,
+               add_host=(), dns=(), dns_search=(), dns_option=(), device=(), shm_size=None,
+               sysctl=(), pid=None, ipc=None, uts=None, group_add=(), oom_score_adj=None,
+               cidfile=None, **resources):
     """The CLI's options (strings, by their click names), an image record and
     its run defaults (see new_spec) -> an InstanceSpec: each string parsed
     into its typed value, then new_spec. --entrypoint "" clears the image's."""
@@ -362,4 +381,8 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
             getattr(defaults, "healthcheck", None), cmd=health_cmd, interval=health_interval,
             timeout=health_timeout, retries=health_retries, start_period=health_start_period,
             disabled=no_healthcheck),
+        options=parse_options(add_host=add_host, dns=dns, dns_search=dns_search,
+                              dns_option=dns_option, device=device, shm_size=shm_size,
+                              sysctl=sysctl, pid=pid, ipc=ipc, uts=uts, group_add=group_add,
+                              oom_score_adj=oom_score_adj, cidfile=cidfile, host=host),
     )

@@ -22,7 +22,8 @@ KINDS = ("container", "vm")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 RESOURCE_KEYS = ("memory", "memory_swap", "cpus", "cpu_shares", "cpu_weight", "cpuset_cpus",
-                 "pids_limit", "blkio_weight", "device_read_bps", "device_write_bps")
+                 "pids_limit", "blkio_weight", "device_read_bps", "device_write_bps",
+                 "memory_reservation", "cpu_period", "cpu_quota")
 MIN_MEMORY = 6 << 20  # docker's minimum: below it a container cannot even start
 VM_MIN_MEMORY = 64 << 20
 LOG_MIN_SIZE = 4 << 10
@@ -126,7 +127,9 @@ class Resources(Frozen):
     """cgroup limits, only those set: memory and memory_swap in bytes (swap -1:
     unlimited), cpus (a float), cpu_shares or cpu_weight, cpuset_cpus ("0,1"),
     pids_limit (-1: unlimited), blkio_weight, device_read_bps/device_write_bps
-    as (("MAJOR:MINOR", bytes per second), ...)."""
+    as (("MAJOR:MINOR", bytes per second), ...); memory_reservation (bytes, a
+    soft limit), cpu_period and cpu_quota (microseconds; quota -1: unlimited),
+    which exclude cpus."""
 
     __slots__ = ()
     FIELDS = dict.fromkeys(RESOURCE_KEYS)
@@ -204,6 +207,39 @@ class Healthcheck(Frozen):
     __slots__ = ()
     FIELDS = {"test": None, "interval": None, "timeout": None, "retries": None,
               "start_period": None}
+class Device(Frozen):
+    """--device: the host's node `source` (type "c" or "b", major, minor, its
+    mode bits and owner) made at `target` in the container's /dev, allowed
+    `access` ("rwm" or a part of it) in the device controller."""
+
+    __slots__ = ()
+    FIELDS = {"source": _REQUIRED, "target": _REQUIRED, "type": _REQUIRED, "major": _REQUIRED,
+              "minor": _REQUIRED, "access": "rwm", "mode": 0o660, "uid": 0, "gid": 0}
+
+
+class RunOptions(Frozen):
+    """docker's run flags beyond the basics, only those given (see
+    ctr.spec.options, which parses and checks them):
+
+      extra_hosts    ((name, ip), ...): --add-host lines in /etc/hosts; ip may be
+                     "host-gateway" (the network's gateway, found at start)
+      dns, dns_search, dns_options    /etc/resolv.conf's lines, each replacing
+                     the host's of its kind
+      devices        (Device, ...)
+      shm_size       /dev/shm's size in bytes
+      sysctls        {key: value}, namespaced keys only
+      pid, ipc, uts  the namespace: None (its own), "host", "container:NAME";
+                     ipc also "private" (its own) or "shareable" (its own, and
+                     others may join it)
+      group_add      supplementary groups: names (the image's /etc/group, at
+                     start) or numbers, as strings
+      oom_score_adj  the command's /proc/self/oom_score_adj
+      cidfile        the file the instance's id was written to at create"""
+
+    __slots__ = ()
+    FIELDS = dict.fromkeys(("extra_hosts", "dns", "dns_search", "dns_options", "devices",
+                            "shm_size", "sysctls", "pid", "ipc", "uts", "group_add",
+                            "oom_score_adj", "cidfile"))
 
 
 LOG_DEFAULTS = LogLimits()
@@ -237,14 +273,14 @@ _FREEZE = {
     "tmpfs": _entries(Tmpfs), "volumes": _entries(Volume), "userns": _typed(Userns),
     "seccomp": _seccomp, "ulimits": _entries(Ulimit), "restart": _typed(Restart),
     "log": _typed(LogLimits), "labels": _typed(Frozen), "publish_all": _entries(Port),
-    "oci": freeze, "healthcheck": _typed(Healthcheck),
+    "oci": freeze, "healthcheck": _typed(Healthcheck), "options": _typed(RunOptions),
 }
 
 # Fields added since spec.json was first written: left out of it while they hold
 # their default, so a spec without them is written as before (and read by an
 # older ctr).
 _OMITTED_DEFAULT = ("labels", "publish_all", "oci", "cgroupns", "lxcfs", "healthcheck",
-                    "interactive")
+                    "interactive", "options")
 CGROUPNS_MODES = ("private", "host")
 
 
@@ -303,6 +339,7 @@ class InstanceSpec:
     oci: Frozen = Frozen()
     healthcheck: Healthcheck = Healthcheck()  # see ctr.spec.health, ctr.health
     interactive: bool = False  # -i: a detached instance's stdin stays open (ctr attach)
+    options: RunOptions = RunOptions()  # --add-host, --dns, --device, --pid...: see RunOptions
 
     def __post_init__(self):
         for name, coerce in _FREEZE.items():
@@ -339,6 +376,10 @@ class Host(Protocol):
     def block_device(self, path: str) -> str | None:
         """"MAJOR:MINOR" of the block device at path; None if it is not one;
         OSError if there is nothing there."""
+
+    def device(self, path: str) -> Mapping | None:
+        """The device node at path: {type, major, minor, mode, uid, gid}; None if
+        it is not one; OSError if there is nothing there."""
 
     def seccomp_profile(self, path: str) -> Mapping:
         """A docker-format profile from a file, checked; ValueError if it is not one."""

@@ -246,7 +246,8 @@ def parse_device_rate(item, what, host=None):
 
 def parse_resources(*, memory=None, memory_swap=None, cpus=None, cpu_shares=None,
                     cpu_weight=None, cpuset_cpus=None, pids_limit=None, blkio_weight=None,
-                    device_read_bps=(), device_write_bps=(), host=None):
+                    device_read_bps=(), device_write_bps=(), memory_reservation=None,
+                    cpu_period=None, cpu_quota=None, host=None):
     """The resource options given (strings) -> {key: typed value}, only those given.
     Device rates come as {devno: rate}."""
     res = {}
@@ -257,6 +258,12 @@ def parse_resources(*, memory=None, memory_swap=None, cpus=None, cpu_shares=None
     if memory_swap is not None:
         res["memory_swap"] = (-1 if str(memory_swap).strip() == "-1"
                               else parse_size(memory_swap, "memory+swap limit"))
+    if memory_reservation is not None:
+        res["memory_reservation"] = parse_size(memory_reservation, "--memory-reservation")
+    if cpu_period is not None:
+        res["cpu_period"] = parse_int(cpu_period, "--cpu-period")
+    if cpu_quota is not None:
+        res["cpu_quota"] = parse_int(cpu_quota, "--cpu-quota")
     if cpus is not None:
         try:
             res["cpus"] = float(cpus)

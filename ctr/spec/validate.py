@@ -24,6 +24,7 @@ from ctr.spec.model import (
     SECCOMP_UNCONFINED,
     VM_MIN_MEMORY,
 )
+from ctr.spec.options import check_options
 from ctr.spec.parse import (
     ENV_KEY_RE,
     TMPFS_DATA,
@@ -103,8 +104,18 @@ def _in(key, what, low, high):
     return lambda res, _host, _ncpus: int_in(res[key], what, low, high)
 
 
+def _reservation(res, _host, _ncpus):
+    n = int_in(res["memory_reservation"], "--memory-reservation", 0, 2**63 - 1)
+    if n < MIN_MEMORY:
+        raise InvalidSpec(f"invalid --memory-reservation {size_text(n)}: the minimum is 6m")
+
+
 RESOURCE_CHECKS = {
     "memory": _memory,
+    "memory_reservation": _reservation,
+    "cpu_period": _in("cpu_period", "--cpu-period", 1000, 1_000_000),
+    "cpu_quota": lambda res, _h, _n: res["cpu_quota"] == -1 or int_in(
+        res["cpu_quota"], "--cpu-quota", 1000, 2**63 - 1),
     "cpus": _cpus,
     "cpu_shares": _in("cpu_shares", "--cpu-shares", 2, 262144),
     "cpu_weight": _in("cpu_weight", "--cpu-weight", 1, 10000),
@@ -130,6 +141,12 @@ def check_resources(res, host=None, keys=None, ncpus=None):
                               "swap; -1 for unlimited swap)")
     if "cpu_shares" in res and "cpu_weight" in res:
         raise InvalidSpec("give --cpu-shares or --cpu-weight, not both")
+    if "cpus" in res and ("cpu_period" in res or "cpu_quota" in res):
+        raise InvalidSpec("give --cpus or --cpu-period/--cpu-quota, not both (--cpus N is "
+                          "a quota of N periods)")
+    if "memory" in res and res.get("memory_reservation", 0) > res["memory"]:
+        raise InvalidSpec("--memory-reservation must be at most --memory (it is a soft "
+                          "limit below the hard one)")
 
 
 # -- the checks of a spec, in order ----------------------------------------------------------
@@ -262,6 +279,9 @@ def _vm(spec, host):
     for opt in ("kernel", "initrd"):
         if vm.get(opt) and not str(vm[opt]).startswith("/"):
             raise InvalidSpec(f"--{opt} {vm[opt]}: expected an absolute path")
+    if "memory_reservation" in spec.resources:
+        raise InvalidSpec("--memory-reservation is for containers: a VM's memory is its "
+                          "guest's RAM (-m)")
     if (spec.volumes or spec.tmpfs or spec.read_only or spec.privileged or spec.ulimits
             or spec.seccomp != SECCOMP_DEFAULT or not spec.no_new_privs):
         raise InvalidSpec("-v, --tmpfs, --read-only, --privileged, --security-opt and "
@@ -360,7 +380,7 @@ def check_sd_notify(value, kind="container"):
 
 
 CHECKS = (_identity, _process, _init, _cgroupns, _network, _resources, _vm, _security, _mounts,
-          _ulimits, _userns, _detached)
+          _ulimits, _userns, _detached, check_options)
 
 
 def validate(spec, host=None):

@@ -16,7 +16,7 @@ class Recorder(Syscalls):
 
     def __getattribute__(self, name):
         if name in ("mount", "umount2", "pivot_root", "mknod", "symlink", "makedirs", "touch",
-                    "chdir", "chmod", "sethostname", "plain_file"):
+                    "chdir", "chmod", "chown", "unlink", "sethostname", "plain_file"):
             return lambda *a, **k: self.calls.append((name, *a))
         if name == "open_pty":
             return lambda *a: self.calls.append((name, *a)) or (99, 0)
