@@ -35,12 +35,16 @@ def now():
         "+00:00", "Z")
 
 
-def atomic_write_json(path, data):
+def atomic_write_json(path, data, durable=True):
+    """Replace `path` by a temp file and a rename: a reader sees the old or the
+    new file. `durable`: synced first, so a host crash leaves one of them too
+    (what only lives as long as processes do, like a lease, needs no sync)."""
     tmp = f"{path}.tmp.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, json.dumps(data, indent=2, sort_keys=True).encode() + b"\n")
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.rename(tmp, path)
@@ -112,9 +116,13 @@ class Store:
         self.root = os.path.abspath(root or os.environ.get("CTR_ROOT") or DEFAULT_ROOT)
         self.instances_dir = os.path.join(self.root, "instances")
         self.images_dir = os.path.join(self.root, "images")
+        self._ensured = False
 
     def ensure(self):
-        """Create the state root if needed and check that it is writable."""
+        """Create the state root if needed and check that it is writable (once
+        per Store: a run calls it from several layers)."""
+        if self._ensured:
+            return self
         try:
             os.makedirs(self.instances_dir, 0o711, exist_ok=True)
             os.makedirs(self.images_dir, 0o711, exist_ok=True)
@@ -125,6 +133,7 @@ class Store:
             raise StateError(
                 f"state root {self.root} is not usable: {err.strerror or err}"
             ) from err
+        self._ensured = True
         return self
 
     # -- instances -------------------------------------------------------------

@@ -13,8 +13,57 @@ import click
 from ctr.cli.context import Context
 from ctr.errors import EXIT_CTR, CtrError
 
+# Every verb: its name, and where it is defined (a module of ctr.cli and the
+# click command's attribute in it). A verb's module is imported only when that
+# verb runs (`ctr run` imports ctr.cli.instances and nothing of the others), or
+# when help or completion lists them all. A new verb is one line here.
+COMMANDS = {
+    "run": "instances:run", "create": "instances:create", "start": "instances:start",
+    "stop": "instances:stop", "kill": "instances:kill", "rm": "instances:rm",
+    "ls": "instances:ls", "inspect": "instances:inspect", "logs": "instances:logs",
+    "exec": "instances:exec_", "update": "instances:update", "pause": "instances:pause",
+    "unpause": "instances:unpause", "gc": "instances:gc",
+    "stats": "stats:stats",
+    "ps": "ps:ps",
+    "wait": "habits:wait", "restart": "habits:restart", "top": "habits:top",
+    "port": "habits:port", "diff": "habits:diff", "version": "habits:version",
+    "info": "habits:info",
+    "events": "events:events",
+    "healthcheck": "health:healthcheck",
+    "attach": "attach:attach",
+    "image": "images:image", "pull": "images:pull",
+    "network": "networks:network",
+    "kernel": "kernels:kernel",
+    "bench": "bench:bench",
+    "generate": "generate:generate",
+    "system": "system:system",
+    "completion": "completion:completion",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """click's documented lazy-loading group: a verb's command is imported from
+    COMMANDS when it is asked for."""
+
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, cmd_name):
+        where = COMMANDS.get(cmd_name)
+        if where is None:
+            return None
+        import importlib
+
+        module, attr = where.split(":")
+        cmd = getattr(importlib.import_module(f"ctr.cli.{module}"), attr)
+        if "_CTR_COMPLETE" in os.environ:  # the shell asks: names for its arguments
+            from ctr.cli.completion import attach
+
+            attach(cmd, cmd_name)
+        return cmd
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", envvar="CTR_ROOT", default=None, metavar="DIR",
               help="State root (default /var/lib/ctr; env CTR_ROOT).")
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
@@ -23,42 +72,6 @@ from ctr.errors import EXIT_CTR, CtrError
 def cli(ctx, root, debug):
     """Run images as containers or VMs: one CLI, one state store."""
     ctx.obj = Context(root, debug)
-
-
-def _register():
-    from ctr.cli import (
-        attach,
-        bench,
-        completion,
-        events,
-        generate,
-        habits,
-        health,
-        images,
-        instances,
-        kernels,
-        networks,
-        ps,
-        system,
-    )
-
-    instances.register(cli)
-    ps.register(cli)
-    habits.register(cli)
-    images.register(cli)
-    networks.register(cli)
-    kernels.register(cli)
-    bench.register(cli)
-    generate.register(cli)
-    system.register(cli)
-    events.register(cli)
-    health.register(cli)
-    attach.register(cli)
-    completion.register(cli)
-    completion.attach(cli)
-
-
-_register()
 
 
 def _fail(message, code=EXIT_CTR):

@@ -52,6 +52,3 @@ def attach(obj, no_stdin, detach_keys, sig_proxy, name):
     code = final.get("exit_code")
     return code if code is not None else 0
 
-
-def register(group):
-    group.add_command(attach)

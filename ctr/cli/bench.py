@@ -88,7 +88,3 @@ def bench(obj, fmt, no_probes, no_memory, command, **opts):
     for line in doc["failures"]:
         click.echo(f"ctr: bench: {line}", err=True)
     return 0 if doc["ok"] else 1
-
-
-def register(group):
-    group.add_command(bench)

@@ -44,22 +44,23 @@ def image_names(ctx, _param, incomplete):
     return sorted(n for n in names if n.startswith(incomplete))
 
 
-def attach(group, folder=("instances", "")):
-    """Give every NAME/NAMES argument below `group` its names; an IMAGE argument
-    the images'."""
-    for name, cmd in getattr(group, "commands", {}).items():
-        if isinstance(cmd, click.Group):
-            attach(cmd, "image" if name == "image" else FOLDERS.get(name, folder))
+def attach(cmd, name, folder=("instances", "")):
+    """Give every NAME/NAMES argument of `cmd` (the verb `name`) and of the
+    commands below it their names; an IMAGE argument the images'."""
+    if isinstance(cmd, click.Group):
+        folder = "image" if name == "image" else FOLDERS.get(name, folder)
+        for sub_name, sub in cmd.commands.items():
+            attach(sub, sub_name, folder)
+        return
+    for param in cmd.params:
+        if not isinstance(param, click.Argument) or param._custom_shell_complete:
             continue
-        for param in cmd.params:
-            if not isinstance(param, click.Argument) or param._custom_shell_complete:
-                continue
-            if param.name in ("name", "names", "src") and folder == "image":
-                param._custom_shell_complete = image_names
-            elif param.name in ("name", "names", "src") and folder[0]:
-                param._custom_shell_complete = names_in(*folder)
-            elif param.name == "image":
-                param._custom_shell_complete = image_names
+        if param.name in ("name", "names", "src") and folder == "image":
+            param._custom_shell_complete = image_names
+        elif param.name in ("name", "names", "src") and folder[0]:
+            param._custom_shell_complete = names_in(*folder)
+        elif param.name == "image":
+            param._custom_shell_complete = image_names
 
 
 @click.command()
@@ -77,7 +78,3 @@ def completion(ctx, shell):
 
     comp = get_completion_class(shell)(ctx.find_root().command, {}, "ctr", "_CTR_COMPLETE")
     click.echo(comp.source())
-
-
-def register(group):
-    group.add_command(completion)

@@ -54,6 +54,3 @@ def events(obj, since, until, filters, fmt):
         out.write(line + "\n")
         out.flush()
 
-
-def register(group):
-    group.add_command(events)

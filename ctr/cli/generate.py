@@ -86,7 +86,3 @@ def systemd(obj, new, restart_policy, stop_timeout, files, dest, name):
             pass
         raise InvalidSpec(f"writing {path}: {err.strerror}") from err
     click.echo(path)
-
-
-def register(group):
-    group.add_command(generate)

@@ -154,9 +154,3 @@ def info(obj, fmt):
                 click.echo(f"  {k}: {v}")
         else:
             click.echo(f"{key}: {value}")
-
-
-def register(group):
-    for cmd in (wait, restart, top, port, diff, version, info):
-        group.add_command(cmd)
-

@@ -50,6 +50,3 @@ def run_(obj, name):
     click.echo("healthy")
     return 0
 
-
-def register(group):
-    group.add_command(healthcheck)

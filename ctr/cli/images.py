@@ -182,8 +182,3 @@ def image_prune(obj, fmt):
     for layer in layers:
         click.echo(f"deleted: {layer}")
     click.echo(f"removed {len(layers)} layer(s), {blobs} blob(s)")
-
-
-def register(group):
-    group.add_command(image)
-    group.add_command(pull)

@@ -527,11 +527,3 @@ def gc(obj):
     """Clean up after instances that died unwatched (cgroups, --rm records)."""
     for name in obj.instances.gc():
         click.echo(name)
-
-
-def register(group):
-    from ctr.cli.stats import stats
-
-    for cmd in (run, create, start, stop, kill, rm, ls, inspect, logs, exec_, update, pause,
-                unpause, stats, gc):
-        group.add_command(cmd)

@@ -41,7 +41,3 @@ def kernel_ls(obj, fmt):
     click.echo("VERSION  PATH")
     for r in rows:
         click.echo(f"{r['version']}  {r['path']}")
-
-
-def register(cli):
-    cli.add_command(kernel)

@@ -54,7 +54,3 @@ def network_rm(obj, names):
     for name in names:
         manage.remove(obj.store, name, network_users(obj.store))
         click.echo(name)
-
-
-def register(group):
-    group.add_command(network)

@@ -129,7 +129,3 @@ def _print_template(fmt, rows):
     head = re.sub(r"{{\s*\.(\w+)\s*}}",
                   lambda m: titles.get(m.group(1), m.group(1).upper()), template)
     _print_columns([line.split("\t") for line in [head, *lines]])
-
-
-def register(group):
-    group.add_command(ps)

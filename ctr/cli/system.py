@@ -82,7 +82,3 @@ def system_prune(obj, force, all_images, volumes):
             click.echo(f"deleted {kind[:-1]}: {name}")
     click.echo(f"removed {sum(map(len, removed.values()))} item(s), {len(layers)} layer(s), "
                f"{blobs} blob(s)")
-
-
-def register(group):
-    group.add_command(system)

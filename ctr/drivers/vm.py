@@ -193,7 +193,7 @@ class VmDriver:
 
     def _etc_files(self, plan):
         files = {}
-        for src, dst in plan.binds:
+        for src, dst, *_ in plan.binds:
             name = os.path.basename(dst)
             if name in ("hosts", "resolv.conf", "hostname"):
                 with open(src) as f:

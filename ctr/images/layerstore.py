@@ -25,7 +25,6 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
 
 from ctr.errors import CtrError
 
@@ -139,6 +138,8 @@ class LayerStore:
         parent, base = os.path.split(dest)
         for entry in os.listdir(parent):
             if entry.startswith(base + TMP):
+                import shutil
+
                 shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
 
     def ids(self):
@@ -203,6 +204,8 @@ def _tree_size(root):
 
 def _rm(path):
     if os.path.isdir(path) and not os.path.islink(path):
+        import shutil
+
         shutil.rmtree(path, ignore_errors=True)
     else:
         with contextlib.suppress(FileNotFoundError):

@@ -27,6 +27,9 @@ _ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"
 
 @dataclasses.dataclass(frozen=True)
 class Reference:
+    """A normalized image reference (a docstring also spares dataclasses the
+    inspect.signature call it makes to write one)."""
+
     domain: str
     path: str
     tag: str | None

@@ -31,10 +31,6 @@ import os
 import signal
 import termios
 
-# Imported here, not where used: the child runs after pivot_root, where ctr's
-# own files are out of reach.
-import prctl
-
 from ctr import report
 from ctr.errors import EXIT_CANNOT_INVOKE, EXIT_CTR, StartError
 from ctr.native import (
@@ -155,12 +151,23 @@ def _become_userns_root():
     os.setresuid(0, 0, 0)
 
 
+def _prctl():
+    """python-prctl. The child imports it before it waits for the parent's go:
+    the import then overlaps the parent's cgroup and network work, and it
+    must happen before pivot_root or setns put the host's files out of reach
+    (after that, this only fetches the loaded module)."""
+    import prctl
+
+    return prctl
+
+
 def process_setup(spec):
     """What the last steps need from ctr's own files, loaded while they are in
     reach (before pivot_root or setns): the seccomp filter, built, the sealed
     exec stub, and the resource module. The process turns non-dumpable: until
     it execs, nothing in the container may open its /proc/PID/exe (the host's
     interpreter) or its memory."""
+    prctl = _prctl()
     from ctr import seccomp
     from ctr.native import sealed_exec_stub
 
@@ -193,6 +200,7 @@ def drop_privileges(uid, gid, groups, spec, seccomp_filter=None, pdeathsig=None)
     filter comes last so it never stands in the way of the steps before it.
     Without no_new_privs the filter goes first, while CAP_SYS_ADMIN (which
     loading one then needs) is still held."""
+    prctl = _prctl()
     from ctr import seccomp
 
     if seccomp_filter is not None and not spec.no_new_privs:
@@ -398,6 +406,7 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
     from ctr.native import SYSCALLS, setns, unshare
     from ctr.net import loopback_up
 
+    _prctl()
     if tty_sock is not None:
         _import_pty_modules()
 

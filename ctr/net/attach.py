@@ -2,11 +2,18 @@
 
     before clone   plan(): the mode's clone flags, the /etc files to bind, and
                    for bridge networks an address leased (and a port check)
+                   and the instance's line added to the network's /etc/hosts
     after clone    Plan.attach(pid): bridge, veth into the child's namespace,
-                   NAT and published ports, lease handed to the child
-    at the end     detach(): ports unpublished, lease returned, the host's
-                   veth removed if its namespace outlived the instance
+                   published ports, lease handed to the child
+    at the end     detach(): ports unpublished, lease and hosts line returned,
+                   the host's veth removed if its namespace outlived the instance
 
+Every step touches the instance's own things and a fixed number of the
+network's files, never the other instances': peers resolve each other through
+the one hosts file of their network, bind-mounted read-only into each. An
+instance with --add-host lines has a copy of its own (the network's lines and
+then its own), which the network keeps current too: only such copies are
+written per peer that comes or goes.
 A failure at any step undoes the earlier ones: no veth, rule or lease is left.
 The bridge path imports pyroute2 (ctr.net.links); none and host never do.
 """
@@ -34,6 +41,7 @@ class Plan:
         self.join_pid = None  # container:NAME: the init whose namespace we join
         self.netdef = None
         self.ip = None
+        self.dead = []  # leases of instances that died unwatched, reclaimed here
         self.binds = []
         self.ports = tuple(spec.ports)  # with -P's, once chosen
         self.info = {"network": self.mode}
@@ -70,16 +78,25 @@ class Plan:
 
             self.networks = Networks(self.store)
             self.netdef = self.networks.get(self.mode)
-            self.ip, dead, self.ports = self.networks.allocate(
-                self.netdef, {"id": spec.id, "name": spec.name}, spec.ip, spec.ports,
-                spec.publish_all)
-            _forget(dead)
-        gateway = self.netdef["gateway"] if self.bridged else None
-        net.write_in_place(files["hosts"], net.hosts_file(
-            spec.hostname, spec.name, self.ip, self._peers(), extra_hosts(spec, gateway)))
+            extra = extra_hosts(spec, self.netdef["gateway"])
+            # With --add-host, a copy of the network's file of its own, kept
+            # current by the network; else the network's file itself, shared.
+            copy = (files["hosts"], extra) if extra else None
+            self.ip, self.dead, self.ports = self.networks.allocate(
+                self.netdef, {"id": spec.id, "name": spec.name, "names": net.host_names(spec)},
+                spec.ip, spec.ports, spec.publish_all, hosts_copy=copy)
+            if copy:
+                self.binds.append((files["hosts"], "/etc/hosts"))  # its own, as in main
+            else:
+                hosts = self.networks.hosts_path(self.netdef["name"])
+                self.binds.append((hosts, "/etc/hosts", "ro"))  # shared: nobody writes it
+        else:
+            net.write_in_place(files["hosts"], net.hosts_file(
+                [f"127.0.1.1\t{' '.join(net.host_names(spec))}"], extra_hosts(spec, None)))
+            self.binds.append((files["hosts"], "/etc/hosts"))
         net.write_in_place(files["resolv.conf"], net.resolv_conf(
             dns=opts.dns or (), search=opts.dns_search or (), options=opts.dns_options or ()))
-        self.binds += [(files["hosts"], "/etc/hosts"), (files["resolv.conf"], "/etc/resolv.conf")]
+        self.binds.append((files["resolv.conf"], "/etc/resolv.conf"))
         return self
 
     def _write_host_copies(self, files):
@@ -108,13 +125,16 @@ class Plan:
         self.info = {**state.get("net", {}), "network": self.mode}
         self.info.pop("host_veth", None)
         self.info.pop("ports", None)
-        for f in ("hosts", "resolv.conf"):
-            self.binds.append((os.path.join(target.dir, f), f"/etc/{f}"))
+        net_info = state.get("net") or {}
+        own = os.path.join(target.dir, "hosts")  # none, host with --add-host, or a copy
+        if net_info.get("ip") and not os.path.exists(own):
+            from ctr.net.networks import Networks
 
-    def _peers(self):
-        if not self.bridged:
-            return []
-        return peers_of(self.store, self.networks, self.netdef["name"], exclude=self.spec.id)
+            self.binds.append((Networks(self.store).hosts_path(net_info["network"]),
+                               "/etc/hosts", "ro"))
+        else:
+            self.binds.append((own, "/etc/hosts"))
+        self.binds.append((os.path.join(target.dir, "resolv.conf"), "/etc/resolv.conf"))
 
     def open_join_fd(self):
         """For container:NAME, the target's net namespace, opened before clone."""
@@ -132,16 +152,14 @@ class Plan:
             return self.info
         import ipaddress
 
-        from ctr.net import links, nft
+        from ctr.net import links
 
         spec, netdef = self.spec, self.netdef
         prefixlen = ipaddress.IPv4Network(netdef["subnet"]).prefixlen
         veth = host_veth(spec.id)
-        bridge = links.ensure_bridge(netdef)
-        nft.ensure_network(netdef)
-        mac = links.attach(netdef, bridge, veth, pid, self.ip, prefixlen)
+        mac, created = links.attach(netdef, veth, pid, self.ip, prefixlen)
         try:
-            nft.publish(spec.id, self.ip, self.ports)
+            self._nft(created)
         except CtrError:
             links.delete(veth)
             raise
@@ -149,8 +167,16 @@ class Plan:
         self.info = {"network": netdef["name"], "bridge": netdef["bridge"], "ip": self.ip,
                      "prefixlen": prefixlen, "gateway": netdef["gateway"], "mac": mac,
                      "host_veth": veth, "ports": list(self.ports)}
-        refresh_hosts(self.store, self.networks, netdef["name"])
         return self.info
+
+    def _nft(self, created):
+        """One nft run, or none: a new bridge's masquerade, ports to publish,
+        dead leases' ports to forget. A start with none of them runs no nft."""
+        if created or self.ports or any(d.get("ports") for d in self.dead):
+            from ctr.net import nft
+
+            nft.apply(self.netdef if created else None, (self.spec.id, self.ip, self.ports),
+                      self.dead)
 
     def attach_tap(self):
         """For a VM, before QEMU starts: a tap on the bridge, NAT and published
@@ -160,15 +186,14 @@ class Plan:
             return None
         import ipaddress
 
-        from ctr.net import links, nft
+        from ctr.net import links
 
         spec, netdef = self.spec, self.netdef
-        bridge = links.ensure_bridge(netdef)
-        nft.ensure_network(netdef)
+        bridge, created = links.ensure_bridge(netdef)
         tap = host_tap(spec.id)
         fd = links.open_tap(tap, bridge)
         try:
-            nft.publish(spec.id, self.ip, self.ports)
+            self._nft(created)
         except CtrError:
             os.close(fd)
             raise
@@ -179,10 +204,9 @@ class Plan:
         return fd
 
     def bind(self, pid, starttime):
-        """The lease and the peers' /etc/hosts, once the VM's process exists."""
+        """The lease, once the VM's process exists."""
         if self.bridged:
             self.networks.bind(self.netdef["name"], self.ip, pid, starttime)
-            refresh_hosts(self.store, self.networks, self.netdef["name"])
 
     def abort(self):
         """Undo what prepare/attach did, after a failed start."""
@@ -192,36 +216,23 @@ class Plan:
                                            "ports": list(self.ports)})
 
 
-def _forget(dead_leases):
-    """Published ports of instances that died unwatched: their rules go with
-    the lease the IPAM reclaimed."""
-    if any(lease.get("ports") for lease in dead_leases):
-        from ctr.net import nft
-
-        for lease in dead_leases:
-            if lease.get("ports"):
-                nft.unpublish(lease["id"])
-
-
 def detach(store, spec, info):
-    """The instance ended or is removed: unpublish, return the lease, drop the
-    host's veth if it is still there, and tell the other instances."""
+    """The instance ended or is removed: unpublish, return the lease (and its
+    line of the network's /etc/hosts), drop the host's veth if it is still there."""
     if not info or not info.get("ip"):
         return
     from ctr.net.networks import Networks
 
-    networks = Networks(store)
     if info.get("ports"):
         from ctr.net import nft
 
-        nft.unpublish(spec.id)
-    networks.release(info["network"], info["ip"], spec.id)
+        nft.unpublish(spec.id, info["ip"], info["ports"])
+    Networks(store).release(info["network"], info["ip"], spec.id)
     veth = info.get("host_veth")
     if veth and os.path.exists(f"/sys/class/net/{veth}"):
         from ctr.net import links
 
         links.delete(veth)
-    refresh_hosts(store, networks, info["network"])
 
 
 def extra_hosts(spec, gateway):
@@ -238,44 +249,3 @@ def extra_hosts(spec, gateway):
 
         gateway = DEFAULT["gateway"]
     return tuple((name, gateway if ip == HOST_GATEWAY else ip) for name, ip in entries)
-
-
-def peers_of(store, networks, netname, exclude=None):
-    out = []
-    for ip, lease in networks.members(netname).items():
-        if lease["id"] == exclude:
-            continue
-        names = [lease["name"]]
-        try:
-            hostname = store.record(lease["name"]).spec.hostname
-            if hostname and hostname != lease["name"]:
-                names.append(hostname)
-        except CtrError:
-            pass
-        out.append((ip, " ".join(names)))
-    return out
-
-
-def refresh_hosts(store, networks, netname):
-    """Keep /etc/hosts of every live instance on the network current (the files
-    are bind-mounted, so they are rewritten in place)."""
-    gateway = None
-    for ip, lease in networks.members(netname).items():
-        try:
-            rec = store.record(lease["name"])
-            spec = rec.spec
-        except CtrError:
-            continue
-        if spec.id != lease["id"]:
-            continue
-        path = os.path.join(rec.dir, "hosts")
-        if spec.options.extra_hosts and gateway is None:
-            gateway = networks.get(netname)["gateway"]
-        text = net.hosts_file(spec.hostname, spec.name, ip,
-                              peers_of(store, networks, netname, spec.id),
-                              extra_hosts(spec, gateway))
-        try:
-            if os.path.exists(path):
-                net.write_in_place(path, text)
-        except FileNotFoundError:
-            pass  # removed meanwhile

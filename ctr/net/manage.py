@@ -26,6 +26,8 @@ def remove(store, name, users):
     """Remove a network no instance uses; its bridge and NAT rules go with it."""
     from ctr.net import links, nft
 
-    netdef = Networks(store).remove(name, users.get(name, []))
+    networks = Networks(store)
+    netdef = networks.remove(name, users.get(name, []))
     nft.remove_network(netdef)
     links.delete_bridge(netdef)
+    networks.remove_files(name)

@@ -161,10 +161,10 @@ def mask_paths(sc, root, masked=MASKED_PATHS, readonly=READONLY_PATHS):
 
 def bind_files(sc, root, binds):
     """Bind host files (the instance's /etc/hosts, /etc/resolv.conf,
-    /etc/hostname) over the image's. The folder must resolve inside the root: an
-    image whose /etc is a symlink out of it is refused, and a symlink at the file
-    itself is replaced, never followed."""
-    for source, target in binds:
+    /etc/hostname) over the image's, read-only where a bind says "ro". The
+    folder must resolve inside the root: an image whose /etc is a symlink out of
+    it is refused, and a symlink at the file itself is replaced, never followed."""
+    for source, target, *ro in binds:
         path = _join(root, target)
         folder = os.path.dirname(path)
         sc.makedirs(folder)
@@ -174,6 +174,9 @@ def bind_files(sc, root, binds):
                           "image's root", target)
         sc.plain_file(path)
         sc.mount(source, path, None, MS_BIND)
+        if ro:  # (source, target, "ro"): a file the instance shares with others
+            sc.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV
+                     | MS_NOEXEC)
 
 
 def resolve_in_root(sc, root, path):

@@ -3,6 +3,7 @@ parsing, the checks between them and the rest of a spec, spec.json, the
 /etc files they write, and the cgroup files of the new limits."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -112,10 +113,15 @@ def test_resolv_conf_lines_replace_the_hosts_of_their_kind(tmp_path):
 
 
 def test_hosts_file_ends_with_the_added_hosts():
-    text = net.hosts_file("h", "n", "10.88.0.5", [("10.88.0.6", "peer")],
-                          (("db", "10.1.1.1"),))
+    text = net.hosts_file(["10.88.0.5\th n", "10.88.0.6\tpeer"], (("db", "10.1.1.1"),))
     assert text.splitlines()[-2:] == ["10.88.0.6\tpeer", "10.1.1.1\tdb"]
-    assert "127.0.1.1\tn" in net.hosts_file("", "n")  # --uts host: no hostname of its own
+
+
+def test_host_names_without_a_hostname_of_its_own():
+    spec = SimpleNamespace(id="ab" * 32, name="n", hostname=None)  # --uts host
+    assert net.host_names(spec) == ["n"]
+    assert net.host_names(SimpleNamespace(id="ab" * 32, name="n", hostname="abab" * 3)) == [
+        "n", "abab" * 3]
 
 
 def test_v2_cgroup_files_of_the_new_limits(tmp_path):
