@@ -73,12 +73,27 @@ def lab(ctr):
     left = [link["ifname"] for link in lab.links() if link["ifname"].startswith(("veth", "tap"))]
     left += [line for line in lab.host("nft", "list", "ruleset").stdout.splitlines()
              if 'comment "ctr:' in line]
-    leases = ctr.path("networks", "leases.json")
-    if os.path.exists(leases):
-        with open(leases) as f:
-            left += [ip for table in json.load(f).values() for ip in table]
+    left += network_files_left(ctr)
     lab.close()
     assert not left, f"left behind: {left}"
+
+
+def network_files_left(ctr):
+    """What an instance leaves in the networks' files: leases, port claims,
+    lines of a network's hosts file, hosts copies (--add-host)."""
+    left = []
+    for folder, keep in (("leases", {"pool.json"}), ("ports", set())):
+        for top, _dirs, files in os.walk(ctr.path("networks", folder)):
+            left += [os.path.join(top, f) for f in files if f not in keep]
+    hosts = ctr.path("networks", "hosts")
+    for entry in os.listdir(hosts) if os.path.isdir(hosts) else []:
+        path = os.path.join(hosts, entry)
+        if os.path.isdir(path):
+            left += [os.path.join(path, f) for f in os.listdir(path)]
+            continue
+        with open(path) as f:
+            left += [ln for ln in f.read().splitlines()[3:] if ln]  # past loopback's lines
+    return left
 
 
 def run_d(ctr, name, *args):
@@ -111,6 +126,31 @@ def test_container_to_container_by_ip_and_by_name(ctr, lab):
     assert "10.88.0.3\tb" in r.stdout
     ctr("rm", "-f", "b", check=True)
     assert "\tb" not in ctr("exec", "a", "cat", "/etc/hosts").stdout
+
+
+def test_peers_resolve_through_one_hosts_file_their_add_hosts_through_a_copy(ctr, lab):
+    run_d(ctr, "a", "busybox", "sleep", "1000")
+    run_d(ctr, "c", "--add-host", "api:10.9.9.9", "busybox", "sleep", "1000")
+    r = ctr("exec", "a", "sh", "-c", "echo 10.1.1.1 x >> /etc/hosts")
+    assert r.returncode != 0 and "Read-only file system" in r.stderr  # shared: nobody writes
+    run_d(ctr, "b", "--hostname", "bee", "busybox", "sleep", "1000")
+    for who in ("a", "c"):
+        hosts = ctr("exec", who, "cat", "/etc/hosts", check=True).stdout
+        assert "10.88.0.4	bee b\n" in hosts, (who, hosts)
+        r = ctr("exec", who, "ping", "-c", "1", "-W", "5", "bee")
+        assert r.returncode == 0 and "10.88.0.4" in r.stdout, (who, r.stdout, r.stderr)
+    hosts = ctr("exec", "c", "cat", "/etc/hosts", check=True).stdout
+    assert hosts.endswith("10.9.9.9\tapi\n") and "\ta " in hosts
+    assert "10.9.9.9" not in ctr("exec", "a", "cat", "/etc/hosts", check=True).stdout
+    # container:NAME sees its target's file
+    r = ctr("run", "--rm", "--network", "container:c", "busybox", "cat", "/etc/hosts",
+            check=True)
+    assert r.stdout == hosts
+    ctr("rm", "-f", "b", check=True)
+    for who in ("a", "c"):
+        assert "bee" not in ctr("exec", who, "cat", "/etc/hosts", check=True).stdout
+    ctr("rm", "-f", "a", "c", check=True)
+    assert network_files_left(ctr) == []
 
 
 def test_outbound_nat_shows_the_hosts_address(ctr, lab):
