@@ -293,7 +293,8 @@ def main():
     print(f"\n{'start':12} {'median':>9} {'p90':>9} {'cpu':>9}   (ms, {args.runs} runs each)")
     for name, r in costs["results"].items():
         print(f"{name:12} {r['median_ms']:9.1f} {r['p90_ms']:9.1f} {r['cpu_median_ms']:9.1f}")
-    print(f"bridge cost: {costs['bridge_cost_ms']:+.1f} ms (CPU {costs['bridge_cost_cpu_ms']:+.1f} ms); "
+    print(f"bridge cost: {costs['bridge_cost_ms']:+.1f} ms "
+          f"(CPU {costs['bridge_cost_cpu_ms']:+.1f} ms); "
           f"ctr none / click: {costs['ctr_none/click']}x (CPU {costs['ctr_none/click_cpu']}x)")
     if note:
         print(note)
