@@ -217,6 +217,16 @@ def start_costs(ctr, runs, warmup):
             "ctr_none/click_cpu": ratio(none["cpu_median_ms"], click["cpu_median_ms"])}
 
 
+def remove_empty_parents(keep):
+    """ctr's /ctr where this run made it and it is empty again: other sessions
+    on the host may put their instances there meanwhile (never touched)."""
+    for path in start.cgroup_dirs("ctr") - keep:
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
 def remove_host_paths(had, had_libpod):
     for path in HOST_PATHS:
         if path not in had:
@@ -272,7 +282,7 @@ def main():
         for e in reversed(engines):
             e.close()
         start.progress("", end="")
-        start.remove_cgroup_parents(keep)
+        remove_empty_parents(keep)
         remove_host_paths(had, had_libpod)
         shutil.rmtree(work, ignore_errors=True)
 
