@@ -235,6 +235,17 @@ def detach(store, spec, info):
         links.delete(veth)
 
 
+def renamed(store, spec, info):
+    """After `ctr rename`: the lease and the network's hosts file say the new
+    name (one line rewritten; the peers see it at once)."""
+    if not info or not info.get("ip"):
+        return
+    from ctr.net.networks import Networks
+
+    Networks(store).rename(info["network"], info["ip"], spec.id, spec.name,
+                           net.host_names(spec))
+
+
 def extra_hosts(spec, gateway):
     """--add-host's (name, ip) lines, host-gateway being the gateway of the
     instance's network (`gateway`), or of ctr's default one without a bridge

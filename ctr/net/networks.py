@@ -363,6 +363,18 @@ class Networks:
                 lease.update(pid=pid, starttime=starttime)
                 atomic_write_json(self._lease_path(netname, ip), lease, durable=False)
 
+    def rename(self, netname, ip, owner_id, name, names=None):
+        """The lease of a renamed instance (ctr rename) says its new name, and
+        so does its line of the network's hosts file (`names`: all it answers
+        to, canonical first; default: `name` alone)."""
+        with self.lock():
+            lease = self.lease(netname, ip)
+            if lease is None or lease.get("id") != owner_id:
+                return
+            lease.update(name=name, names=list(names or [name]))
+            atomic_write_json(self._lease_path(netname, ip), lease, durable=False)
+            self._hosts_line(netname, ip, lease["names"])
+
     def release(self, netname, ip, owner_id):
         with self.lock():
             lease = self.lease(netname, ip)
