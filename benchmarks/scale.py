@@ -277,6 +277,11 @@ def main():
             engines.append(Podman(work, ctr.rootfs))
         costs = start_costs(ctr, args.runs, args.warmup)
         ops = scale(engines, [5, args.instances], args.rounds)
+        out = {"benchmark": "scale", "version": 1, "ctr": start.CTR,
+               "instances": args.instances, "rounds": args.rounds, "ops": ops,
+               "start": costs, "note": note}
+        report(args, out)  # before the teardown, which may be slow (O(N) per rm)
+        sys.stdout.flush()
         start.progress("scale benchmark: removing the instances", end="")
     finally:
         for e in reversed(engines):
@@ -286,8 +291,9 @@ def main():
         remove_host_paths(had, had_libpod)
         shutil.rmtree(work, ignore_errors=True)
 
-    out = {"benchmark": "scale", "version": 1, "ctr": start.CTR, "instances": args.instances,
-           "rounds": args.rounds, "ops": ops, "start": costs, "note": note}
+
+def report(args, out):
+    ops, costs, note = out["ops"], out["start"], out["note"]
     if args.format == "json":
         print(json.dumps(out, indent=2))
         return
