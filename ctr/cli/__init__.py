@@ -27,6 +27,7 @@ def cli(ctx, root, debug):
 
 def _register():
     from ctr.cli import (
+        archives,
         attach,
         bench,
         completion,
@@ -46,6 +47,7 @@ def _register():
     ps.register(cli)
     habits.register(cli)
     images.register(cli)
+    archives.register(cli)
     networks.register(cli)
     kernels.register(cli)
     bench.register(cli)

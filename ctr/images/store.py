@@ -34,7 +34,7 @@ from ctr.store import atomic_write_json, now, read_json
 PULL_POLICIES = ("missing", "always", "never")
 PAGE = 4096  # a mount's options must fit in one page
 MAX_LAYERS = 500  # overlayfs's most lower layers
-_STAGING = (".build-", ".pull-")
+_STAGING = (".build-", ".pull-", ".save-", ".commit-")
 
 
 def _plain(text):
@@ -275,6 +275,13 @@ class ImageStore:
         check_name(name, "image name")
         with self._name_lock(name):
             return import_tar(self, path, name, progress)
+
+    def import_path(self, path, name=None, platform=None, progress=None):
+        """Import an OCI layout, an OCI or docker archive, or a rootfs tarball
+        (ctr.images.archive). Returns the records written."""
+        from ctr.images.archive import import_path
+
+        return import_path(self, path, name, platform=platform, progress=progress)
 
     # -- tag, remove, prune -------------------------------------------------------
 
