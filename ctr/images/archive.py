@@ -30,12 +30,14 @@ the new diff IDs).
 """
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import json
 import os
 import re
 import shutil
+import stat
 import tarfile
 
 from ctr.errors import Conflict, CtrError, InvalidSpec, NotFound
@@ -79,19 +81,41 @@ def _normal(name):
 
 
 class _Folder:
-    """An OCI layout directory."""
+    """An OCI layout directory. Its files are opened component by component with
+    O_NOFOLLOW: a symlink in the layout (to a host file, out of the layout) is
+    refused, never followed."""
+
+    _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
     def __init__(self, root):
         self.root = root
 
     def has(self, name):
-        return os.path.isfile(os.path.join(self.root, name))
+        try:
+            self.open(name).close()
+        except CtrError:
+            return False
+        return True
 
     def open(self, name):
+        parts = _clean(name, "the layout").split("/")
+        fds = []
         try:
-            return open(os.path.join(self.root, _clean(name, "the layout")), "rb")
+            fds.append(os.open(self.root, self._DIR))
+            for part in parts[:-1]:
+                fds.append(os.open(part, self._DIR, dir_fd=fds[-1]))
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=fds[-1])
         except OSError as err:
-            raise CtrError(f"{self.root}: {name}: {err.strerror}") from None
+            why = "a symlink, refused" if err.errno == errno.ELOOP else err.strerror
+            raise CtrError(f"{self.root}: {name}: {why}") from None
+        finally:
+            for d in fds:
+                os.close(d)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise CtrError(f"{self.root}: {name} is not a regular file")
+        return open(fd, "rb")
 
     def close(self):
         pass
@@ -141,8 +165,11 @@ def detect(path):
         raise InvalidSpec(f"no such file: {path}") from None
     except IsADirectoryError:
         raise InvalidSpec(f"cannot import {path}: not a file") from None
-    except (tarfile.TarError, OSError, EOFError) as err:
-        raise InvalidSpec(f"cannot import {path}: not a tar archive ({err})") from None
+    except PermissionError as err:
+        raise InvalidSpec(f"cannot import {path}: {err.strerror}") from None
+    except (tarfile.TarError, OSError, EOFError):
+        raise InvalidSpec(f"cannot import {path}: not a tar archive (nor a gzip, bzip2 or "
+                          "xz compressed one)") from None
     try:
         # One pass over the headers; members are forgotten as we go (a root
         # filesystem may have very many).
@@ -240,13 +267,17 @@ def _docker_images(source):
     return out
 
 
+def _fits(p, want):
+    return (p.get("os"), p.get("architecture")) == tuple(want[:2]) and \
+        (not want[2] or p.get("variant") == want[2])
+
+
 def _pick(index, platform, where):
     """The manifest descriptor of `platform` in an index (the host's by default)."""
     want = platform or host_platform()
     for desc in index.get("manifests") or []:
         p = desc.get("platform") or {} if isinstance(desc, dict) else {}
-        if (p.get("os"), p.get("architecture")) == want[:2] and \
-                (not want[2] or p.get("variant") == want[2]):
+        if isinstance(p, dict) and _fits(p, want):
             return desc
     raise CtrError(f"{where} has no image for {'/'.join(x for x in want if x)}")
 
@@ -256,10 +287,17 @@ def _oci_images(source, platform=None):
     descs = index.get("manifests") if isinstance(index, dict) else None
     if not isinstance(descs, list) or not descs:
         raise CtrError("refused: the archive's index.json lists no image")
+    if not all(isinstance(d, dict) for d in descs):
+        raise CtrError("refused: the archive's index.json has a malformed entry")
+    if any(isinstance(d.get("platform"), dict) for d in descs):
+        # the images of several platforms listed side by side: the one wanted
+        want = platform or host_platform()
+        descs = [d for d in descs if not isinstance(d.get("platform"), dict) or
+                 _fits(d["platform"], want)]
+        if not descs:
+            raise CtrError(f"the archive has no image for {'/'.join(x for x in want if x)}")
     out = []
     for desc in descs:
-        if not isinstance(desc, dict):
-            raise CtrError("refused: the archive's index.json has a malformed entry")
         notes = desc.get("annotations") or {}
         ref = notes.get(CONTAINERD_NAME) or notes.get(REF_NAME) or ""
         # a bare tag (skopeo's oci:DIR:latest) is not a name
@@ -389,9 +427,12 @@ def _add(images, img, kind, path, source, progress):
     fields = record_fields(img.config, config_id, [d for _, d, _ in img.layers], size,
                            f"import {kind}:{os.path.abspath(path)}")
     fields.update(digest=img.digest, blobs=[config_id], imported=now())
+    from ctr import events
+
     out = []
     for n in img.names:
         images._write(n, fields)
+        events.image(images.store.root, "load", n, config_id)
         out.append(images.get(n))
     return out
 

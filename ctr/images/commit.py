@@ -184,6 +184,9 @@ def commit(images, instances, name, new, message=None, changes=(), author=None, 
                           parent=base["id"])
             images._write(new_name, fields)
             ok = True
+        from ctr import events
+
+        events.image(images.store.root, "commit", new_name, config_id)
         return images.get(new_name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

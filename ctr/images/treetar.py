@@ -34,6 +34,17 @@ UNSUPPORTED_XATTRS = ("trusted.overlay.redirect", "trusted.overlay.metacopy",
                       "user.overlay.redirect", "user.overlay.metacopy")
 
 
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _at(fd, name):
+    """`name` in the directory open as `fd`: the magic link is the directory itself,
+    so no symlink (one a running container swaps in meanwhile) is ever followed; the
+    last component is not followed either (follow_symlinks=False, O_NOFOLLOW)."""
+    return f"/proc/self/fd/{fd}/{name}"
+
+
 def _xattrs(path):
     try:
         keys = os.listxattr(path, follow_symlinks=False)
@@ -48,10 +59,10 @@ def _xattrs(path):
     return out
 
 
-def _opaque(path):
+def _opaque(fd):
     for key in OPAQUE_XATTRS:
         try:
-            if os.getxattr(path, key, follow_symlinks=False) == b"y":
+            if os.getxattr(fd, key) == b"y":
                 return True
         except OSError:
             continue
@@ -63,6 +74,10 @@ def _is_whiteout(st):
 
 
 class _TreeWriter:
+    """Walks directory fds opened component by component with O_NOFOLLOW: the
+    folders may belong to a running instance (export, commit -P), whose processes
+    can turn a directory into a symlink at any moment."""
+
     def __init__(self, tar, idmap=None, diff=False, skip=()):
         self.tar = tar
         self.skip = set(skip)
@@ -83,48 +98,68 @@ class _TreeWriter:
         info.mode, info.mtime = 0o600, 0
         self.tar.addfile(info)
 
-    def tree(self, roots, rel=""):
-        """The directory `rel`, present as a directory in each of `roots` (top first)."""
+    def roots(self, folders):
+        fds = []
+        try:
+            for folder in folders:
+                fds.append(os.open(folder, _DIR))
+            self.tree(fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def tree(self, fds, rel=""):
+        """The directory `rel`, open as a directory in each of `fds` (top first)."""
         stack = []
-        for root in roots:
-            stack.append(root)
-            if _opaque(os.path.join(root, rel)) and (rel or self.diff):
+        for fd in fds:
+            stack.append(fd)
+            if (rel or self.diff) and _opaque(fd):
                 break
-        listings = [set(os.listdir(os.path.join(root, rel))) for root in stack]
+        listings = [set(os.listdir(fd)) for fd in stack]
         for name in sorted(set().union(*listings)):
             top = next(i for i, names in enumerate(listings) if name in names)
-            path = os.path.join(stack[top], rel, name)
+            dfd = stack[top]
             arc = f"{rel}/{name}" if rel else name
             if arc in self.skip:
                 continue
-            st = os.lstat(path)
+            try:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:  # removed meanwhile (a running instance)
+                continue
             if _is_whiteout(st):
                 if self.diff:
                     self._marker(f"{rel}/{WHITEOUT}{name}" if rel else WHITEOUT + name)
                 continue
-            self.member(path, arc, st)
-            if stat.S_ISDIR(st.st_mode):
-                below = []
-                for root in stack[top:]:
+            if not stat.S_ISDIR(st.st_mode):
+                self.member(dfd, name, arc, st)
+                continue
+            opened = [os.open(name, _DIR, dir_fd=dfd)]
+            try:
+                self.member(dfd, name, arc, st)
+                for fd in stack[top + 1:]:
                     try:
-                        sub = os.lstat(os.path.join(root, rel, name))
+                        sub = os.stat(name, dir_fd=fd, follow_symlinks=False)
                     except FileNotFoundError:
                         continue
                     if not stat.S_ISDIR(sub.st_mode):
                         break
-                    below.append(root)
-                if self.diff and _opaque(path):
+                    opened.append(os.open(name, _DIR, dir_fd=fd))
+                if self.diff and _opaque(opened[0]):
                     self._marker(f"{arc}/{OPAQUE}")
-                self.tree(below, arc)
+                self.tree(opened, arc)
+            finally:
+                for fd in opened:
+                    os.close(fd)
 
-    def member(self, path, arc, st):
+    def member(self, dfd, name, arc, st):
+        path = _at(dfd, name)
         info = tarfile.TarInfo(arc)
         info.mode = stat.S_IMODE(st.st_mode)
         info.uid, info.gid = self._owner(st)
         info.mtime = int(st.st_mtime)
         for key, value in _xattrs(path).items():
             if key.startswith(UNSUPPORTED_XATTRS):
-                raise CtrError(f"{path}: overlayfs's {key} (redirect_dir or metacopy is "
+                raise CtrError(f"{arc}: overlayfs's {key} (redirect_dir or metacopy is "
                                "on): such a change cannot be written as a layer")
             if not key.startswith(OVERLAY_XATTRS):
                 info.pax_headers["SCHILY.xattr." + key] = value.decode("utf-8",
@@ -136,17 +171,21 @@ class _TreeWriter:
                 info.type, info.linkname = tarfile.LNKTYPE, self.links[key]
                 self.tar.addfile(info)
                 return
-            if st.st_nlink > 1:
-                self.links[key] = arc
-            info.size = st.st_size
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(name, _FILE, dir_fd=dfd)
             with open(fd, "rb") as f:
+                now = os.fstat(fd)
+                if (now.st_dev, now.st_ino) != key or not stat.S_ISREG(now.st_mode):
+                    raise CtrError(f"{arc}: replaced while it was read (the instance is "
+                                   "running: pause it)")
+                if st.st_nlink > 1:
+                    self.links[key] = arc
+                info.size = now.st_size
                 self.tar.addfile(info, f)
             return
         if stat.S_ISDIR(mode):
             info.type = tarfile.DIRTYPE
         elif stat.S_ISLNK(mode):
-            info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+            info.type, info.linkname = tarfile.SYMTYPE, os.readlink(name, dir_fd=dfd)
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
             info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
@@ -165,11 +204,11 @@ def open_tar(fileobj):
 
 def write_layer(tar, folder, idmap=None, skip=()):
     """`skip`: names (relative, like etc/hosts) left out."""
-    _TreeWriter(tar, idmap, diff=True, skip=skip).tree([folder])
+    _TreeWriter(tar, idmap, diff=True, skip=skip).roots([folder])
 
 
 def write_merged(tar, folders, idmap=None):
-    _TreeWriter(tar, idmap).tree(list(folders))
+    _TreeWriter(tar, idmap).roots(list(folders))
 
 
 class HashingWriter:
