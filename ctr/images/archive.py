@@ -18,7 +18,9 @@ A refused import leaves nothing: layers it unpacked are collected again, and a
 kill -9 leaves only layers no image has, which `image prune` removes.
 
 The config is kept as a blob (STATE_ROOT/blobs), so `save` writes it back as it
-was: the image keeps its ID.
+was: the image keeps its ID. So are an OCI image's compressed layers (checked against
+their digests, as a pull keeps them), so a save writes the same layers (and
+config) again; a docker archive's layers are uncompressed tars, not kept twice.
 
 `save` writes what podman writes: a docker archive with uncompressed layers
 (`HEX.tar`, `HEX.json`, manifest.json with RepoTags), or an OCI archive with
@@ -415,18 +417,51 @@ def import_path(images, path, name=None, platform=None, progress=None):
         source.close()
 
 
+def _keep_blob(images, source, member, digest):
+    """Copy the compressed layer `member` into the blob store, checked against its
+    digest (as a pull keeps its blobs: `save` writes them back as they were)."""
+    import tempfile
+
+    dest = os.path.join(images.blobs, "sha256", digest[7:])
+    if os.path.isfile(dest):
+        return
+    os.makedirs(os.path.dirname(dest), 0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(dest))
+    try:
+        h = hashlib.sha256()
+        with open(fd, "wb") as out, source.open(member) as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+                out.write(chunk)
+        if "sha256:" + h.hexdigest() != digest:
+            raise CtrError(f"refused: the archive's layer {member} does not match its "
+                           f"digest {digest}")
+        os.rename(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def _add(images, img, kind, path, source, progress):
     size = 0
+    kept = {}
     for i, (member, diff_id, media_type) in enumerate(img.layers, 1):
         if progress:
             progress(f"layer {i}/{len(img.layers)} {diff_id[:19]}")
         with source.open(member) as f:  # read only when the layer is not here yet
             images.layers.add(f, diff_id, media_type)
         size += images.layers.size(diff_id)
+        if kind != "docker-archive" and member.startswith("blobs/sha256/") and \
+                str(media_type).endswith(("gzip", "zstd")):
+            digest = "sha256:" + member[len("blobs/sha256/"):]
+            _keep_blob(images, source, member, digest)
+            kept[diff_id] = {"digest": digest, "mediaType": media_type}
     config_id = _put_blob(images.blobs, img.config_bytes)
     fields = record_fields(img.config, config_id, [d for _, d, _ in img.layers], size,
                            f"import {kind}:{os.path.abspath(path)}")
-    fields.update(digest=img.digest, blobs=[config_id], imported=now())
+    fields.update(digest=img.digest, imported=now(), layer_blobs=kept,
+                  blobs=sorted({config_id, *(b["digest"] for b in kept.values())}))
     from ctr import events
 
     out = []
