@@ -134,10 +134,10 @@ def ratios(title, times):
 
 def measure_archives(args, work, ref, tools):
     """save (both formats) and load, ctr vs podman, each from a store of its own."""
-    stores = {name: os.path.join(work, f"{name}-archives") for name in ("ctr", "podman")}
+    # podman refuses a runroot longer than 50 characters: short names
+    stores = {name: os.path.join(work, f"{name[:2]}-a") for name in ("ctr", "podman")}
     for name, d in stores.items():
-        subprocess.run(tools[name](d), check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        timed(tools[name](d))
     ctr = [args.ctr, "--root", stores["ctr"]]
     out = {}
     for fmt in ("docker-archive", "oci-archive"):
@@ -155,7 +155,7 @@ def measure_archives(args, work, ref, tools):
         "ctr": [], "podman": []}
     for run in range(args.runs):
         for name in ("ctr", "podman"):
-            d = os.path.join(work, f"{name}-load-{run}")
+            d = os.path.join(work, f"{name[:2]}-l{run}")
             argv = [args.ctr, "--root", d, "load", "-q", "-i", saved] if name == "ctr" \
                 else [*podman(d), "load", "-q", "-i", saved]
             got[name].append(timed(argv))
@@ -168,8 +168,9 @@ def measure_archives(args, work, ref, tools):
 
 def timed(argv, env=None):
     t = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                   env=env)
+    r = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    if r.returncode:
+        sys.exit(f"{' '.join(argv)}: exit {r.returncode}: {r.stderr.decode()[-2000:]}")
     return time.perf_counter() - t
 
 

@@ -1,6 +1,6 @@
 """The event log of a state root: what happened to instances and images, as
 `ctr events` shows it (docker's events: create, start, die, oom, kill, stop,
-destroy, pause, unpause, rename, health_status; image pull, tag, untag, delete).
+destroy, pause, unpause, rename, health_status; image pull, load, commit, tag, untag, delete).
 
 Every writer (the CLI, monitors, `ctr healthcheck run`) appends one JSON object
 per line to ROOT/events, in docker's shape:
