@@ -501,6 +501,33 @@ def test_a_symlink_of_one_layer_does_not_lead_a_later_layer_out(ctr, tmp_path,
     assert r.stdout == "x\n", r.stderr
 
 
+def test_kill_9_during_an_import_leaves_what_prune_removes(ctr, tmp_path, busybox_image):
+    import signal
+    import time
+
+    many = tar_of([("many", "dir", None)] + [(f"many/f{i}", "file", os.urandom(64))
+                                            for i in range(20000)])
+    path = str(tmp_path / "big")
+    write_layout(path, [image_manifest(path, [_base(busybox_image), many])])
+    proc = ctr.popen("image", "import", path, "big")
+    layers = ctr.path("layers", "sha256")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if os.path.isdir(layers) and [e for e in os.listdir(layers) if ".tmp-" in e]:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the import ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert "big" not in os.listdir(ctr.path("images"))  # no record
+    r = ctr("image", "prune")
+    assert r.returncode == 0, r.stderr
+    assert_clean(ctr)
+    r = ctr("image", "import", path, "big")
+    assert r.returncode == 0, r.stderr
+    assert ctr("run", "--rm", *NONE, "big", "test", "-s", "/many/f19999").returncode == 0
+
+
 def test_save_refuses_what_it_cannot_write(ctr, tmp_path):
     assert_error(ctr("image", "save", "-o", str(tmp_path / "x.tar"), "nosuch"), 125,
                  "no such image")
