@@ -129,6 +129,6 @@ def test_v2_cgroup_files_of_the_new_limits(tmp_path):
 
 def test_v2_refuses_a_device_access_it_cannot_enforce(tmp_path):
     cg = V2Cgroup({("unified",): str(tmp_path)})
-    cg.restrict_devices(("c 1:3 rwm", "c 10:229 rwm"))  # usable as made: nothing to do
+    cg.restrict_devices(((True, "c 1:3 rwm"), (True, "c 10:229 rwm")))  # usable as made
     with pytest.raises(CgroupError, match="no device filter"):
-        cg.restrict_devices(("c 1:3 rwm", "c 10:229 r"))
+        cg.restrict_devices(((True, "c 1:3 rwm"), (True, "c 10:229 r")))
