@@ -284,7 +284,8 @@ def _devices(linux):
         out.append(Device(
             source=path, target=path, type="c" if kind == "u" else kind, major=numbers[0],
             minor=numbers[1],
-            mode=0o666 if mode is None else _int(mode, f"{field}.fileMode", 0, 0o7777),
+            # the type's bits may be given too (podman does): the permission bits kept
+            mode=0o666 if mode is None else _int(mode, f"{field}.fileMode", 0, 0o177777) & 0o7777,
             uid=_int(d.get("uid", 0), f"{field}.uid", 0, (1 << 32) - 2),
             gid=_int(d.get("gid", 0), f"{field}.gid", 0, (1 << 32) - 2)))
     if len({d.target for d in out}) != len(out):

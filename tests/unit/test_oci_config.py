@@ -194,7 +194,7 @@ BAD = [
      "linux.devices[0].type"),
     ("linux.devices", [{"path": "/dev/x", "type": "c", "major": 1}], "linux.devices[0].minor"),
     ("linux.devices", [{"path": "/dev/x", "type": "c", "major": 1, "minor": 3,
-                        "fileMode": 0o10000}], "linux.devices[0].fileMode"),
+                        "fileMode": 0o200000}], "linux.devices[0].fileMode"),
     ("linux.devices", [{"path": "/dev/x", "type": "p"}, {"path": "/dev/x", "type": "p"}],
      "listed twice"),
     ("linux.resources", {"devices": [{"access": "rwm"}]}, "linux.resources.devices[0].allow"),
@@ -237,7 +237,7 @@ def test_bad_configs_are_one_clear_error(bundle, path, value, message):
 def test_devices_rules_limits_and_propagation(bundle):
     config = copy.deepcopy(recorded("runc_spec.json"))
     config["linux"]["devices"] = [
-        {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o600,
+        {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o20600,
          "uid": 1, "gid": 2},
         {"path": "/dev/ttyU", "type": "u", "major": 4, "minor": 64},
         {"path": "/dev/pipe", "type": "p"}]
