@@ -8,8 +8,8 @@ import os
 import signal
 
 from ctr.cgroups.common import (
-    DEFAULT_DEVICES,
     BaseCgroup,
+    device_rules,
     host_memory,
     mkdir,
     read,
@@ -147,15 +147,11 @@ class V2Cgroup(BaseCgroup):
             self._write(name, value, f"unified {name}")
 
     def restrict_devices(self, rules=None):
-        """ctr has no BPF device filter for cgroup2 yet: the container's own /dev
-        is the guard, and --device nodes are usable as made. An access narrower
-        than rwm cannot be enforced here: refused rather than ignored."""
-        narrow = [r for allow, r in rules or () if r not in DEFAULT_DEVICES
-                  and (not allow or r.split()[-1] != "rwm")]
-        if narrow:
-            raise CgroupError(f"--device with access {narrow[0].split()[-1]!r}: this host has "
-                              "only cgroup2, where ctr has no device filter yet to enforce it "
-                              "(give rwm, the default)")
+        """cgroup2 has no devices.allow: the rules become an eBPF program
+        attached to the instance's folder (ctr.cgroups.devicefilter)."""
+        from ctr.cgroups.devicefilter import attach
+
+        attach(self.path, device_rules() if rules is None else rules)
 
     def freeze(self, missing_ok=False):
         if not os.path.exists(os.path.join(self.path, "cgroup.freeze")):

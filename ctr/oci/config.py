@@ -231,7 +231,8 @@ def _mounts(bundle, config):
             if not os.path.exists(src):
                 raise _err(f"{field}.source", f"{src} does not exist")
             volumes.append(Volume(source=os.path.normpath(src), target=dest,
-                                  readonly="ro" in opts, propagation=_propagation(opts)))
+                                  readonly="ro" in opts, propagation=_propagation(opts),
+                                  flags=tuple(o for o in opts if o in TMPFS_FLAGS[1:]) or None))
         elif kind == "tmpfs":
             flags = [o for o in opts if o in TMPFS_FLAGS]
             data = [o for o in opts if o.split("=", 1)[0] in TMPFS_DATA]

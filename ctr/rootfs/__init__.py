@@ -246,8 +246,11 @@ def mount_volumes(sc, root, volumes):
             seed(source, vol["source"])
         path = _mount_point(sc, root, vol["target"], sc.isdir(vol["source"]))
         sc.mount(vol["source"], path, None, MS_BIND | MS_REC)
-        if vol.get("readonly"):
-            sc.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+        flags = MS_RDONLY if vol.get("readonly") else 0
+        for f in vol.get("flags") or ():
+            flags |= TMPFS_FLAG_BITS[f]
+        if flags:
+            sc.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_REC | flags)
         set_propagation(sc, path, vol.get("propagation"))
 
 

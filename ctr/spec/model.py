@@ -166,11 +166,11 @@ class Volume(Frozen):
     `propagation`: an OCI bundle's mount options rprivate, private, rslave,
     slave, rshared, shared, runbindable, unbindable, applied in order once the
     volume is bound (ctr.rootfs.PROPAGATION); None: the container's own
-    (private)."""
+    (private). `flags`: an OCI bundle's nosuid, nodev, noexec for the bind."""
 
     __slots__ = ()
     FIELDS = {"source": None, "target": _REQUIRED, "readonly": False, "anonymous": None,
-              "propagation": None}
+              "propagation": None, "flags": None}
 
 
 class Ulimit(Frozen):

@@ -74,3 +74,27 @@ def test_limits_on_real_v2(v2):
         assert f.read().strip() == str(64 << 20)
     with open(os.path.join(cg.path, "cpu.max")) as f:
         assert f.read().split() == ["50000", "100000"]
+
+
+def test_device_rules_are_a_bpf_filter_the_kernel_asks(v2):
+    """cgroup v2's device controller: the eBPF program attached to the folder
+    (ctr.cgroups.devicefilter), the same rules v1 writes to devices.allow/deny.
+    A cgroup2 folder of this host's takes it, hybrid or not."""
+    cg, procs = v2
+    cg.create()
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("no /dev/fuse to open")
+    from ctr.cgroups.common import device_rules
+
+    cg.restrict_devices(device_rules(rules=[(False, "a *:* rwm"), (True, "c 10:229 rwm"),
+                                            (False, "c 10:229 w")]))
+
+    def opens(script):
+        return subprocess.run(["sh", "-c", script + " && echo yes"],
+                              preexec_fn=lambda: cg.add(0), capture_output=True,
+                              text=True).stdout.strip() == "yes"
+
+    assert opens("exec 3</dev/fuse")  # read: allowed
+    assert not opens("exec 3<>/dev/fuse")  # write: denied again by the last rule
+    assert opens("echo x > /dev/null")  # ctr's own devices stay allowed
+    assert not opens("exec 3</dev/kmsg")  # anything else: denied

@@ -280,6 +280,15 @@ def test_tmpcopyup_copies_the_folder_into_the_tmpfs(env):
     assert not os.path.exists(os.path.join(etc, "new"))  # written to the tmpfs only
 
 
+def test_a_binds_nosuid_nodev_noexec_and_ro_are_applied(env, tmp_path):
+    src = tmp_path / "data"
+    src.mkdir()
+    r = _run(env, "bf1", "awk '$5 == \"/mnt\" {print $6}' /proc/self/mountinfo",
+             edit=_bind(src, ["rbind", "rprivate", "nosuid", "nodev", "noexec", "ro"]))
+    assert r.returncode == 0, r.stderr
+    assert {"ro", "nosuid", "nodev", "noexec"} <= set(r.stdout.strip().split(",")), r.stdout
+
+
 # -- the rest of linux.* ----------------------------------------------------------
 
 

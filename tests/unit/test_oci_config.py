@@ -254,7 +254,7 @@ def test_devices_rules_limits_and_propagation(bundle):
     config["linux"]["rootfsPropagation"] = "rshared"
     config["mounts"] += [
         {"destination": "/data", "type": "bind", "source": str(bundle),
-         "options": ["rbind", "rslave", "ro"]},
+         "options": ["rbind", "rslave", "ro", "nosuid", "nodev"]},
         {"destination": "/etc", "type": "tmpfs", "source": "tmpfs",
          "options": ["tmpcopyup", "rprivate", "nosuid"]}]
     spec = convert(bundle, config)
@@ -273,6 +273,7 @@ def test_devices_rules_limits_and_propagation(bundle):
         device_write_iops=[("8:16", 50)], unified={"memory.high": "1000000"})
     assert spec.oci["root_propagation"] == "rshared"
     assert spec.volumes[-1]["propagation"] == ("rslave",) and spec.volumes[-1]["readonly"]
+    assert spec.volumes[-1]["flags"] == ("nosuid", "nodev")
     assert dict(spec.tmpfs[-1]) == {"path": "/etc", "flags": ("nosuid",), "data": "",
                                     "copyup": True, "propagation": ("rprivate",)}
     assert "root_propagation" not in convert(bundle, recorded("runc_spec.json")).oci
@@ -339,4 +340,7 @@ def test_features_document():
     assert f["ociVersionMin"] == "1.0.0" and f["ociVersionMax"]
     assert "mount" in f["linux"]["namespaces"] and "CAP_SYS_ADMIN" in f["linux"]["capabilities"]
     assert f["linux"]["seccomp"]["enabled"] and f["linux"]["apparmor"] == {"enabled": False}
+    accepted = {*oci_config.TMPFS_FLAGS, *oci_config.PROPAGATION,
+                *oci_config.IGNORED_MOUNT_OPTIONS, "tmpcopyup"}
+    assert set(f["mountOptions"]) == accepted  # what config.json's mounts may say, all of it
     assert isinstance(f["mountOptions"], list) and f["hooks"][0] == "prestart"
