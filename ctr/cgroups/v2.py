@@ -103,7 +103,9 @@ class V2Cgroup(BaseCgroup):
         try:
             write(f"set {what}", os.path.join(self.path, name), value)
         except CgroupError as err:
-            if err.errno == errno.ENOENT:
+            # a file cgroupfs does not have cannot be created: ENOENT or EACCES
+            if err.errno in (errno.ENOENT, errno.EACCES) and not os.path.exists(
+                    os.path.join(self.path, name)):
                 raise CgroupError(f"{what} is not supported here: no {name} (controller "
                                   "not enabled for ctr's cgroup parent)", op=err.op,
                                   path=err.path, value=err.value, errno=err.errno) from err
