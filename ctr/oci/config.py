@@ -294,6 +294,24 @@ def _devices(linux):
     return tuple(out)
 
 
+def _check_bound_devices(devices):
+    """In a user namespace mknod is refused: each node is the host's of the same
+    path, bound (runc's way), which must be that very device."""
+    import stat
+
+    kinds = {"c": stat.S_ISCHR, "b": stat.S_ISBLK, "p": stat.S_ISFIFO}
+    for i, d in enumerate(devices):
+        try:
+            st = os.stat(d.target)
+        except OSError:
+            st = None
+        if st is None or not kinds[d.type](st.st_mode) or (d.type != "p" and (
+                os.major(st.st_rdev), os.minor(st.st_rdev)) != (d.major, d.minor)):
+            raise _err(f"linux.devices[{i}]", f"in a user namespace the host's {d.target} is "
+                       f"bound (mknod is refused there), and it is not {d.type} "
+                       f"{d.major}:{d.minor}")
+
+
 def _device_rules(res):
     """linux.resources.devices: the device controller's rules, in order."""
     from ctr.spec import DeviceRule
@@ -652,6 +670,8 @@ def to_spec(bundle, config, cid, host=None, systemd_cgroup=False):
     devices = _devices(linux)
     if devices:
         options["devices"] = devices
+        if userns:
+            _check_bound_devices(devices)
     if hooks:
         oci["hooks"] = hooks
         oci["hook_state"] = {"id": cid, "bundle": bundle, "annotations": annotations(config),

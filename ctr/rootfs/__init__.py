@@ -145,12 +145,13 @@ def add_devices(sc, root, devices, userns=False):
     for d in devices:
         path = _join(root, d["target"])
         sc.makedirs(os.path.dirname(path))
-        if sc.exists(path):
-            sc.unlink(path)  # over one of ctr's own: the user's wins
-        if userns:
-            sc.touch(path)
+        if userns:  # over one of ctr's own (itself bound there): bound over it
+            if not sc.exists(path):
+                sc.touch(path)
             sc.mount(d["source"], path, None, MS_BIND)
             continue
+        if sc.exists(path):
+            sc.unlink(path)  # over one of ctr's own: the user's wins
         kind = {"c": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[d["type"]]
         sc.mknod(path, kind | d["mode"], os.makedev(d["major"], d["minor"]))
         sc.chmod(path, d["mode"])  # mknod is subject to the umask

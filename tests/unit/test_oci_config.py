@@ -280,6 +280,20 @@ def test_devices_rules_limits_and_propagation(bundle):
     assert InstanceSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
 
 
+def test_in_a_user_namespace_a_device_is_the_hosts_node_of_its_path(bundle):
+    config = copy.deepcopy(recorded("runc_spec.json"))
+    config["linux"]["namespaces"].append({"type": "user"})
+    for kind in ("uid", "gid"):
+        config["linux"][f"{kind}Mappings"] = [{"containerID": 0, "hostID": 100000,
+                                               "size": 65536}]
+    config["linux"]["devices"] = [{"path": "/dev/null", "type": "c", "major": 1, "minor": 3}]
+    assert convert(bundle, config).options.devices[0]["source"] == "/dev/null"
+    config["linux"]["devices"] = [{"path": "/dev/null", "type": "c", "major": 1, "minor": 5}]
+    with pytest.raises(InvalidSpec, match=r"linux.devices\[0\]: in a user namespace the "
+                       "host's /dev/null is bound"):
+        convert(bundle, config)
+
+
 def test_unknown_fields_are_ignored(bundle):
     config = recorded("runc_spec.json")
     config["vm"] = {"hypervisor": {}}
