@@ -181,7 +181,8 @@ class ContainerDriver:
                                  "of its own cgroup): this host mounts only cgroup v1")
             cg = common.create_cgroup(revert, cg, spec.resources,
                                       restrict_devices=not spec.privileged,
-                                      devices=spec.options.devices or ())
+                                      devices=spec.options.devices or (),
+                                      rules=spec.options.device_rules)
             proc = self._clone(revert, rec, lower, plan, cg, stdio, tty, pdeathsig, gate,
                                on_root)
             revert.success()

@@ -443,7 +443,9 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
                                                        rootfs_mod.READONLY_PATHS),
                                  cgroup_view=cgroup_view, lxcfs=lxcfs,
                                  shm_size=spec.options.shm_size, shm_source=shm_source,
-                                 devices=spec.options.devices or ())
+                                 devices=spec.options.devices or (),
+                                 root_propagation=spec.oci.get(
+                                     "root_propagation", "rslave" if spec.oci else None))
         tty_slave = hand_over_pty(tty_sock, *pty) if pty else None
         if own_netns:
             step = report.NETWORK
@@ -461,6 +463,7 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         _run_hooks(spec.oci, "createContainer", "creating")
         step = report.PIVOT_ROOT
         rootfs_mod.pivot(SYSCALLS, rootfs)
+        rootfs_mod.finish_propagation(SYSCALLS, spec.oci.get("root_propagation"))
         step = report.PROCESS
         uid, gid, groups, home = resolve_user(spec.user)
         if spec.oci:

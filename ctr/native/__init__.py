@@ -32,6 +32,11 @@ from ctr.native._native import (  # noqa: F401  (re-exported constants)
     MS_STRICTATIME,
 )
 
+# mount(2)'s propagation flags (linux/mount.h), beside MS_PRIVATE from the helper
+MS_UNBINDABLE = 1 << 17
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+
 clone = _native.clone
 unshare = _native.unshare
 setns = _native.setns
@@ -40,6 +45,7 @@ MS_FLAG_NAMES = (  # mount(2)'s flags, as errors name them
     (MS_RDONLY, "MS_RDONLY"), (MS_NOSUID, "MS_NOSUID"), (MS_NODEV, "MS_NODEV"),
     (MS_NOEXEC, "MS_NOEXEC"), (MS_REMOUNT, "MS_REMOUNT"), (MS_BIND, "MS_BIND"),
     (MS_REC, "MS_REC"), (MS_PRIVATE, "MS_PRIVATE"), (MS_STRICTATIME, "MS_STRICTATIME"),
+    (MS_SLAVE, "MS_SLAVE"), (MS_SHARED, "MS_SHARED"), (MS_UNBINDABLE, "MS_UNBINDABLE"),
 )
 MNT_FLAG_NAMES = ((MNT_DETACH, "MNT_DETACH"),)  # umount2(2)'s
 
@@ -199,6 +205,50 @@ class Syscalls:
 
     def chown(self, path, uid, gid):
         os.chown(path, uid, gid)
+
+    def mount_point(self, path):
+        """The mount point of the mount `path` lies on (the longest mount point
+        of /proc/self/mountinfo that contains it)."""
+        path = os.path.realpath(path)
+        best = "/"
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                point = line.split()[4].replace("\\040", " ")
+                if (path == point or path.startswith(point.rstrip("/") + "/")) and len(
+                        point) > len(best):
+                    best = point
+        return best
+
+    def copy_tree(self, source_fd, dest):
+        """What the folder open at `source_fd` holds, copied into `dest` as cp -a
+        would (modes, owners, times, links as links, device nodes and fifos
+        made again); symlinks are never followed."""
+        import shutil
+        import stat
+
+        src = f"/proc/self/fd/{source_fd}"
+        for dirpath, dirnames, filenames in os.walk(src):
+            rel = os.path.relpath(dirpath, src)
+            out = os.path.normpath(os.path.join(dest, rel))
+            for name in dirnames + filenames:
+                s, d = os.path.join(dirpath, name), os.path.join(out, name)
+                st = os.lstat(s)
+                if stat.S_ISLNK(st.st_mode):
+                    os.symlink(os.readlink(s), d)
+                elif stat.S_ISDIR(st.st_mode):
+                    os.mkdir(d, 0o700)
+                elif stat.S_ISREG(st.st_mode):
+                    shutil.copyfile(s, d, follow_symlinks=False)
+                else:
+                    os.mknod(d, st.st_mode, st.st_rdev)
+                os.chown(d, st.st_uid, st.st_gid, follow_symlinks=False)
+                if not stat.S_ISLNK(st.st_mode):
+                    os.chmod(d, stat.S_IMODE(st.st_mode))
+                os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            dirnames[:] = [n for n in dirnames if not os.path.islink(os.path.join(dirpath, n))]
+        st = os.fstat(source_fd)
+        os.chown(dest, st.st_uid, st.st_gid)
+        os.chmod(dest, stat.S_IMODE(st.st_mode))
 
     def open_pty(self, ptmx):
         return _native.open_pty(ptmx)

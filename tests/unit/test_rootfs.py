@@ -244,3 +244,36 @@ def test_lxcfs_root_is_found_with_one_stat(tmp_path):
     (tmp_path / "proc" / "meminfo").write_text("MemTotal: 1 kB\n")
     assert rootfs.lxcfs_root({"CTR_LXCFS_ROOT": str(tmp_path) + "/"}) == str(tmp_path)
     assert rootfs.lxcfs_root({"CTR_LXCFS_ROOT": str(tmp_path / "none")}) is None
+
+
+def test_a_bundles_propagation_root_first_then_each_mount_then_after_the_pivot():
+    from ctr.native import MS_SHARED, MS_SLAVE
+
+    class Bundle(Recorder):
+        def mount_point(self, path):
+            self.calls.append(("mount_point", path))
+            return "/host"
+
+    sc = Bundle()
+    vol = {"source": "/data", "target": "/mnt", "propagation": ("rslave", "shared")}
+    rootfs.prepare(sc, lower=None, upper=None, work=None, root="/host/r", volumes=[vol],
+                   root_propagation="rshared")
+    mounts = sc.mounts()
+    assert mounts[0] == (None, "/", None, MS_REC | MS_SHARED)
+    # the mount the root lies on is made private before the root is bound: nothing
+    # mounted inside the root can reach the host
+    assert mounts[1] == (None, "/host", None, MS_PRIVATE)
+    assert mounts[2] == ("/host/r", "/host/r", None, MS_BIND | MS_REC)
+    i = mounts.index(("/data", "/host/r/mnt", None, MS_BIND | MS_REC))
+    assert mounts[i + 1:i + 3] == [(None, "/host/r/mnt", None, MS_SLAVE | MS_REC),
+                                   (None, "/host/r/mnt", None, MS_SHARED)]
+    sc.calls.clear()
+    rootfs.finish_propagation(sc, "rshared")
+    rootfs.finish_propagation(sc, "private")
+    rootfs.finish_propagation(sc, None)
+    assert sc.mounts() == [(None, "/", None, MS_REC | MS_SHARED)]
+    # ctr's own containers: rprivate, and no look at the root's mount
+    sc = Bundle()
+    rootfs.prepare(sc, lower="/img", upper="/u", work="/w", root="/r")
+    assert sc.mounts()[0] == (None, "/", None, MS_REC | MS_PRIVATE)
+    assert not any(c[0] == "mount_point" for c in sc.calls)
