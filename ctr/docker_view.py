@@ -4,6 +4,7 @@ docker read (`.State.Status`, `.State.Pid`, `.Config.Env`, `.NetworkSettings.IPA
 own names stay beside these in `ctr inspect`."""
 
 import datetime
+import os
 
 from ctr import store as st
 
@@ -35,11 +36,19 @@ def _ports(spec, state=None):
     return out
 
 
+def _volume_mount(v):
+    """docker's Mounts entry of a -v/--mount: a volume has a Name and a Driver."""
+    out = {"Type": "bind", "Source": v["source"] or "", "Destination": v["target"],
+           "Mode": "ro" if v.get("readonly") else "", "RW": not v.get("readonly"),
+           "Propagation": "rprivate"}
+    if v.get("anonymous") or v.get("name"):
+        name = v.get("name") or os.path.basename(os.path.dirname(v["source"] or ""))
+        out.update(Type="volume", Name=name, Driver="local", Propagation="")
+    return out
+
+
 def _mounts(spec):
-    mounts = [{"Type": "volume" if v.get("anonymous") else "bind", "Source": v["source"] or "",
-               "Destination": v["target"],
-               "Mode": "ro" if v.get("readonly") else "", "RW": not v.get("readonly"),
-               "Propagation": "rprivate"} for v in spec.volumes]
+    mounts = [_volume_mount(v) for v in spec.volumes]
     mounts += [{"Type": "tmpfs", "Source": "", "Destination": t["path"], "Mode": "",
                 "RW": "ro" not in t.get("flags", ()), "Propagation": ""} for t in spec.tmpfs]
     return mounts
@@ -71,8 +80,9 @@ def _host_config(spec):
         "Init": spec.init,
         "Tmpfs": {t["path"]: ",".join([*t.get("flags", ()), *filter(None, [t.get("data")])])
                   for t in spec.tmpfs},
-        "Binds": [f"{v['source']}:{v['target']}" + (":ro" if v.get("readonly") else "")
-                  for v in spec.volumes],
+        "Binds": [f"{v.get('name') or v['source']}:{v['target']}"
+                  + (":ro" if v.get("readonly") else "")
+                  for v in spec.volumes if not v.get("anonymous")],
         **_run_options(spec),
     }
 

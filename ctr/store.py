@@ -28,6 +28,7 @@ DEFAULT_ROOT = "/var/lib/ctr"
 CREATED, RUNNING, PAUSED, STOPPED = "created", "running", "paused", "stopped"
 RESTARTING = "restarting"  # exited; its monitor starts it again after a backoff
 CORRUPT = "corrupt"
+RENAMED = ".renamed"  # instances/.renamed/OLD: "ID NEW", for a running instance's reaper
 
 
 def now():
@@ -44,6 +45,17 @@ def atomic_write_json(path, data):
     finally:
         os.close(fd)
     os.rename(tmp, path)
+
+
+@contextlib.contextmanager
+def flocked(path):
+    """An exclusive flock on the file `path` (made if missing) while inside."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def read_json(path, what):
@@ -148,6 +160,27 @@ class Store:
             revert.success()
         return rec
 
+    def rename_record(self, rec, new, note=False):
+        """Move a record to the name `new` (the caller holds its lock and has
+        checked the name): refused if it is taken. `note`: leave the way for
+        the instance's reaper (ctr.store.Record._follow)."""
+        path = os.path.join(self.instances_dir, new)
+        try:
+            os.mkdir(path, 0o700)  # claimed: a create of the same name fails now
+        except FileExistsError:
+            raise Conflict(f"the name {new!r} is already in use") from None
+        try:
+            if note:
+                notes = os.path.join(self.instances_dir, RENAMED)
+                os.makedirs(notes, 0o700, exist_ok=True)
+                with open(os.path.join(notes, rec.name), "w") as f:
+                    f.write(f"{rec.spec.id} {new}\n")
+            os.rename(rec.dir, path)  # onto the empty folder: one step
+        except BaseException:
+            os.rmdir(path)
+            raise
+        return Record(self, new)
+
     def record(self, name):
         path = os.path.join(self.instances_dir, name)
         if "/" in name or name.startswith(".") or not os.path.isdir(path):
@@ -180,8 +213,12 @@ class Record:
 
     def __init__(self, store, name):
         self.store = store
+        self._at(name)
+        self._spec = None
+
+    def _at(self, name):
         self.name = name
-        self.dir = os.path.join(store.instances_dir, name)
+        self.dir = os.path.join(self.store.instances_dir, name)
         self.spec_path = os.path.join(self.dir, "spec.json")
         self.state_path = os.path.join(self.dir, "state.json")
         self.lock_path = os.path.join(self.dir, "lock")
@@ -190,7 +227,28 @@ class Record:
         self.work = os.path.join(self.dir, "work")
         self.rootfs = os.path.join(self.dir, "rootfs")
         self.lower = os.path.join(self.dir, "lower")  # --userns=auto: the shifted image
-        self._spec = None
+
+    def _follow(self):
+        """After `ctr rename` of a running instance: its reaper's record moves
+        to the new name (the note rename left for it, checked by id). True if
+        it moved."""
+        moved = False
+        while not os.path.isdir(self.dir) and self._spec is not None:
+            note = os.path.join(self.store.instances_dir, RENAMED, self.name)
+            try:
+                with open(note) as f:
+                    instance_id, new = f.read().split()
+            except (OSError, ValueError):
+                break
+            if instance_id != self._spec.id:
+                break
+            self._at(new)
+            with contextlib.suppress(OSError):
+                os.unlink(note)
+            moved = True
+        if moved:
+            self._spec = None  # read again: its name changed
+        return moved
 
     @property
     def spec(self):
@@ -236,9 +294,12 @@ class Record:
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except FileNotFoundError:
-            raise NotFound(f"no such instance: {self.name}") from None
+            if not self._follow():
+                raise NotFound(f"no such instance: {self.name}") from None
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            self._follow()  # renamed while we waited: the same lock, moved
             yield
         finally:
             os.close(fd)

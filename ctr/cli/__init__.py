@@ -30,6 +30,7 @@ def _register():
         attach,
         bench,
         completion,
+        cp,
         events,
         generate,
         habits,
@@ -39,7 +40,9 @@ def _register():
         kernels,
         networks,
         ps,
+        rename,
         system,
+        volumes,
     )
 
     instances.register(cli)
@@ -54,6 +57,9 @@ def _register():
     events.register(cli)
     health.register(cli)
     attach.register(cli)
+    cp.register(cli)
+    rename.register(cli)
+    volumes.register(cli)
     completion.register(cli)
     completion.attach(cli)
 

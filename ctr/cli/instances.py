@@ -154,7 +154,11 @@ def instance_options(f):
         click.option("--tmpfs", multiple=True, metavar="PATH[:OPTS]",
                      help="Mount a tmpfs (OPTS: size=64m,mode=1777,noexec,...)."),
         click.option("-v", "--volume", "volumes", multiple=True, metavar="SRC:DST[:ro]",
-                     help="Bind a host path into the container."),
+                     help="Bind a host path (/SRC), or a named volume (NAME: made on first "
+                          "use, seeded from the image), at DST; -v DST: an anonymous volume."),
+        click.option("--mount", "mounts", multiple=True, metavar="type=T,src=S,dst=D,...",
+                     help="docker's --mount: type=bind|volume|tmpfs, source, target, "
+                          "readonly, volume-nocopy, tmpfs-size, tmpfs-mode."),
         click.option("--security-opt", multiple=True, metavar="OPT",
                      help="seccomp=unconfined|FILE.json (docker's format), "
                           "no-new-privileges[=false]."),

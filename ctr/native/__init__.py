@@ -35,6 +35,7 @@ from ctr.native._native import (  # noqa: F401  (re-exported constants)
 clone = _native.clone
 unshare = _native.unshare
 setns = _native.setns
+setfsids = _native.setfsids
 
 MS_FLAG_NAMES = (  # mount(2)'s flags, as errors name them
     (MS_RDONLY, "MS_RDONLY"), (MS_NOSUID, "MS_NOSUID"), (MS_NODEV, "MS_NODEV"),

@@ -224,6 +224,16 @@ def detach(store, spec, info):
     refresh_hosts(store, networks, info["network"])
 
 
+def renamed(store, spec, info):
+    """After `ctr rename`: the lease says the new name, and /etc/hosts of each
+    live instance on the network (its own included) is written again."""
+    from ctr.net.networks import Networks
+
+    networks = Networks(store)
+    networks.rename(info["network"], info["ip"], spec.id, spec.name)
+    refresh_hosts(store, networks, info["network"])
+
+
 def extra_hosts(spec, gateway):
     """--add-host's (name, ip) lines, host-gateway being the gateway of the
     instance's network (`gateway`), or of ctr's default one without a bridge

@@ -24,6 +24,7 @@ from ctr.spec.model import (
     SECCOMP_UNCONFINED,
     VM_MIN_MEMORY,
 )
+from ctr.spec.mounts import check_volume_name
 from ctr.spec.options import check_options
 from ctr.spec.parse import (
     ENV_KEY_RE,
@@ -310,7 +311,9 @@ def _mounts(spec, _host):
     for v in spec.volumes:
         source = v.get("source")
         text = f"{source}:{v['target']}" if source else v["target"]
-        if source is None and not v.get("anonymous"):
+        if v.get("name") is not None:
+            check_volume_name(v["name"], "invalid volume")
+        if source is None and not v.get("anonymous") and not v.get("name"):
             raise InvalidSpec(f"invalid -v {text!r}: expected SRC:DST[:ro]")
         if source is not None and not source.startswith("/") or not v["target"].startswith("/"):
             raise InvalidSpec(f"invalid -v {text!r}: both paths must be absolute")
