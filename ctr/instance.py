@@ -567,16 +567,17 @@ class Instances:
         with rec.lock():
             spec = rec.spec
             state = rec.read_state()
-            live = alive(state.get("reaper_pid"), state.get("reaper_starttime"))
             if spec.kind == "vm" and state["status"] in (st.RUNNING, st.PAUSED):
                 # QEMU's mount namespace has the root at the old path (exec, cp use it)
                 raise Conflict(f"instance {old} is a running VM: stop it to rename it")
-            moved = self.store.rename_record(rec, new, note=live)
+            moved = self.store.rename_record(rec, new)
             try:
                 moved.write_spec(dataclasses.replace(spec, name=new))
             except BaseException:
-                os.rename(moved.dir, rec.dir)
+                self.store.rename_record(moved, old)
                 raise
+        # docker's event: the new name, and the old one as oldName (with its "/")
+        events.container(moved, "rename", moved.spec, oldName="/" + old)
         if (state.get("net") or {}).get("ip"):
             from ctr.net.attach import renamed
 

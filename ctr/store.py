@@ -28,7 +28,7 @@ DEFAULT_ROOT = "/var/lib/ctr"
 CREATED, RUNNING, PAUSED, STOPPED = "created", "running", "paused", "stopped"
 RESTARTING = "restarting"  # exited; its monitor starts it again after a backoff
 CORRUPT = "corrupt"
-RENAMED = ".renamed"  # instances/.renamed/OLD: "ID NEW", for a running instance's reaper
+RENAMED = "renames"  # ROOT/renames/ID: the new name of a renamed instance
 
 
 def now():
@@ -160,26 +160,33 @@ class Store:
             revert.success()
         return rec
 
-    def rename_record(self, rec, new, note=False):
+    def rename_record(self, rec, new):
         """Move a record to the name `new` (the caller holds its lock and has
-        checked the name): refused if it is taken. `note`: leave the way for
-        the instance's reaper (ctr.store.Record._follow)."""
+        checked the name): refused if it is taken. A note by id says where it
+        went, for whoever holds a Record of the old name (its reaper, a health
+        check, a CLI waiting for its lock: Record._follow)."""
         path = os.path.join(self.instances_dir, new)
         try:
             os.mkdir(path, 0o700)  # claimed: a create of the same name fails now
         except FileExistsError:
             raise Conflict(f"the name {new!r} is already in use") from None
         try:
-            if note:
-                notes = os.path.join(self.instances_dir, RENAMED)
-                os.makedirs(notes, 0o700, exist_ok=True)
-                with open(os.path.join(notes, rec.name), "w") as f:
-                    f.write(f"{rec.spec.id} {new}\n")
+            self._note_rename(rec.spec.id, new)
             os.rename(rec.dir, path)  # onto the empty folder: one step
         except BaseException:
             os.rmdir(path)
+            with contextlib.suppress(OSError):
+                self._note_rename(rec.spec.id, rec.name)  # it is where it was
             raise
         return Record(self, new)
+
+    def _note_rename(self, instance_id, name):
+        notes = os.path.join(self.root, RENAMED)
+        os.makedirs(notes, 0o700, exist_ok=True)
+        note = os.path.join(notes, instance_id)
+        with open(note + ".tmp", "w") as f:
+            f.write(name + "\n")
+        os.rename(note + ".tmp", note)
 
     def record(self, name):
         path = os.path.join(self.instances_dir, name)
@@ -215,6 +222,7 @@ class Record:
         self.store = store
         self._at(name)
         self._spec = None
+        self._id = self._ino = None  # what _follow knows it by, once its spec was read
 
     def _at(self, name):
         self.name = name
@@ -229,37 +237,54 @@ class Record:
         self.lower = os.path.join(self.dir, "lower")  # --userns=auto: the shifted image
 
     def _follow(self):
-        """After `ctr rename` of a running instance: its reaper's record moves
-        to the new name (the note rename left for it, checked by id). True if
-        it moved."""
-        moved = False
-        while not os.path.isdir(self.dir) and self._spec is not None:
-            note = os.path.join(self.store.instances_dir, RENAMED, self.name)
-            try:
-                with open(note) as f:
-                    instance_id, new = f.read().split()
-            except (OSError, ValueError):
-                break
-            if instance_id != self._spec.id:
-                break
-            self._at(new)
+        """After `ctr rename`: a record whose spec was read moves to its new
+        name. Its folder is known by inode (a folder of the old name made since
+        is another instance's), the new name by the note rename_record left
+        under its id. True if it moved."""
+        if self._ino is None:
+            return False
+        try:
+            if os.stat(self.dir).st_ino == self._ino:
+                return False
+        except OSError:
+            pass
+        try:
+            with open(os.path.join(self.store.root, RENAMED, self._id)) as f:
+                new = f.read().strip()
+        except OSError:
+            return False
+        if not new or new == self.name or "/" in new or new.startswith("."):
+            return False
+        self._at(new)
+        self._spec = None  # read again: its name changed
+        return True
+
+    def current_name(self):
+        """The instance's name now (it follows a rename, see _follow)."""
+        self._follow()
+        return self.name
+
+    def forget_rename(self):
+        """The instance is gone: its rename note (if any) goes too."""
+        if self._id is not None:
             with contextlib.suppress(OSError):
-                os.unlink(note)
-            moved = True
-        if moved:
-            self._spec = None  # read again: its name changed
-        return moved
+                os.unlink(os.path.join(self.store.root, RENAMED, self._id))
 
     @property
     def spec(self):
         if self._spec is None:
             from ctr.spec import InstanceSpec
 
+            ino = None
+            with contextlib.suppress(OSError):
+                ino = os.stat(self.dir).st_ino
             data = self._read(self.spec_path, "spec")
             try:
                 self._spec = InstanceSpec.from_dict(data)
             except (KeyError, TypeError, ValueError) as err:
                 raise StateError(f"the spec of {self.name} is corrupt: {err}") from err
+            if self._id is None:
+                self._id, self._ino = self._spec.id, ino
         return self._spec
 
     def with_spec(self, spec):
@@ -291,18 +316,41 @@ class Record:
     @contextlib.contextmanager
     def lock(self):
         """The per-instance lock, held only for state transitions, never while running."""
+        fd = self._lock_fd()
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except FileNotFoundError:
-            if not self._follow():
-                raise NotFound(f"no such instance: {self.name}") from None
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            self._follow()  # renamed while we waited: the same lock, moved
             yield
         finally:
             os.close(fd)
+
+    def _lock_fd(self):
+        """The lock taken; after a rename (before or while waiting) the one of
+        the instance's folder at its new name, never another's."""
+        for _ in range(100):
+            self._follow()
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                if self._follow():
+                    continue
+                raise NotFound(f"no such instance: {self.name}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._follow()  # renamed while we waited: the same lock, moved
+                if self._ino is None or self._mine(fd):
+                    return fd
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+        raise NotFound(f"no such instance: {self.name}")
+
+    def _mine(self, fd):
+        """Whether the lock `fd` is the one in this instance's folder."""
+        try:
+            return (os.stat(self.dir).st_ino == self._ino
+                    and os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino)
+        except FileNotFoundError:
+            return True  # removed meanwhile: the caller finds out as before
 
     def update_state(self, **changes):
         """Read-modify-write the state under the lock; returns the new state."""
@@ -345,6 +393,7 @@ class Record:
     def remove(self):
         import shutil
 
+        self.forget_rename()
         try:
             shutil.rmtree(self.dir)
         except FileNotFoundError:
