@@ -20,8 +20,8 @@ file; a new file or folder named as the destination; `SRC/.` copies a folder's
 content; a folder over a file is refused.
 
 Ownership: into an instance the files belong to its root unless -a (archive:
-the source's ids kept); out of it to the caller unless -a; `-` streams keep
-the instance's ids. Device nodes are copied into instances, never out onto
+the source's ids kept, a `-` stream's too); out of it to the caller unless -a;
+a `-` stream out carries the instance's ids. Device nodes are copied into instances, never out onto
 the host, and files that become the caller's lose setuid and setgid (GNU cp's rule).
 """
 

@@ -80,13 +80,54 @@ def names(store):
                   and (VOLUME_ID_RE.fullmatch(e) or os.path.exists(os.path.join(top, e, META))))
 
 
-def listing(store):
+FILTER_KEYS = ("dangling", "name", "label")
+
+
+def parse_filters(items):
+    """docker's `volume ls --filter KEY=VALUE`s into {key: [values]}."""
+    from ctr.errors import InvalidSpec
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in FILTER_KEYS or not value:
+            raise InvalidSpec(f"invalid --filter {item!r}: expected dangling=true|false, "
+                              "name=PART or label=KEY[=VALUE]")
+        if key == "dangling" and value not in ("true", "false", "1", "0"):
+            raise InvalidSpec(f"invalid --filter {item!r}: dangling is true or false")
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def _matches(vol, filters, used):
+    for key, values in filters.items():
+        if key == "dangling":
+            ok = any((v in ("true", "1")) == (vol["Name"] not in used) for v in values)
+        elif key == "name":
+            ok = any(v in vol["Name"] for v in values)
+        else:
+            ok = any(_label_matches(vol["Labels"], v) for v in values)
+        if not ok:
+            return False
+    return True
+
+
+def _label_matches(labels, want):
+    key, sep, value = want.partition("=")
+    return key in labels and (not sep or labels[key] == value)
+
+
+def listing(store, filters=None):
+    """docker's fields of each volume (info), those `filters` (parse_filters') keep."""
     out = []
     for name in names(store):
         try:
             out.append(info(store, name))
         except NotFound:
             continue  # removed while we listed
+    if filters:
+        used = users(store) if "dangling" in filters else {}
+        out = [v for v in out if _matches(v, filters, used)]
     return out
 
 

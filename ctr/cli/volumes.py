@@ -31,14 +31,17 @@ def volume_create(obj, labels, name):
 
 @volume.command(name="ls")
 @click.option("-q", "--quiet", is_flag=True, help="Only the names.")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="dangling=true|false (no instance names it), name=PART, "
+                   "label=KEY[=VALUE]; the same key ORs, different keys AND.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               help="json: one object per line, as docker's.")
 @pass_ctx
-def volume_ls(obj, quiet, fmt):
+def volume_ls(obj, quiet, filters, fmt):
     """List volumes (named and anonymous)."""
     from ctr import volumes
 
-    vols = volumes.listing(obj.store)
+    vols = volumes.listing(obj.store, volumes.parse_filters(filters))
     if quiet:
         for v in vols:
             click.echo(v["Name"])
@@ -47,8 +50,7 @@ def volume_ls(obj, quiet, fmt):
         for v in vols:
             click.echo(json.dumps(v))
         return
-    width = max([len("VOLUME NAME")] + [len(v["Name"]) for v in vols])
-    click.echo(f"DRIVER    {'VOLUME NAME':<{width}}")
+    click.echo("DRIVER    VOLUME NAME")
     for v in vols:
         click.echo(f"{v['Driver']:<10}{v['Name']}")
 

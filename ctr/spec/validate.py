@@ -285,8 +285,8 @@ def _vm(spec, host):
                           "guest's RAM (-m)")
     if (spec.volumes or spec.tmpfs or spec.read_only or spec.privileged or spec.ulimits
             or spec.seccomp != SECCOMP_DEFAULT or not spec.no_new_privs):
-        raise InvalidSpec("-v, --tmpfs, --read-only, --privileged, --security-opt and "
-                          "--ulimit are for containers, not VMs (yet)")
+        raise InvalidSpec("-v, --mount, --tmpfs, --read-only, --privileged, --security-opt "
+                          "and --ulimit are for containers, not VMs (yet)")
 
 
 def _security(spec, _host):
