@@ -237,7 +237,13 @@ def mount_volumes(sc, root, volumes):
                                   f"to {inside}: refused", vol["target"])
                 seed(source, vol["source"])
             elif not in_kernel:
-                seed_named(source, vol["source"])
+                try:
+                    seed_named(source, vol["source"])
+                except PermissionError:
+                    raise OSError(errno.EACCES, f"the volume {vol['name']} belongs to ids "
+                                  "this instance's user namespace does not map: it cannot "
+                                  "be seeded (use nocopy, or a volume of its own)",
+                                  vol["target"]) from None
         path = _mount_point(sc, root, vol["target"], sc.isdir(vol["source"]))
         sc.mount(vol["source"], path, None, MS_BIND | MS_REC)
         if vol.get("readonly"):

@@ -316,6 +316,14 @@ def test_a_new_volume_of_a_userns_instance_belongs_to_its_root(ctr, subids):
     st = os.stat(ctr.path("volumes", "uvol", "_data", "new"))
     assert (st.st_uid, st.st_gid) == (1500000000, 1500000000)  # the block's root on the host
     ctr("volume", "rm", "uvol", check=True)
+    # one of the host's root cannot be seeded from inside: said in one line, nothing left
+    ctr("volume", "create", "hosts", check=True)
+    r = ctr("run", "--rm", *NONE, "--userns", "auto", "-v", "hosts:/data", "seed", "true",
+            env=subids)
+    one_line_error(r, "the volume hosts belongs to ids this instance's user namespace")
+    assert os.listdir(ctr.path("instances")) == []
+    assert os.listdir(ctr.path("volumes", "hosts", "_data")) == []
+    ctr("volume", "rm", "hosts", check=True)
 
 
 def test_volume_names_are_completed(ctr):
