@@ -24,7 +24,7 @@ from ctr.cli.context import pass_ctx
 @pass_ctx
 def events(obj, since, until, filters, fmt):
     """Print events as they happen (create, start, die, oom, kill, stop, destroy,
-    pause, unpause, health_status; image pull, tag, untag, delete).
+    pause, unpause, rename, health_status; image pull, tag, untag, delete).
 
     Without --since, only new ones; without --until, until interrupted."""
     from ctr import events as ev
