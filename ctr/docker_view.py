@@ -259,6 +259,7 @@ def ps_row(rec, spec, state, now=None):
                       for p in published(spec, state)) \
         if spec and status in (st.RUNNING, st.PAUSED) else ""
     labels = dict(spec.labels or {}) if spec else {}
+    mounts = [_volume_mount(v) for v in spec.volumes] if spec else []
     return {
         "ID": spec.id if spec else "",
         "Image": spec.image if spec else "",
@@ -270,11 +271,14 @@ def ps_row(rec, spec, state, now=None):
         "Ports": ports,
         "Names": rec.name,
         "Labels": ",".join(f"{k}={v}" for k, v in labels.items()),
+        "Mounts": ",".join(m.get("Name") or m["Source"] for m in mounts),
         "Kind": spec.kind if spec else "",
         "Pid": state.get("pid") if status in (st.RUNNING, st.PAUSED) else None,
         "ExitCode": state.get("exit_code"),
         "Health": health,
         "label_map": labels,
+        "mount_keys": {key for m in mounts
+                       for key in (m.get("Name"), m["Source"], m["Destination"]) if key},
     }
 
 

@@ -106,6 +106,11 @@ def test_data_persists_across_instances_and_is_made_on_first_use(ctr):
                        "Source": ctr.path("volumes", "data", "_data"), "Destination": "/d",
                        "Driver": "local", "Mode": "", "RW": True, "Propagation": ""}]
     assert doc["HostConfig"]["Binds"] == ["data:/d"]
+    # docker's ps: the Mounts column and --filter volume=NAME|PATH
+    assert ctr("ps", "--format", "{{.Names}} {{.Mounts}}", check=True).stdout == "a data\n"
+    for key in ("data", "/d", ctr.path("volumes", "data", "_data")):
+        assert ctr("ps", "-q", "--filter", f"volume={key}", check=True).stdout.strip()
+    assert ctr("ps", "-q", "--filter", "volume=other", check=True).stdout == ""
 
 
 def test_seeded_from_the_image_at_first_use_and_never_again(ctr):
