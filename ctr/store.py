@@ -188,11 +188,35 @@ class Store:
             f.write(name + "\n")
         os.rename(note + ".tmp", note)
 
-    def record(self, name):
+    def record(self, name, by_id=True):
+        """The record named `name`, else (as docker, unless not `by_id`) the one
+        whose id is or starts with it."""
         path = os.path.join(self.instances_dir, name)
         if "/" in name or name.startswith(".") or not os.path.isdir(path):
-            raise NotFound(f"no such instance: {name}")
+            rec = self._by_id(name) if by_id else None
+            if rec is None:
+                raise NotFound(f"no such instance: {name}")
+            return rec
         return Record(self, name)
+
+    def _by_id(self, prefix):
+        """The record whose id starts with `prefix` (hex): only when no name
+        matched, so naming an instance never reads the others."""
+        if not 0 < len(prefix) <= 64 or prefix.strip("0123456789abcdef"):
+            return None
+        found = []
+        for rec in self.records():
+            try:
+                with open(rec.spec_path, "rb") as f:
+                    ident = json.load(f).get("id") or ""
+            except (OSError, ValueError, AttributeError):
+                continue
+            if ident.startswith(prefix):
+                found.append(rec)
+        if len(found) > 1:
+            raise Conflict(f"{prefix} is the start of {len(found)} instances' ids: "
+                           "give more of it, or a name")
+        return found[0] if found else None
 
     def records(self):
         try:

@@ -257,7 +257,7 @@ def peers_of(store, networks, netname, exclude=None):
             continue
         names = [lease["name"]]
         try:
-            hostname = store.record(lease["name"]).spec.hostname
+            hostname = store.record(lease["name"], by_id=False).spec.hostname
             if hostname and hostname != lease["name"]:
                 names.append(hostname)
         except CtrError:
@@ -272,7 +272,7 @@ def refresh_hosts(store, networks, netname):
     gateway = None
     for ip, lease in networks.members(netname).items():
         try:
-            rec = store.record(lease["name"])
+            rec = store.record(lease["name"], by_id=False)
             spec = rec.spec
         except CtrError:
             continue
