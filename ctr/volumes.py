@@ -19,6 +19,7 @@ import contextlib
 import os
 import shutil
 
+from ctr import events
 from ctr.errors import Conflict, NotFound
 from ctr.rootfs.volumes import DATA, VOLUME_ID_RE, owned, volumes_dir
 from ctr.store import atomic_write_json, flocked, now, read_json
@@ -149,6 +150,7 @@ def _make(store, name, labels):
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+    events.volume(store.root, "create", name)
     return True
 
 
@@ -211,6 +213,7 @@ def du(path):
 def _remove_folder(store, name):
     folder = _folder(store, name)
     shutil.rmtree(folder)
+    events.volume(store.root, "destroy", name)
 
 
 def remove(store, name, force=False):

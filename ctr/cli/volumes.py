@@ -56,13 +56,22 @@ def volume_ls(obj, quiet, filters, fmt):
 
 
 @volume.command(name="inspect")
+@click.option("-f", "--format", "fmt", metavar="TEMPLATE",
+              help="A Go template over the fields, as docker's: '{{.Mountpoint}}'.")
 @click.argument("names", nargs=-1, required=True)
 @pass_ctx
-def volume_inspect(obj, names):
+def volume_inspect(obj, fmt, names):
     """Show volumes as JSON (docker's fields: Name, Mountpoint, CreatedAt, ...)."""
     from ctr import volumes
 
-    click.echo(json.dumps([volumes.info(obj.store, n) for n in names], indent=4))
+    docs = [volumes.info(obj.store, n) for n in names]
+    if fmt:
+        from ctr.cli.template import render
+
+        for doc in docs:
+            click.echo(render(fmt, doc))
+        return
+    click.echo(json.dumps(docs, indent=4))
 
 
 @volume.command(name="rm")

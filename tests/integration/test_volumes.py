@@ -55,6 +55,9 @@ def test_create_ls_inspect_rm(ctr):
     assert docs[0]["Mountpoint"] == ctr.path("volumes", "data", "_data")
     assert os.path.isdir(docs[0]["Mountpoint"]) and docs[0]["CreatedAt"].endswith("Z")
     one_line_error(ctr("volume", "inspect", "nosuch"), "no such volume: nosuch")
+    assert ctr("volume", "inspect", "-f", "{{.Mountpoint}} {{.Labels.team}}", "labelled",
+               check=True).stdout == ctr.path("volumes", "labelled", "_data") + " web\n"
+    one_line_error(ctr("volume", "inspect", "-f", "{{if .Name}}", "data"), "template")
     assert ctr("volume", "rm", "data", anon, check=True).stdout.split() == ["data", anon]
     assert volume_names(ctr) == ["labelled"] and volume_dirs(ctr) == ["labelled"]
     one_line_error(ctr("volume", "rm", "data"), "no such volume: data")
@@ -64,6 +67,15 @@ def test_create_ls_inspect_rm(ctr):
         one_line_error(r, "invalid characters for a local volume name")
     ctr("volume", "rm", "labelled", check=True)
     assert volume_dirs(ctr) == []
+    # docker's volume events: each create and destroy, the name as the actor's ID
+    r = ctr("events", "--since", "1h", "--until", "0s", "--filter", "type=volume",
+            "--format", "{{.Action}} {{.Actor.ID}} {{.Actor.Attributes.driver}}", check=True)
+    assert r.stdout.splitlines() == [
+        "create data local", "create labelled local", f"create {anon} local",
+        "destroy data local", f"destroy {anon} local", "destroy labelled local"]
+    r = ctr("events", "--since", "1h", "--until", "0s", "--filter", "volume=data",
+            "--format", "{{.Action}}", check=True)
+    assert r.stdout.split() == ["create", "destroy"]
 
 
 def test_ls_filters(ctr):
