@@ -31,6 +31,7 @@ def _register():
         attach,
         bench,
         completion,
+        cp,
         events,
         generate,
         habits,
@@ -40,7 +41,9 @@ def _register():
         kernels,
         networks,
         ps,
+        rename,
         system,
+        volumes,
     )
 
     instances.register(cli)
@@ -56,6 +59,9 @@ def _register():
     events.register(cli)
     health.register(cli)
     attach.register(cli)
+    cp.register(cli)
+    rename.register(cli)
+    volumes.register(cli)
     completion.register(cli)
     completion.attach(cli)
 

@@ -40,6 +40,7 @@ MS_SHARED = 1 << 20
 clone = _native.clone
 unshare = _native.unshare
 setns = _native.setns
+setfsids = _native.setfsids
 
 MS_FLAG_NAMES = (  # mount(2)'s flags, as errors name them
     (MS_RDONLY, "MS_RDONLY"), (MS_NOSUID, "MS_NOSUID"), (MS_NODEV, "MS_NODEV"),

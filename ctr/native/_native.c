@@ -37,8 +37,11 @@
 #include <signal.h>
 #include <net/if.h>
 #include <string.h>
+#include <linux/securebits.h>
+#include <sys/fsuid.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -165,6 +168,28 @@ native_sethostname(PyObject *self, PyObject *args)
         return NULL;
     if (sethostname(name, (size_t)len) < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+/* ctr cp into a running --userns=auto instance: its overlay belongs to the
+ * instance's user namespace, where only ids mapped there may create files.
+ * SECBIT_NO_SETUID_FIXUP first: the file capabilities (CAP_CHOWN, ...) stay. */
+static PyObject *
+native_setfsids(PyObject *self, PyObject *args)
+{
+    unsigned int uid, gid;
+    int bits;
+    if (!PyArg_ParseTuple(args, "II", &uid, &gid))
+        return NULL;
+    bits = prctl(PR_GET_SECUREBITS, 0, 0, 0, 0);
+    if (bits < 0 || prctl(PR_SET_SECUREBITS, bits | SECBIT_NO_SETUID_FIXUP, 0, 0, 0) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    setfsgid(gid);
+    setfsuid(uid);
+    if ((unsigned int)setfsuid((uid_t)-1) != uid || (unsigned int)setfsgid((gid_t)-1) != gid) {
+        errno = EPERM;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
     Py_RETURN_NONE;
 }
 
@@ -387,6 +412,7 @@ static PyMethodDef native_methods[] = {
      "seccomp_load((default action, errno), arches, rules) -> rules loaded"},
     {"open_pty", native_open_pty, METH_VARARGS, "open_pty(ptmx) -> (master fd, pty number)"},
     {"sethostname", native_sethostname, METH_VARARGS, "sethostname(name)"},
+    {"setfsids", native_setfsids, METH_VARARGS, "setfsids(uid, gid): setfsuid, setfsgid"},
     {"link_up", native_link_up, METH_VARARGS, "link_up(ifname): set IFF_UP"},
     {"clone", native_clone, METH_VARARGS, "clone(flags) -> pid (0 in the child)"},
     {"unshare", native_unshare, METH_VARARGS, "unshare(flags)"},

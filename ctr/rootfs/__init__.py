@@ -234,17 +234,29 @@ KERNEL_FILESYSTEMS = ("/proc", "/sys", "/dev")
 def mount_volumes(sc, root, volumes):
     """-v SRC:DST[:ro]: host paths bound at their place inside the root. An
     anonymous volume (the image's) is seeded first, on its first start, with
-    what the image has there (ctr.rootfs.volumes)."""
+    what the image has there, and a named one while it is empty, unless
+    nocopy (ctr.rootfs.volumes)."""
     for vol in volumes:
-        if vol.get("anonymous"):
-            from ctr.rootfs.volumes import seed
+        if vol.get("anonymous") or (vol.get("name") and not vol.get("nocopy")):
+            from ctr.rootfs.volumes import seed, seed_named
 
             source = resolve_in_root(sc, root, vol["target"])
             inside = source[len(root):] or "/"
-            if any(inside == k or inside.startswith(k + "/") for k in KERNEL_FILESYSTEMS):
-                raise OSError(errno.EPERM, f"the image's volume {vol['target']} leads to "
-                              f"{inside}: refused", vol["target"])
-            seed(source, vol["source"])
+            in_kernel = any(inside == k or inside.startswith(k + "/")
+                            for k in KERNEL_FILESYSTEMS)
+            if vol.get("anonymous"):
+                if in_kernel:
+                    raise OSError(errno.EPERM, f"the image's volume {vol['target']} leads "
+                                  f"to {inside}: refused", vol["target"])
+                seed(source, vol["source"])
+            elif not in_kernel:
+                try:
+                    seed_named(source, vol["source"])
+                except PermissionError:
+                    raise OSError(errno.EACCES, f"the volume {vol['name']} belongs to ids "
+                                  "this instance's user namespace does not map: it cannot "
+                                  "be seeded (use nocopy, or a volume of its own)",
+                                  vol["target"]) from None
         path = _mount_point(sc, root, vol["target"], sc.isdir(vol["source"]))
         sc.mount(vol["source"], path, None, MS_BIND | MS_REC)
         flags = MS_RDONLY if vol.get("readonly") else 0

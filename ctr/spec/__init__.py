@@ -7,6 +7,7 @@ Every input is checked here, once; the layers below trust a spec.
                  spec.json
     caps.py      the capability tables and docker's way of building a set
     parse.py     user strings (the CLI's options) into typed values
+    mounts.py    -v and --mount into Volume and Tmpfs values
     validate.py  the checks of a whole spec: ranges, rules between fields
     options.py   docker's run flags beyond the basics (RunOptions: --add-host,
                  --dns, --device, --sysctl, --pid/--ipc/--uts...): parse and check
@@ -59,6 +60,7 @@ from ctr.spec.model import (
     freeze,
     thaw,
 )
+from ctr.spec.mounts import check_mounts, check_volume_name, check_volumes
 from ctr.spec.options import HOST_GATEWAY, parse_options
 from ctr.spec.parse import (
     check_cgroup_parent,
@@ -71,7 +73,6 @@ from ctr.spec.parse import (
     check_tmpfs,
     check_ulimits,
     check_user,
-    check_volumes,
     check_workdir,
     merge_env,
     parse_env,
@@ -92,10 +93,10 @@ __all__ = [
     "InstanceSpec", "LogLimits", "Port", "Resources", "Restart", "RunOptions", "Tmpfs",
     "Ulimit", "Userns", "VmOptions", "Volume",
     "build_caps", "build_resources", "build_spec", "check_cgroup_parent", "check_hostname",
-    "check_ip", "check_name", "check_network", "check_ports", "check_sd_notify",
-    "check_security_opts", "check_tmpfs", "check_ulimits", "check_user", "check_volumes",
-    "check_workdir", "device_rule_text", "flat_defaults", "freeze", "generate_name",
-    "merge_env", "new_id", "new_spec",
+    "check_ip", "check_mounts", "check_name", "check_network", "check_ports",
+    "check_sd_notify", "check_security_opts", "check_tmpfs", "check_ulimits", "check_user",
+    "check_volume_name", "check_volumes", "check_workdir", "device_rule_text",
+    "flat_defaults", "freeze", "generate_name", "merge_env", "new_id", "new_spec",
     "parse_env", "parse_options", "parse_labels", "parse_signal", "parse_size", "read_env_file",
     "read_label_file", "signal_name", "thaw",
     "validate",

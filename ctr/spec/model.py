@@ -160,9 +160,11 @@ class Tmpfs(Frozen):
 
 class Volume(Frozen):
     """A host path bound at target. `anonymous`: one of the image's volumes (its
-    config's Volumes), a folder of the instance's own under the state root,
-    seeded from the image's content at target on the first start, removed with
-    `rm -v` or --rm; its source is absent until the record is made.
+    config's Volumes, or -v /PATH), a folder of the instance's own under the
+    state root, seeded from the image's content at target on the first start,
+    removed with `rm -v` or --rm. `name`: a named volume (ctr.volumes), made on
+    first use, kept until `ctr volume rm`, seeded while empty unless `nocopy`.
+    Either has no source until the record is made.
     `propagation`: an OCI bundle's mount options rprivate, private, rslave,
     slave, rshared, shared, runbindable, unbindable, applied in order once the
     volume is bound (ctr.rootfs.PROPAGATION); None: the container's own
@@ -170,7 +172,7 @@ class Volume(Frozen):
 
     __slots__ = ()
     FIELDS = {"source": None, "target": _REQUIRED, "readonly": False, "anonymous": None,
-              "propagation": None, "flags": None}
+              "name": None, "nocopy": None, "propagation": None, "flags": None}
 
 
 class Ulimit(Frozen):

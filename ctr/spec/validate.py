@@ -24,6 +24,7 @@ from ctr.spec.model import (
     SECCOMP_UNCONFINED,
     VM_MIN_MEMORY,
 )
+from ctr.spec.mounts import check_volume_name
 from ctr.spec.options import check_options
 from ctr.spec.parse import (
     ENV_KEY_RE,
@@ -318,8 +319,8 @@ def _vm(spec, host):
                           "guest's RAM (-m)")
     if (spec.volumes or spec.tmpfs or spec.read_only or spec.privileged or spec.ulimits
             or spec.seccomp != SECCOMP_DEFAULT or not spec.no_new_privs):
-        raise InvalidSpec("-v, --tmpfs, --read-only, --privileged, --security-opt and "
-                          "--ulimit are for containers, not VMs (yet)")
+        raise InvalidSpec("-v, --mount, --tmpfs, --read-only, --privileged, --security-opt "
+                          "and --ulimit are for containers, not VMs (yet)")
 
 
 def _security(spec, _host):
@@ -344,7 +345,9 @@ def _mounts(spec, _host):
     for v in spec.volumes:
         source = v.get("source")
         text = f"{source}:{v['target']}" if source else v["target"]
-        if source is None and not v.get("anonymous"):
+        if v.get("name") is not None:
+            check_volume_name(v["name"], "invalid volume")
+        if source is None and not v.get("anonymous") and not v.get("name"):
             raise InvalidSpec(f"invalid -v {text!r}: expected SRC:DST[:ro]")
         if source is not None and not source.startswith("/") or not v["target"].startswith("/"):
             raise InvalidSpec(f"invalid -v {text!r}: both paths must be absolute")
