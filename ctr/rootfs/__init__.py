@@ -371,7 +371,7 @@ def host_devices(sc, root):
 def prepare(sc, *, lower, upper, work, root, tty=False, binds=(), volumes=(), tmpfs=(),
             read_only=False, privileged=False, userns=False, init=False,
             masked=MASKED_PATHS, readonly=READONLY_PATHS, cgroup_view=None, lxcfs=None,
-            shm_size=None, shm_source=None, devices=()):
+            shm_size=None, shm_source=None, devices=(), idmapped=()):
     """Build the container's tree at `root` (a folder on the host, seen from the
     container's own mount namespace). Returns mount_dev's pty, if any. `init`:
     what an init system needs besides (its cgroup view, a boot id, /proc/sys
@@ -382,8 +382,14 @@ def prepare(sc, *, lower, upper, work, root, tty=False, binds=(), volumes=(), tm
     `cgroup_view`: what /sys/fs/cgroup shows (mount_cgroup_view; None: nothing,
     INIT_CGROUP_VIEW with `init`); `lxcfs`: where lxcfs's files are, if they
     are to be bound over /proc's (bind_lxcfs); `shm_size`, `shm_source`:
-    /dev/shm's (see mount_dev); `devices`: --device's."""
+    /dev/shm's (see mount_dev); `devices`: --device's. `idmapped`: [(fd,
+    folder)] of detached mounts (--userns=auto's idmapped layers) attached
+    at their folders before the overlay, whose lowerdirs they are: in this
+    mount namespace only, so they go with it."""
     sc.mount(None, "/", None, MS_REC | MS_PRIVATE)
+    for fd, folder in idmapped:
+        sc.attach_tree(fd, folder)
+        sc.close(fd)
     if lower is None:
         sc.mount(root, root, None, MS_BIND | MS_REC)
     else:
