@@ -16,6 +16,17 @@ for it and a second image on the same four layers (plus 1 MB of its own). As roo
     umoci   skopeo copy --src-tls-verify=false docker://REF oci:D:img
             && umoci unpack --image D:img BUNDLE
 
+With `--userns`, instead: the first `--userns=auto` run of that image by ctr,
+with idmapped layers (CTR_USERNS_IDMAP=on) and with a shifted copy of each
+layer (CTR_USERNS_IDMAP=off), alternating in one state root that pulled it
+once (the first idmapped run also probes the host and marks the layers' opaque
+dirs, once per store: shown apart); then the disk one created instance of
+each kind adds (du -sk of its folder):
+
+    python3 benchmarks/images.py --userns [--runs 5]
+
+    ctr --root R run --rm --userns=auto --network none REF true
+
 No assertion on time: figures only, with the ratios to ctr.
 """
 
@@ -105,6 +116,45 @@ def timed(argv, env=None):
     return time.perf_counter() - t
 
 
+def userns_runs(args, ref, work):
+    """--userns=auto's first run: idmapped layers vs shifted copies."""
+    root = os.path.join(work, "userns-root")
+    os.chmod(work, 0o711)  # the container's root walks to its instance folder
+    subid = os.path.join(work, "subid")
+    with open(subid, "w") as f:
+        f.write("ctr:1500000000:1000000\n")
+    env = dict(os.environ, CTR_ROOT=root, CTR_SUBUID=subid, CTR_SUBGID=subid)
+    subprocess.run([args.ctr, "pull", "--tls-verify=false", ref], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    run = [args.ctr, "run", "--rm", "--userns=auto", "--network", "none", ref, "true"]
+    modes = {"idmap": "on", "copy": "off"}
+    first = timed(run, dict(env, CTR_USERNS_IDMAP="on"))
+    times = {name: [] for name in modes}
+    for _ in range(args.runs):
+        for name, value in modes.items():
+            times[name].append(timed(run, dict(env, CTR_USERNS_IDMAP=value)))
+    disk = {}
+    for name, value in modes.items():
+        subprocess.run([args.ctr, "create", "--name", name, "--userns=auto", "--network",
+                        "none", ref, "true"], check=True, stdout=subprocess.DEVNULL,
+                       env=dict(env, CTR_USERNS_IDMAP=value))
+        du = subprocess.run(["du", "-sk", os.path.join(root, "instances", name)], check=True,
+                            capture_output=True, text=True).stdout.split()[0]
+        disk[name] = int(du) * 1024
+        subprocess.run([args.ctr, "rm", name], check=True, env=env, stdout=subprocess.DEVNULL)
+    base = statistics.median(times["idmap"])
+    print(f"--userns=auto, first run of {args.rootfs} in 4 layers (run --rm ... true); "
+          f"{args.runs} runs, medians")
+    print(f"{'idmap':14} first in this store (probe + marking): {first:.2f} s")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{name:14} {med:6.2f} s   ({med / base:.2f}x idmap)   runs: "
+              + " ".join(f"{t:.2f}" for t in ts))
+    print("disk one created instance adds, du -sk:")
+    for name, used in disk.items():
+        print(f"{name:14} {used / 1e6:8.2f} MB")
+
+
 def main():
     if os.environ.get("CTR_BENCH_NETNS") != "1":  # a network namespace of our own
         os.execvp("unshare", ["unshare", "--net", "--", "sh", "-c",
@@ -115,6 +165,8 @@ def main():
     ap.add_argument("--dir", default="/var/tmp")
     ap.add_argument("--ctr", default=shutil.which("ctr") or "/opt/ctr/venv/bin/ctr")
     ap.add_argument("--rootfs", default="/var/lib/ctr/images/debian/rootfs")
+    ap.add_argument("--userns", action="store_true",
+                    help="--userns=auto's first run: idmapped layers vs shifted copies")
     args = ap.parse_args()
     from ocilayout import Registry, push
 
@@ -126,6 +178,9 @@ def main():
         ref = f"{registry.addr}/bench/debian:4layers"
         ref2 = f"{registry.addr}/bench/debian:5layers"
         push(layout, ref)
+        if args.userns:
+            userns_runs(args, ref, work)
+            return
         push(second, ref2)
         tools = {
             "ctr": lambda d: [args.ctr, "--root", d, "pull", "--tls-verify=false", ref],
