@@ -208,6 +208,12 @@ def test_idmapped_layers_are_shared_and_never_copied(ctr, subids, layered):
     assert all(uid < 65536 for uid, _, _ in before.values())
     # nothing mounted anywhere once they are gone: rm of a stopped one, rm -f of
     # a running one
+    diff = ctr("diff", "i2", check=True).stdout.splitlines()
+    assert "A /data/w" in diff and "A /keep/d" in diff, diff
+    # a restart makes its idmapped layers again
+    ctr("stop", "-t", "1", "i1", check=True)
+    ctr("start", "i1", check=True)
+    assert ctr("exec", "i1", "sh", "-c", VIEW).stdout.split() == SEEN
     ctr("stop", "-t", "1", "i1", check=True)
     ctr("rm", "i1", check=True)
     ctr("rm", "-f", "i2", check=True)
@@ -266,3 +272,35 @@ def test_a_bad_idmap_override_is_refused(ctr, subids):
     r = ctr("run", "--rm", "--userns", "auto", "--network", "none", "busybox", "true",
             env={**subids, "CTR_USERNS_IDMAP": "maybe"})
     assert_refused(ctr, r, "CTR_USERNS_IDMAP='maybe'")
+
+
+def test_a_filesystem_without_idmapped_mounts_gets_shifted_copies(ctr, subids, tmp_path,
+                                                                   busybox_image):
+    """A state root on ramfs (no FS_ALLOW_IDMAP: mount_setattr says EINVAL), in a
+    mount namespace of the test's own: the probe says no, once, with the
+    kernel's reason, and the container runs on a shifted copy."""
+    import subprocess
+
+    from helpers import CTR
+
+    root = tmp_path / "ramroot"
+    root.mkdir()
+    script = f"""
+        set -e
+        mount -t ramfs ramfs {root} && chmod 755 {root}
+        mkdir {root}/images && cp -a {busybox_image} {root}/images/busybox
+        {CTR} --root {root} run --rm --userns auto --network none busybox \\
+            sh -c 'id -u; stat -c %u /bin/busybox; ls /' >&2
+        {CTR} --root {root} create --name c --userns auto --network none busybox true >/dev/null
+        cat {root}/userns-idmap.json; echo; ls {root}/instances/c
+        {CTR} --root {root} rm c >/dev/null
+    """
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, **subids})
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.split()[:2] == ["0", "0"], r.stderr
+    probed = json.loads(r.stdout[:r.stdout.index("}") + 1])
+    assert probed["idmap"] is False and "mount_setattr" in probed["reason"] \
+        and "Invalid argument" in probed["reason"]
+    assert "lower" in r.stdout.split()  # the shifted copy of its one layer
+    assert os.listdir(root) == []  # the ramfs went with the namespace
