@@ -300,7 +300,12 @@ def probe(root, ids):
             return False, str(err)
         go_r, go_w = os.pipe()
         rep_r, rep_w = os.pipe()
-        pid = clone(CLONE_NEWUSER | CLONE_NEWNS)
+        try:
+            pid = clone(CLONE_NEWUSER | CLONE_NEWNS)
+        except OSError as err:
+            for fd in (go_r, go_w, rep_r, rep_w):
+                os.close(fd)
+            return False, f"clone: {err.strerror}"
         if pid == 0:
             os.close(go_w)
             os.close(rep_r)
