@@ -30,6 +30,19 @@ Then, from one store of each holding the image, --runs times each, medians:
             podman save [--format oci-archive] -o F REF
     load    the docker archive podman saved, into a fresh store:
             ctr load -i F   vs   podman load -i F
+With `--userns`, instead: the first `--userns=auto` run of that image by ctr,
+with idmapped layers (CTR_USERNS_IDMAP=on) and with a shifted copy of each
+layer (CTR_USERNS_IDMAP=off), and by podman (which idmaps its layers too),
+alternating, each in one store that pulled it once (the first idmapped run of
+ctr also probes the host and marks the layers' opaque dirs, once per store:
+shown apart); then the disk one created instance adds (du -sk). podman takes
+its ids from /etc/subuid's `containers` user: the benchmark binds a file of its
+own over /etc/subuid and /etc/subgid in its private mount namespace.
+
+    python3 benchmarks/images.py --userns [--runs 5]
+
+    ctr --root R run --rm --userns=auto --network none REF true
+    podman --root R --runtime runc run --rm --userns=auto --network none REF true
 
 No assertion on time: figures only, with the ratios to ctr.
 """
@@ -174,9 +187,72 @@ def timed(argv, env=None):
     return time.perf_counter() - t
 
 
+def userns_runs(args, ref, work):
+    """--userns=auto's first run: idmapped layers vs shifted copies."""
+    root = os.path.join(work, "userns-root")
+    os.chmod(work, 0o711)  # the container's root walks to its instance folder
+    subid = os.path.join(work, "subid")
+    with open(subid, "w") as f:
+        f.write("ctr:1500000000:1000000\n")
+    env = dict(os.environ, CTR_ROOT=root, CTR_SUBUID=subid, CTR_SUBGID=subid)
+    subprocess.run([args.ctr, "pull", "--tls-verify=false", ref], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    with open(os.path.join(work, "podman-subid"), "w") as f:
+        f.write("containers:1700000000:1000000\n")
+    for path in ("/etc/subuid", "/etc/subgid"):  # podman's, in our mount namespace only
+        subprocess.run(["mount", "--bind", os.path.join(work, "podman-subid"), path],
+                       check=True)
+    proot = os.path.join(work, "podman-root")
+    podman = ["podman", "--root", proot, "--runroot", proot + "-run", "--storage-driver",
+              "overlay", "--runtime", "runc"]
+    subprocess.run([*podman, "pull", "--quiet", "--tls-verify=false", ref], check=True,
+                   stdout=subprocess.DEVNULL)
+    opts = ["--userns=auto", "--network", "none", "--ulimit", "nofile=20000:20000",
+            "--ulimit", "nproc=32768:32768", ref, "true"]
+    run = [args.ctr, "run", "--rm", "--userns=auto", "--network", "none", ref, "true"]
+    modes = {"idmap": "on", "copy": "off"}
+    first = timed(run, dict(env, CTR_USERNS_IDMAP="on"))
+    times = {name: [] for name in (*modes, "podman")}
+    for _ in range(args.runs):
+        for name, value in modes.items():
+            times[name].append(timed(run, dict(env, CTR_USERNS_IDMAP=value)))
+        times["podman"].append(timed([*podman, "run", "--rm", *opts]))
+
+    def du(path):
+        return int(subprocess.run(["du", "-sk", path], check=True, capture_output=True,
+                                  text=True).stdout.split()[0]) * 1024
+
+    disk = {}
+    for name, value in modes.items():
+        subprocess.run([args.ctr, "create", "--name", name, "--userns=auto", "--network",
+                        "none", ref, "true"], check=True, stdout=subprocess.DEVNULL,
+                       env=dict(env, CTR_USERNS_IDMAP=value))
+        disk[name] = du(os.path.join(root, "instances", name))
+        subprocess.run([args.ctr, "rm", name], check=True, env=env, stdout=subprocess.DEVNULL)
+    before = du(proot)
+    subprocess.run([*podman, "create", "--name", "p", *opts], check=True,
+                   stdout=subprocess.DEVNULL)
+    disk["podman"] = du(proot) - before
+    subprocess.run([*podman, "rm", "p"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([*podman, "rmi", "-a", "-f"], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    base = statistics.median(times["idmap"])
+    print(f"--userns=auto, first run of {args.rootfs} in 4 layers (run --rm ... true); "
+          f"{args.runs} runs, medians")
+    print(f"{'idmap':14} first in this store (probe + marking): {first:.2f} s")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{name:14} {med:6.2f} s   ({med / base:.2f}x idmap)   runs: "
+              + " ".join(f"{t:.2f}" for t in ts))
+    print("disk one created instance adds, du -sk:")
+    for name, used in disk.items():
+        print(f"{name:14} {used / 1e6:8.2f} MB")
+
+
 def main():
-    if os.environ.get("CTR_BENCH_NETNS") != "1":  # a network namespace of our own
-        os.execvp("unshare", ["unshare", "--net", "--", "sh", "-c",
+    if os.environ.get("CTR_BENCH_NETNS") != "1":  # network and mount namespaces of our own
+        os.execvp("unshare", ["unshare", "--net", "--mount", "--propagation", "private", "--",
+                              "sh", "-c",
                               'ip link set lo up && CTR_BENCH_NETNS=1 exec "$0" "$@"',
                               sys.executable, *sys.argv])
     ap = argparse.ArgumentParser()
@@ -184,6 +260,8 @@ def main():
     ap.add_argument("--dir", default="/var/tmp")
     ap.add_argument("--ctr", default=shutil.which("ctr") or "/opt/ctr/venv/bin/ctr")
     ap.add_argument("--rootfs", default="/var/lib/ctr/images/debian/rootfs")
+    ap.add_argument("--userns", action="store_true",
+                    help="--userns=auto's first run: idmapped layers vs shifted copies")
     args = ap.parse_args()
     from oci_helpers import remove_cgroup_tree
     from ocilayout import Registry, push
@@ -198,6 +276,9 @@ def main():
         ref = f"{registry.addr}/bench/debian:4layers"
         ref2 = f"{registry.addr}/bench/debian:5layers"
         push(layout, ref)
+        if args.userns:
+            userns_runs(args, ref, work)
+            return
         push(second, ref2)
         tools = {
             "ctr": lambda d: [args.ctr, "--root", d, "pull", "--tls-verify=false", ref],

@@ -267,7 +267,15 @@ class Instances:
 
     def _lower(self, rec, spec):
         """The overlay's lowerdir: the image's layers, top first (with --userns=auto
-        the instance's own shifted copies of them)."""
+        the instance's own shifted copies of them, or the list of the layers'
+        folders that the driver idmaps)."""
+        if spec.userns.get("idmap"):
+            try:
+                return self.images.layer_dirs(spec.image)
+            except NotFound as err:
+                if "incomplete" in str(err):
+                    raise
+                raise NotFound(f"the image {spec.image} of {spec.name} is gone") from None
         if spec.userns:
             from ctr import userns
 

@@ -49,6 +49,10 @@ MS_FLAG_NAMES = (  # mount(2)'s flags, as errors name them
     (MS_SLAVE, "MS_SLAVE"), (MS_SHARED, "MS_SHARED"), (MS_UNBINDABLE, "MS_UNBINDABLE"),
 )
 MNT_FLAG_NAMES = ((MNT_DETACH, "MNT_DETACH"),)  # umount2(2)'s
+OPEN_TREE_CLONE = 1
+OPEN_TREE_FLAG_NAMES = ((OPEN_TREE_CLONE, "OPEN_TREE_CLONE"),)  # open_tree(2)'s
+MOUNT_ATTR_NAMES = ((0x1, "MOUNT_ATTR_RDONLY"), (0x100000, "MOUNT_ATTR_IDMAP"))
+IDMAP_ATTRS = 0x100001  # what idmap_tree sets
 
 
 def flag_names(flags, names=MS_FLAG_NAMES):
@@ -134,6 +138,30 @@ class Syscalls:
             _native.attach_tree(fd, target)
         except OSError as err:
             raise MountError("move_mount", err, source=f"fd {fd}", target=target) from err
+
+    def idmapped_tree(self, path, userns_fd):
+        """A detached, read-only copy of the folder `path`, idmapped with the
+        maps of the user namespace `userns_fd` (an fd, close-on-exec)."""
+        try:
+            fd = _native.clone_tree(path)
+        except OSError as err:
+            raise MountError("open_tree", err, target=path, flags=OPEN_TREE_CLONE,
+                             names=OPEN_TREE_FLAG_NAMES) from err
+        try:
+            _native.idmap_tree(fd, userns_fd)
+        except OSError as err:
+            os.close(fd)
+            raise MountError("mount_setattr", err, target=path, flags=IDMAP_ATTRS,
+                             names=MOUNT_ATTR_NAMES) from err
+        return fd
+
+    def userns_fd(self, uid_map, gid_map):
+        """The fd of a new user namespace with these maps (lines of /proc's
+        uid_map and gid_map), held by nothing else."""
+        return _native.userns_fd(uid_map, gid_map)
+
+    def close(self, fd):
+        os.close(fd)
 
     def pivot_root(self, new_root, put_old):
         _native.pivot_root(new_root, put_old)

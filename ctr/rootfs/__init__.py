@@ -420,7 +420,8 @@ def host_devices(sc, root):
 def prepare(sc, *, lower, upper, work, root, tty=False, binds=(), volumes=(), tmpfs=(),
             read_only=False, privileged=False, userns=False, init=False,
             masked=MASKED_PATHS, readonly=READONLY_PATHS, cgroup_view=None, lxcfs=None,
-            shm_size=None, shm_source=None, devices=(), root_propagation=None):
+            shm_size=None, shm_source=None, devices=(), root_propagation=None,
+            idmapped=()):
     """Build the container's tree at `root` (a folder on the host, seen from the
     container's own mount namespace). Returns mount_dev's pty, if any. `init`:
     what an init system needs besides (its cgroup view, a boot id, /proc/sys
@@ -433,8 +434,14 @@ def prepare(sc, *, lower, upper, work, root, tty=False, binds=(), volumes=(), tm
     are to be bound over /proc's (bind_lxcfs); `shm_size`, `shm_source`:
     /dev/shm's (see mount_dev); `devices`: --device's. `root_propagation`: an
     OCI bundle's (PROPAGATION's names) for every mount the container starts
-    with (ctr's own: rprivate); see finish_propagation for after the pivot."""
+    with (ctr's own: rprivate); see finish_propagation for after the pivot.
+    `idmapped`: [(fd, folder)] of detached mounts (--userns=auto's idmapped
+    layers) attached at their folders before the overlay, whose lowerdirs they
+    are: in this mount namespace only, so they go with it."""
     sc.mount(None, "/", None, PROPAGATION[root_propagation or "rprivate"])
+    for fd, folder in idmapped:
+        sc.attach_tree(fd, folder)
+        sc.close(fd)
     if lower is None:
         if root_propagation not in (None, "rprivate"):
             # The mount the root lies on must not be shared: pivot_root refuses

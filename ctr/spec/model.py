@@ -207,10 +207,12 @@ class VmOptions(Frozen):
 
 class Userns(Frozen):
     """A user namespace of its own: empty for none (--userns=host), mode "auto"
-    until the record is made, then the block of ids: uid, gid (the bases) and size."""
+    until the record is made, then the block of ids: uid, gid (the bases) and size,
+    and idmap: True when the image's layers are idmapped mounts (ctr.userns),
+    absent when the record has shifted copies of them."""
 
     __slots__ = ()
-    FIELDS = dict.fromkeys(("mode", "uid", "gid", "size"))
+    FIELDS = dict.fromkeys(("mode", "uid", "gid", "size", "idmap"))
 
 
 class Healthcheck(Frozen):

@@ -16,7 +16,8 @@ class Recorder(Syscalls):
 
     def __getattribute__(self, name):
         if name in ("mount", "umount2", "pivot_root", "mknod", "symlink", "makedirs", "touch",
-                    "chdir", "chmod", "chown", "unlink", "sethostname", "plain_file"):
+                    "chdir", "chmod", "chown", "unlink", "sethostname", "plain_file",
+                    "attach_tree", "close"):
             return lambda *a, **k: self.calls.append((name, *a))
         if name == "open_pty":
             return lambda *a: self.calls.append((name, *a)) or (99, 0)
@@ -61,6 +62,20 @@ def test_prepare_sequence():
     assert links["ptmx"] == "pts/ptmx" and links["fd"] == "/proc/self/fd"
     console = next(m for m in mounts if m[1] == "/r/dev/console")
     assert console[0] == "/r/dev/null"  # no terminal: the console goes nowhere
+
+
+def test_idmapped_layers_are_attached_privately_before_the_overlay_on_them():
+    sc = Recorder()
+    rootfs.prepare(sc, lower=("/i/idmap", "0:1"), upper="/u", work="/w", root="/r",
+                   userns=True, idmapped=[(7, "/i/idmap/0"), (8, "/i/idmap/1")])
+    calls = [c for c in sc.calls if c[0] in ("mount", "attach_tree", "close", "chdir")][:7]
+    assert calls == [
+        ("mount", None, "/", None, MS_REC | MS_PRIVATE),  # nothing reaches the host
+        ("attach_tree", 7, "/i/idmap/0"), ("close", 7),
+        ("attach_tree", 8, "/i/idmap/1"), ("close", 8),
+        ("chdir", "/i/idmap"),  # the lowerdirs are relative to it
+        ("mount", "overlay", "/r", "overlay", 0,
+         "lowerdir=0:1,upperdir=/u,workdir=/w,userxattr")]
 
 
 def test_console_is_a_pty_of_the_containers_own_devpts():
