@@ -294,46 +294,55 @@ int main(int argc, char **argv)
     int clients[MAX_CLIENTS];
     int nclients = 0;
     pid_t check = 0;
-    long long began = now_ms(), next_check = health_ms >= 0 && health_argc ? began + health_ms
-                                                                          : -1;
+    long long began = now_ms();
+    long long next_check = health_ms >= 0 && health_argc ? began + health_ms : -1;
     long long drain_until = -1;
     int status = -1, exited = 0, first_pass = 1;
     static char buf[READ_SIZE];
+    /* what a client sent that the instance's stdin could not take yet: while
+       there is some, no client is read (the relay never blocks the log) */
+    static char pending[READ_SIZE];
+    size_t pending_len = 0, pending_off = 0;
+    if (stdin_fd >= 0)
+        fcntl(stdin_fd, F_SETFL, fcntl(stdin_fd, F_GETFL) | O_NONBLOCK);
 
     for (;;) {
-        struct pollfd p[5 + MAX_CLIENTS];
-        const char *streams[5 + MAX_CLIENTS];
-        int n = 0, outputs = 0;
-        int srcs[] = {out_fd, err_fd, pty_fd};
-        const char *names[] = {"stdout", "stderr", "stdout"};
+        enum { OUT, ERR, PTY, SIGNALS, LISTEN, STDIN, CLIENT } kind[6 + MAX_CLIENTS];
+        struct pollfd p[6 + MAX_CLIENTS];
+        int n = 0;
+        int *outputs[] = {&out_fd, &err_fd, &pty_fd};
 
         for (int i = 0; i < 3; i++) {
-            if (srcs[i] >= 0) {
-                p[n] = (struct pollfd){.fd = srcs[i], .events = POLLIN};
-                streams[n++] = names[i];
-                outputs++;
+            if (*outputs[i] >= 0) {
+                kind[n] = i;
+                p[n++] = (struct pollfd){.fd = *outputs[i], .events = POLLIN};
             }
         }
-        if (exited && !outputs)
-            break;
-        if (exited && now_ms() >= drain_until)
-            break;
-        int first_other = n;
+        if (exited && (!n || now_ms() >= drain_until))
+            break; /* drained, or given up on a holder of the pipes that outlived it */
+        kind[n] = SIGNALS;
         p[n++] = (struct pollfd){.fd = sfd, .events = POLLIN};
-        if (listen_fd >= 0 && !exited)
+        if (!exited && listen_fd >= 0) {
+            kind[n] = LISTEN;
             p[n++] = (struct pollfd){.fd = listen_fd, .events = POLLIN};
-        int first_client = n;
-        for (int i = 0; i < nclients && !exited; i++)
+        }
+        if (!exited && pending_len) {
+            kind[n] = STDIN;
+            p[n++] = (struct pollfd){.fd = stdin_fd, .events = POLLOUT};
+        }
+        for (int i = 0; !exited && !pending_len && i < nclients; i++) {
+            kind[n] = CLIENT;
             p[n++] = (struct pollfd){.fd = clients[i], .events = POLLIN};
+        }
 
-        int timeout = -1;
         long long now = now_ms();
-        if (exited)
+        int timeout = -1;
+        if (first_pass) /* the instance may have ended before SIGCHLD was blocked */
+            timeout = 0;
+        else if (exited)
             timeout = drain_until > now ? drain_until - now : 0;
         else if (next_check >= 0 && !check)
             timeout = next_check > now ? next_check - now : 0;
-        if (first_pass)
-            timeout = 0;
         if (poll(p, n, timeout) < 0) {
             if (errno == EINTR)
                 continue;
@@ -344,6 +353,8 @@ int main(int argc, char **argv)
             if (check == 0) {
                 sigprocmask(SIG_UNBLOCK, &mask, NULL);
                 signal(SIGPIPE, SIG_DFL);
+                if (listen_fd >= 0) /* kept across our own exec only */
+                    close(listen_fd);
                 int null = open("/dev/null", O_RDWR);
                 dup2(null, 0);
                 dup2(null, 1);
@@ -356,72 +367,93 @@ int main(int argc, char **argv)
                 next_check = now_ms() + health_ms;
             }
         }
-        for (int i = 0; i < first_other; i++) {
-            if (!p[i].revents)
+        for (int i = 0; i < n; i++) {
+            if (!p[i].revents && !(kind[i] == SIGNALS && first_pass))
                 continue;
-            ssize_t got = read(p[i].fd, buf, sizeof buf);
-            if (got < 0 && (errno == EINTR || errno == EAGAIN))
-                continue;
-            if (got > 0) {
-                log_write(&log, streams[i], buf, got);
-                continue;
-            }
-            /* EOF, or EIO from a pty whose last holder went */
-            for (int j = 0; j < 3; j++)
-                if (srcs[j] == p[i].fd)
-                    *(j == 0 ? &out_fd : j == 1 ? &err_fd : &pty_fd) = -1;
-            if (p[i].fd != stdin_fd)
-                close(p[i].fd);
-        }
-        if (p[first_other].revents || first_pass) {
-            struct signalfd_siginfo si;
-            /* the instance may have ended before SIGCHLD was blocked: the first
-               pass reaps without waiting for the signal */
-            first_pass = 0;
-            while (read(sfd, &si, sizeof si) == sizeof si)
-                ;
-            int ws;
-            pid_t got;
-            while ((got = waitpid(-1, &ws, WNOHANG)) > 0) {
-                if (got == (pid_t)pid) {
-                    status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
-                    exited = 1;
-                    drain_until = now_ms() + DRAIN_MS;
-                } else if (got == check) {
-                    check = 0;
-                    next_check = now_ms() + health_ms;
-                }
-            }
-        }
-        if (exited)
-            continue;
-        if (listen_fd >= 0 && first_client > first_other + 1 &&
-            (p[first_other + 1].revents & POLLIN)) {
-            int c = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
-            if (c >= 0 && nclients < MAX_CLIENTS)
-                clients[nclients++] = c;
-            else if (c >= 0)
-                close(c);
-        }
-        for (int i = first_client; i < n; i++) {
-            if (!p[i].revents)
-                continue;
-            ssize_t got = read(p[i].fd, buf, sizeof buf);
-            if (got < 0 && errno == EINTR)
-                continue;
-            if (got > 0) {
-                if (stdin_fd >= 0 && write_all(stdin_fd, buf, got) < 0 && errno != EAGAIN) {
-                    /* the command closed its stdin: later bytes are dropped */
-                }
-                continue;
-            }
-            close(p[i].fd);
-            for (int j = 0; j < nclients; j++) {
-                if (clients[j] == p[i].fd) {
-                    clients[j] = clients[--nclients];
+            ssize_t got;
+            switch (kind[i]) {
+            case OUT:
+            case ERR:
+            case PTY:
+                got = read(p[i].fd, buf, sizeof buf);
+                if (got < 0 && (errno == EINTR || errno == EAGAIN))
+                    break;
+                if (got > 0) {
+                    log_write(&log, kind[i] == ERR ? "stderr" : "stdout", buf, got);
                     break;
                 }
+                /* EOF, or EIO from a pty whose last holder went */
+                close(p[i].fd);
+                *outputs[kind[i]] = -1;
+                break;
+            case SIGNALS: {
+                struct signalfd_siginfo si;
+                int ws;
+                pid_t child;
+
+                first_pass = 0;
+                while (read(sfd, &si, sizeof si) == sizeof si)
+                    ;
+                while ((child = waitpid(-1, &ws, WNOHANG)) > 0) {
+                    if (child == (pid_t)pid) {
+                        status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+                        exited = 1;
+                        drain_until = now_ms() + DRAIN_MS;
+                    } else if (child == check) {
+                        check = 0;
+                        next_check = now_ms() + health_ms;
+                    }
+                }
+                break;
             }
+            case LISTEN: {
+                int c = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+                if (c >= 0 && nclients < MAX_CLIENTS)
+                    clients[nclients++] = c;
+                else if (c >= 0)
+                    close(c);
+                break;
+            }
+            case STDIN:
+            case CLIENT:
+                if (kind[i] == CLIENT) {
+                    got = read(p[i].fd, pending, sizeof pending);
+                    if (got < 0 && errno == EINTR)
+                        break;
+                    if (got <= 0) { /* a client that goes is dropped; stdin stays open */
+                        close(p[i].fd);
+                        for (int j = 0; j < nclients; j++) {
+                            if (clients[j] == p[i].fd) {
+                                clients[j] = clients[--nclients];
+                                break;
+                            }
+                        }
+                        break;
+                    }
+                    pending_len = got;
+                    pending_off = 0;
+                    if (stdin_fd < 0) {
+                        pending_len = 0;
+                        break;
+                    }
+                }
+                while (pending_off < pending_len) {
+                    got = write(stdin_fd, pending + pending_off, pending_len - pending_off);
+                    if (got < 0) {
+                        if (errno == EINTR)
+                            continue;
+                        if (errno != EAGAIN) /* the command closed its stdin: dropped */
+                            pending_off = pending_len;
+                        break;
+                    }
+                    pending_off += got;
+                }
+                if (pending_off >= pending_len)
+                    pending_len = pending_off = 0;
+                break;
+            }
+            if (kind[i] == CLIENT && pending_len)
+                break; /* the rest of the clients wait until stdin took it */
         }
     }
 

@@ -19,30 +19,43 @@ pytestmark = pytest.mark.skipif(not os.access(NATIVE, os.X_OK),
 # Forks the child (stdout/stderr on pipes), then execs ctr-monitor with it:
 # the monitor must be the child's parent to reap it.
 DRIVER = r"""
-import os, sys
-native, d, log, max_size, max_files, child = sys.argv[1:7]
+import os, socket, sys
+native, d, log, max_size, max_files, child, *extra = sys.argv[1:]
 out_r, out_w = os.pipe()
 err_r, err_w = os.pipe()
+in_r, in_w = os.pipe()
 pid = os.fork()
 if pid == 0:
+    os.dup2(in_r, 0)
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
     os.execv(sys.executable, [sys.executable, "-c", child])
-os.close(out_w)
-os.close(err_w)
-os.set_inheritable(out_r, True)
-os.set_inheritable(err_r, True)
+for fd in (out_w, err_w, in_r):
+    os.close(fd)
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(os.path.join(d, "attach"))
+listener.listen(8)
+for fd in (out_r, err_r, in_w, listener.fileno()):
+    os.set_inheritable(fd, True)
 os.execv(native, ["ctr-monitor", "t", d, str(pid), "--out", str(out_r), "--err", str(err_r),
-                  "--log", log, "--max-size", max_size, "--max-files", max_files, "--",
+                  "--stdin", str(in_w), "--attach", str(listener.fileno()),
+                  "--log", log, "--max-size", max_size, "--max-files", max_files, *extra, "--",
                   "/bin/sh", "-c", 'echo "$@" > "$0/resumed"', d])
 """
 
 
-def monitor(tmp_path, child, max_size=-1, max_files=1):
-    """Run `child` (Python source) under ctr-monitor; (resume's args, exit.json)."""
+def monitor(tmp_path, child, max_size=-1, max_files=1, extra=(), while_running=None):
+    """Run `child` (Python source) under ctr-monitor, with `while_running()`
+    called meanwhile; (resume's args, exit.json)."""
     log = tmp_path / "log"
-    subprocess.run([sys.executable, "-c", DRIVER, NATIVE, str(tmp_path), str(log),
-                    str(max_size), str(max_files), child], check=True, timeout=30)
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, NATIVE, str(tmp_path), str(log),
+                             str(max_size), str(max_files), child, *extra])
+    try:
+        if while_running:
+            while_running()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
     resumed = (tmp_path / "resumed").read_text().split()
     return resumed, json.loads((tmp_path / "exit.json").read_text())
 
@@ -117,3 +130,43 @@ def test_output_left_after_the_exit_is_drained(tmp_path):
     resumed, _ = monitor(tmp_path, child)
     assert resumed[0] == "5"
     assert records(tmp_path / "log") == [(b"stdout", b"F", b"late")]
+
+
+def test_attached_clients_reach_the_stdin_and_healthchecks_run_on_a_timer(tmp_path):
+    import socket
+    import time
+
+    checks = tmp_path / "checks"
+    # reads its stdin until "bye", echoing it; runs ~1 s at least
+    child = ("import sys, time\n"
+             "for line in sys.stdin:\n"
+             "    print('got', line.strip(), flush=True)\n"
+             "    if line.strip() == 'bye': break\n"
+             "time.sleep(0.5)\n")
+
+    def attach():
+        sock_path = tmp_path / "attach"
+        deadline = time.monotonic() + 10
+        while True:  # bound, then listening
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+                try:
+                    c.connect(str(sock_path))
+                    break
+                except (FileNotFoundError, ConnectionRefusedError):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+        for words in (b"hello\n", b"big " + b"z" * 200000 + b"\n", b"bye\n"):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+                c.connect(str(sock_path))
+                c.sendall(words)
+            time.sleep(0.3)
+
+    extra = ("--health-ms", "100", "--health", "/bin/sh", "--health", "-c",
+             "--health", f"echo x >> {checks}")
+    resumed, record = monitor(tmp_path, child, extra=extra, while_running=attach)
+    assert resumed[0] == "0"
+    out = logs.backlog(str(tmp_path / "log"))[0]
+    text = [line.data for line in out]
+    assert text[0] == b"got hello\n" and text[-1] == b"got bye\n"
+    assert text[1] == b"got big " + b"z" * 200000 + b"\n"  # larger than a pipe holds
+    assert len(checks.read_text().split()) >= 3  # every 100 ms over a run of ~1.4 s
