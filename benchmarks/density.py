@@ -63,17 +63,21 @@ def progress(msg):
         print(f"\r\033[K{msg}", end="", file=sys.stderr, flush=True)
 
 
-def mem_available():
-    """MemAvailable in bytes, the median of 3 reads 0.3 s apart."""
-    reads = []
+KERNEL = ("Slab", "Percpu", "KernelStack", "PageTables")  # what no process's PSS shows
+
+
+def meminfo():
+    """MemAvailable and the kernel's own memory (KERNEL's sum) in bytes, each the
+    median of 3 reads 0.3 s apart."""
+    avail, kernel = [], []
     for i in range(3):
         if i:
             time.sleep(0.3)
         with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    reads.append(int(line.split()[1]) * 1024)
-    return statistics.median(reads)
+            fields = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        avail.append(fields["MemAvailable"])
+        kernel.append(sum(fields.get(k, 0) for k in KERNEL))
+    return statistics.median(avail), statistics.median(kernel)
 
 
 def processes_naming(marker):
@@ -275,7 +279,7 @@ def measure(engine, n):
         if r.returncode != 0:
             errors.append(f"{what}: {r.stderr.decode(errors='replace').strip()[:200]}")
 
-    before = mem_available()
+    before, kernel_before = meminfo()
     starts = []
     for i, name in enumerate(names):
         progress(f"{engine.name}: run -d {i + 1}/{n}")
@@ -283,7 +287,7 @@ def measure(engine, n):
         note(f"run {name}", r)
         starts.append(ms)
     time.sleep(3)  # settled: monitors idle, the last start's transient memory freed
-    after = mem_available()
+    after, kernel_after = meminfo()
     procs = engine.watchers()
     cgroup_usage = memory_usage(engine.cgroup)
     sizes = [pss(pid) for pid in procs]
@@ -313,6 +317,7 @@ def measure(engine, n):
     return {
         "engine": engine.name, "instances": n,
         "mem_per_instance_mib": round((before - after) / n / 2**20, 2),
+        "kernel_mib_per_instance": round((kernel_after - kernel_before) / n / 2**20, 2),
         "instance_cgroups_mib_per_instance": round(cgroup_usage / n / 2**20, 2),
         "accounted_mib_per_instance": round(
             (cgroup_usage + sum(p for p, _ in sizes)) / n / 2**20, 2),
@@ -336,6 +341,8 @@ def table(results):
     row("instances", lambda r: str(r["instances"]))
     row("host memory per idle instance (MemAvailable)",
         lambda r: f"{r['mem_per_instance_mib']:.2f} MiB")
+    row("  of which the kernel's (slab, percpu, stacks, page tables)",
+        lambda r: f"{r['kernel_mib_per_instance']:.2f} MiB")
     row("  instances' memory cgroups + that PSS, per instance",
         lambda r: f"{r['accounted_mib_per_instance']:.2f} MiB")
     row("PSS of what it left running, per instance",
