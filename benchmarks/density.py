@@ -191,6 +191,7 @@ class Podman:
         os.makedirs(self.base, 0o711)
         self.had = {p for p in PODMAN_HOST_PATHS if os.path.exists(p)}
         self.had_parent = os.path.isdir("/sys/fs/cgroup/memory/libpod_parent")
+        self.had_netns = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
         self.argv = ["podman", "--root", f"{self.base}/root", "--runroot", f"{self.base}/run",
                      "--tmpdir", f"{self.base}/tmp", "--network-config-dir", f"{self.base}/net",
                      "--storage-driver", "overlay", "--cgroup-manager", "cgroupfs",
@@ -240,6 +241,15 @@ class Podman:
         for m in reversed(mounts):
             subprocess.run(["umount", "-l", m], capture_output=True)
         shutil.rmtree(self.base, ignore_errors=True)
+        # podman 4.3 unmounts its containers' netns files but may leave them
+        for name in set(os.listdir("/run/netns")) - self.had_netns if os.path.isdir(
+                "/run/netns") else ():
+            path = os.path.join("/run/netns", name)
+            if name.startswith("netns-") and not os.path.ismount(path):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
         if not self.had_parent:
             for h in os.listdir("/sys/fs/cgroup"):
                 remove_tree(os.path.join("/sys/fs/cgroup", h, "libpod_parent"))
