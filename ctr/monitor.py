@@ -170,7 +170,11 @@ def supervise(instances, rec, proc, run, relay, null, delay):
             from ctr.logs import LogWriter
 
             limits = rec.spec.log
-            writer = LogWriter(rec.log_path, limits["max_size"], limits["max_files"])
+            # The log through a handle on the record's folder: rotated in place
+            # even after `ctr rename` moved the folder (same file system, inode).
+            folder = os.open(rec.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            writer = LogWriter(f"/proc/self/fd/{folder}/log", limits["max_size"],
+                               limits["max_files"])
         run.follow(proc, writer)
         if relay:
             relay.target(run.stdin)
@@ -225,8 +229,11 @@ def _exec_native(instances, rec, proc, run, relay, delay):
     writes the log, relays attached stdin, runs the healthchecks, reaps, and
     execs `resume` with the exit status. Returns only if the exec failed."""
     spec = rec.spec
-    args = ["ctr-monitor", rec.name, rec.dir, str(proc.pid), "--out", str(run.out_r),
-            "--err", str(run.err_r), "--log", rec.log_path,
+    # Its working directory is the record's folder, and its paths are relative
+    # to it: `ctr rename` moves the folder, and the log, its rotation and
+    # exit.json go on in the moved one.
+    args = ["ctr-monitor", rec.name, ".", str(proc.pid), "--out", str(run.out_r),
+            "--err", str(run.err_r), "--log", os.path.relpath(rec.log_path, rec.dir),
             "--max-size", str(spec.log["max_size"]), "--max-files", str(spec.log["max_files"])]
     inherit = [run.out_r, run.err_r]
     if proc.master is not None:
@@ -240,15 +247,17 @@ def _exec_native(instances, rec, proc, run, relay, delay):
         inherit += [run.stdin, relay.fileno()]
     if health.active(spec):
         args += ["--health-ms", str(int(health.settings(spec)[0] * 1000))]
-        for arg in health.check_argv(instances.store.root, rec.name):
+        for arg in health.check_argv(instances.store.root, spec.id):  # renames
             args += ["--health", arg]
     args += ["--", sys.executable, "-P", "-m", "ctr.monitor_resume", instances.store.root,
-             rec.name, repr(delay), str(relay.fileno() if relay else -1)]
+             rec.name, spec.id, repr(delay), str(relay.fileno() if relay else -1)]
     for fd in inherit:
         os.set_inheritable(fd, True)
     try:
+        os.chdir(rec.dir)
         os.execv(NATIVE, args)
     except OSError:
+        os.chdir("/")
         for fd in inherit:
             os.set_inheritable(fd, False)
 

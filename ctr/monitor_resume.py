@@ -1,6 +1,6 @@
 """What ctr-monitor (ctr/native/monitor.c) execs once the run it watched ended:
 
-    python -P -m ctr.monitor_resume ROOT NAME DELAY ATTACH_FD CODE RAN_MS
+    python -P -m ctr.monitor_resume ROOT NAME ID DELAY ATTACH_FD CODE RAN_MS
 
 records the end (Instances.finish: the state, oom, events, the network and
 cgroup released, --rm) and applies the restart policy; the next run goes back
@@ -24,13 +24,36 @@ class _Ended:
         self.net = state.get("net")
 
 
-def resume(root, name, delay, attach_fd, code, ran_ms):
+def _record(store, name, ident):
+    """The instance `ident` started as `name`: found under that name, else under
+    the one `ctr rename` noted for its id (never another instance of the name)."""
+    from ctr.errors import NotFound
+    from ctr.store import RENAMED
+
+    try:
+        rec = store.record(name, by_id=False)
+        if rec.spec.id == ident:
+            return rec
+    except CtrError:
+        pass
+    try:
+        with open(os.path.join(store.root, RENAMED, ident)) as f:
+            rec = store.record(f.read().strip(), by_id=False)
+        if rec.spec.id == ident:
+            return rec
+    except (OSError, CtrError):
+        pass
+    raise NotFound(f"no such instance: {name}")
+
+
+def resume(root, name, ident, delay, attach_fd, code, ran_ms):
     """What ctr-monitor execs once the run ended: record the end (Instances.finish:
     the state, oom, events, the network and cgroup released, --rm), then the
     restart policy, whose next run goes back to ctr-monitor."""
     from ctr.images.store import ImageStore
     from ctr.store import Store
 
+    os.chdir("/")  # ctr-monitor's was the record's folder
     monitor.set_title(name)
     store = Store(root)
     instances = Instances(store, ImageStore(store))
@@ -40,7 +63,7 @@ def resume(root, name, delay, attach_fd, code, ran_ms):
 
         relay = StdinRelay.adopt(attach_fd)
     try:
-        rec = store.record(name)
+        rec = _record(store, name, ident)
         state = rec.read_state()
     except CtrError:
         return  # removed meanwhile (rm -f)
@@ -59,9 +82,9 @@ def resume(root, name, delay, attach_fd, code, ran_ms):
 
 
 def main(argv):
-    root, name, delay, attach_fd, code, ran_ms = argv
+    root, name, ident, delay, attach_fd, code, ran_ms = argv
     try:
-        resume(root, name, float(delay), int(attach_fd), int(code), int(ran_ms))
+        resume(root, name, ident, float(delay), int(attach_fd), int(code), int(ran_ms))
     except BaseException:  # noqa: BLE001, S110 - nobody to print to; the record reconciles
         pass
     os._exit(0)
