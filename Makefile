@@ -9,15 +9,17 @@ EXTRAS  ?= plot
 # uptime); on a systemd host the package starts it.
 APT_PACKAGES = busybox-static libcap-dev libseccomp-dev iproute2 gcc python3-dev python3-venv \
                util-linux cpio nftables qemu-system-x86 kmod debootstrap skopeo zstd lxcfs
-# Peers for the side-by-side benchmarks (benchmarks/images.py: podman, umoci).
-APT_BENCH    = crun runc podman umoci
+# Peers for the side-by-side benchmarks (benchmarks/images.py: podman, umoci;
+# benchmarks/density.py: podman with conmon and runc).
+APT_BENCH    = crun runc podman conmon umoci
 # Tests: systemd-analyze verify of generated units (systemd need not be PID 1);
 # a real registry (the CNCF distribution's) that the pull tests push to;
 # podman (with conmon) and containerd drive ctr-oci in the OCI runtime's tests;
 # procps's free and uptime are lent to containers in the lxcfs tests.
 APT_TEST     = systemd docker-registry podman conmon containerd procps
 
-.PHONY: install apt venv kernel subids completion dev test-images test unit lint bench clean
+.PHONY: install apt venv kernel subids completion dev test-images test unit lint bench \
+        bench-density clean
 
 install: apt venv kernel subids completion
 
@@ -84,6 +86,10 @@ bench: dev
 	$(VENV)/bin/python benchmarks/start.py
 	$(VENV)/bin/python benchmarks/network.py
 	$(VENV)/bin/python benchmarks/vm.py
+
+# Long (minutes per hundred instances): memory per idle instance, ctr beside podman.
+bench-density: dev
+	$(VENV)/bin/python benchmarks/density.py --instances 200
 
 clean:
 	rm -rf build *.egg-info ctr/native/*.so

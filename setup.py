@@ -8,15 +8,17 @@ from setuptools.command.build_ext import build_ext
 
 
 class BuildExtAndAgent(build_ext):
-    """Also build two static programs: ctr-agent, PID 1 of a ctr VM (the guest
-    has no libc), and ctr-exec, the last exec of a container's process (run from
-    a sealed memfd, see execstub.c)."""
+    """Also build three static programs: ctr-agent, PID 1 of a ctr VM (the guest
+    has no libc), ctr-exec, the last exec of a container's process (run from
+    a sealed memfd, see execstub.c), and ctr-monitor, what watches a detached
+    container while it runs (see monitor.c)."""
 
     def run(self):
         super().run()
         target = self.build_lib if not self.inplace else "."
-        for out, source in (("vm/ctr-agent", "vm/agent.c"), ("native/ctr-exec",
-                                                            "native/execstub.c")):
+        for out, source in (("vm/ctr-agent", "vm/agent.c"),
+                            ("native/ctr-exec", "native/execstub.c"),
+                            ("native/ctr-monitor", "native/monitor.c")):
             out = os.path.join(target, "ctr", out)
             os.makedirs(os.path.dirname(out), exist_ok=True)
             subprocess.check_call(["gcc", "-static", "-O2", "-s", "-Wall", "-Werror", "-o", out,

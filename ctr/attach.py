@@ -66,9 +66,24 @@ class StdinRelay:
             self.sock.listen(8)
         finally:
             os.close(dirfd)
+        self._serve_in_thread()
+
+    @classmethod
+    def adopt(cls, fd):
+        """The relay of a listening socket ctr-monitor handed on (an exec keeps it)."""
+        self = cls.__new__(cls)
+        self.sock = socket.socket(fileno=fd)
+        self.sock.set_inheritable(False)
+        self._serve_in_thread()
+        return self
+
+    def _serve_in_thread(self):
         self.lock = threading.Lock()
         self.fd = None
         threading.Thread(target=self._serve, daemon=True).start()
+
+    def fileno(self):
+        return self.sock.fileno()
 
     def target(self, fd):
         """The stdin of the run now (a fd the relay then owns), or None between runs."""

@@ -158,9 +158,10 @@ def _running_state(rec):
 def _await_stopped(rec, state, timeout):
     if not wait_exit(state["pid"], state["starttime"], timeout):
         return False
-    # The reaper records the exit status right after the exit; give it a moment,
+    # The reaper records the exit status right after the exit (ctr-monitor through
+    # the Python it execs, which imports what it needs first); give it a moment,
     # then reconcile (a reaper that died never will).
-    deadline = time.monotonic() + 2.0
+    deadline = time.monotonic() + 15.0
     while time.monotonic() < deadline:
         try:
             if rec.read_state()["status"] == st.STOPPED:

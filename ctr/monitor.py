@@ -11,6 +11,15 @@ doubling up to a minute, back to 100 ms after a run of 10 s or more) and
 starts the instance again, until a start fails for good, the policy says no,
 or `ctr stop` says stop.
 
+A container's run is watched by ctr-monitor (native/monitor.c), a small
+static C program this process execs once the run started (the instance stays
+its child): an idle instance then costs the host what conmon costs, not a
+Python interpreter. It holds the pipes (or the pty), writes the log as
+ctr.logs does, relays attached stdin, runs the healthchecks, reaps, writes
+exit.json, and execs ctr.monitor_resume, which records the end and applies the
+restart policy here. A VM's run (its end is its launcher's to tell) and
+CTR_MONITOR=python keep this Python monitor for the whole run.
+
 If the monitor is killed, the instance keeps running; what it writes then has
 no reader (EPIPE, or SIGPIPE if it does not ignore it), as with conmon, and
 `ctr ls`/`stop`/`rm` go by the recorded pid and cgroup.
@@ -19,6 +28,7 @@ no reader (EPIPE, or SIGPIPE if it does not ignore it), as with conmon, and
 import os
 import select
 import signal
+import sys
 import threading
 import time
 
@@ -37,7 +47,7 @@ def _detach_stdio():
     os.close(null)
 
 
-def _title(name):
+def set_title(name):
     try:
         import prctl
 
@@ -129,19 +139,12 @@ def _start(instances, rec, null, fresh):
 
 
 def _monitor(instances, rec, report_w):
-    from ctr.logs import LogWriter
-
     os.setsid()
     _detach_stdio()
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _title(rec.name)
-    limits = rec.spec.log
-    # The log through a handle on the record's folder: rotated in place even
-    # after `ctr rename` moved the folder (same file system, same inode).
-    folder = os.open(rec.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    writer = LogWriter(f"/proc/self/fd/{folder}/log", limits["max_size"], limits["max_files"])
+    set_title(rec.name)
     null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
         proc, run = _start(instances, rec, null, fresh=True)
@@ -151,9 +154,27 @@ def _monitor(instances, rec, report_w):
     relay = _relay(rec)
     report.write(report_w, report.STARTED, f"{rec.name} runs", code=0, pid=proc.pid)
     os.close(report_w)
-    delay = BACKOFF_FIRST
+    supervise(instances, rec, proc, run, relay, null, BACKOFF_FIRST)
+
+
+def supervise(instances, rec, proc, run, relay, null, delay):
+    """Watch each run and restart as the policy says. A container's run is
+    watched by ctr-monitor (native/monitor.c), which this process becomes, and
+    which execs `resume` (this module's main) once the run ended."""
+    writer = None
     while True:
         began = time.monotonic()
+        if native_monitor(rec.spec):
+            _exec_native(instances, rec, proc, run, relay, delay)  # returns if it cannot
+        if writer is None:
+            from ctr.logs import LogWriter
+
+            limits = rec.spec.log
+            # The log through a handle on the record's folder: rotated in place
+            # even after `ctr rename` moved the folder (same file system, inode).
+            folder = os.open(rec.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            writer = LogWriter(f"/proc/self/fd/{folder}/log", limits["max_size"],
+                               limits["max_files"])
         run.follow(proc, writer)
         if relay:
             relay.target(run.stdin)
@@ -165,23 +186,80 @@ def _monitor(instances, rec, report_w):
         run.drain()
         if not instances.finish(rec, proc, code, supervised=True):
             return
-        if time.monotonic() - began >= STABLE_RUN:
-            delay = BACKOFF_FIRST
-        while True:
-            time.sleep(delay)
-            delay = min(delay * 2, BACKOFF_MAX)
-            try:
-                proc, run = _start(instances, rec, null, fresh=False)
-            except StartError:
-                if instances.restarting(rec):  # the policy counted it as a failed run
-                    continue
-                return
-            except CtrError as err:
-                instances.give_up(rec, err)
-                return
-            if proc is None:  # stopped while it waited
-                return
-            break
+        proc, run, delay = restart_after(instances, rec, null, delay, time.monotonic() - began)
+        if proc is None:
+            return
+
+
+def restart_after(instances, rec, null, delay, ran):
+    """After an exit the policy wants restarted: wait out the backoff and start
+    again. (proc, run, the next delay), or proc None when that is over."""
+    if ran >= STABLE_RUN:
+        delay = BACKOFF_FIRST
+    while True:
+        time.sleep(delay)
+        delay = min(delay * 2, BACKOFF_MAX)
+        try:
+            proc, run = _start(instances, rec, null, fresh=False)
+        except StartError:
+            if instances.restarting(rec):  # the policy counted it as a failed run
+                continue
+            return None, None, delay
+        except CtrError as err:
+            instances.give_up(rec, err)
+            return None, None, delay
+        return proc, run, delay  # proc None: stopped while it waited
+
+
+# -- the native monitor ----------------------------------------------------------------
+
+NATIVE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "ctr-monitor")
+EXIT_RECORD = "exit.json"  # what ctr-monitor writes when it reaped the instance
+
+
+def native_monitor(spec):
+    """Whether a run of `spec` is watched by ctr-monitor: every container (a VM's
+    end is its launcher's to tell: the Python monitor), unless CTR_MONITOR=python."""
+    return (spec.kind == "container" and os.environ.get("CTR_MONITOR") != "python"
+            and os.access(NATIVE, os.X_OK))
+
+
+def _exec_native(instances, rec, proc, run, relay, delay):
+    """Become ctr-monitor for this run: it holds the output pipes (or the pty),
+    writes the log, relays attached stdin, runs the healthchecks, reaps, and
+    execs `resume` with the exit status. Returns only if the exec failed."""
+    spec = rec.spec
+    # Its working directory is the record's folder, and its paths are relative
+    # to it: `ctr rename` moves the folder, and the log, its rotation and
+    # exit.json go on in the moved one.
+    args = ["ctr-monitor", rec.name, ".", str(proc.pid), "--out", str(run.out_r),
+            "--err", str(run.err_r), "--log", os.path.relpath(rec.log_path, rec.dir),
+            "--max-size", str(spec.log["max_size"]), "--max-files", str(spec.log["max_files"])]
+    inherit = [run.out_r, run.err_r]
+    if proc.master is not None:
+        if run.stdin is not None:  # -it: the attached input goes to the pty too
+            os.close(run.stdin)
+            run.stdin = os.dup(proc.master)
+        args += ["--pty", str(proc.master)]
+        inherit.append(proc.master)
+    if run.stdin is not None and relay:
+        args += ["--stdin", str(run.stdin), "--attach", str(relay.fileno())]
+        inherit += [run.stdin, relay.fileno()]
+    if health.active(spec):
+        args += ["--health-ms", str(int(health.settings(spec)[0] * 1000))]
+        for arg in health.check_argv(instances.store.root, spec.id):  # renames
+            args += ["--health", arg]
+    args += ["--", sys.executable, "-P", "-m", "ctr.monitor_resume", instances.store.root,
+             rec.name, spec.id, repr(delay), str(relay.fileno() if relay else -1)]
+    for fd in inherit:
+        os.set_inheritable(fd, True)
+    try:
+        os.chdir(rec.dir)
+        os.execv(NATIVE, args)
+    except OSError:
+        os.chdir("/")
+        for fd in inherit:
+            os.set_inheritable(fd, False)
 
 
 def _relay(rec):
@@ -223,3 +301,4 @@ def spawn(instances, rec):
     if said.step != report.STARTED:
         raise CtrError(said.message, said.code)
     return said.pid
+

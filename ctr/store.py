@@ -413,15 +413,39 @@ class Record:
                         why = "stopped, but its monitor was gone: the exit status is unknown"
                     else:
                         why = "the instance died while nobody watched it"
+                    reaped = self._reaped(state)
                     state.update(status=STOPPED, exit_code=state.get("exit_code") if
                                  state["status"] == RESTARTING else None,
                                  reason=f"lost: {why}", finished=state.get("finished") or now())
-                    if state.get("exit_code") is None:
+                    if reaped:  # its native monitor recorded the end, then died
+                        ended = "signalled" if reaped["exit_code"] > 128 else "exited"
+                        state.update(exit_code=reaped["exit_code"], finished=reaped["finished"],
+                                     reason=f"{ended} (recorded by its monitor, which died "
+                                            "before releasing what the run held)")
+                    if reaped:
+                        from ctr import events
+
+                        events.container(self, "die", exitCode=reaped["exit_code"])
+                    elif state.get("exit_code") is None:
                         from ctr import events
 
                         events.container(self, "die", reason="lost")
                     self.write_state(state)
         return state
+
+    def _reaped(self, state):
+        """The end of the run `state` describes as ctr-monitor recorded it
+        (instances/NAME/exit.json: pid, exit_code, finished), or None."""
+        if state["status"] not in (RUNNING, PAUSED) or not state.get("pid"):
+            return None
+        try:
+            reaped = read_json(os.path.join(self.dir, "exit.json"), "exit record")
+        except (OSError, StateError):
+            return None
+        if reaped.get("pid") != state["pid"] or not isinstance(reaped.get("exit_code"), int) \
+                or reaped["exit_code"] < 0:
+            return None
+        return reaped
 
     def remove(self):
         import shutil

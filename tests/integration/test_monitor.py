@@ -192,3 +192,38 @@ def test_bad_policy_and_log_options_are_refused(ctr):
         r = ctr("logs", *args, "x")
         assert r.returncode == 125 and r.stderr.startswith("ctr: error: " + message), r.stderr
     ctr("rm", "-f", "x", check=True)
+
+
+def test_a_detached_container_is_watched_by_ctr_monitor(ctr):
+    ctr("run", "-d", "--name", "c", "busybox", "sleep", "1000", check=True)  # bridge
+    state = ctr.state("c")
+    monitor = state["reaper_pid"]
+    assert os.path.basename(os.readlink(f"/proc/{monitor}/exe")) == "ctr-monitor"
+    with open(f"/proc/{monitor}/cmdline", "rb") as f:
+        assert f.read().split(b"\0")[:2] == [b"ctr-monitor", b"c"]
+    ctr("rm", "-f", "c", check=True)
+
+
+def test_an_exit_reaped_by_ctr_monitor_survives_a_kill_9_before_it_is_recorded(ctr):
+    """ctr-monitor writes exit.json as it reaps, then execs Python to record the
+    end in the state; kill -9 in between loses no exit status."""
+    ctr("run", "-d", "--name", "e", "busybox", "sleep", "1000", check=True)
+    state = ctr.state("e")
+    monitor = state["reaper_pid"]
+    record = ctr.path("instances", "e", "exit.json")
+    os.kill(monitor, signal.SIGSTOP)  # the instance's end waits for it, unreaped
+    os.kill(state["pid"], signal.SIGKILL)
+    os.kill(monitor, signal.SIGCONT)
+    deadline = time.monotonic() + 10
+    state_file = ctr.path("instances", "e", "state.json")
+    while not os.path.exists(record) and json.load(open(state_file))["status"] != "stopped":
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    try:
+        os.kill(monitor, signal.SIGKILL)  # while its Python is still importing
+    except ProcessLookupError:
+        pass
+    assert wait_for(lambda: ls(ctr)["e"]["status"] == "stopped")
+    state = ctr.state("e")
+    assert state["exit_code"] == 137, state
+    assert ctr("rm", "e").returncode == 0  # and rm releases what the run held
