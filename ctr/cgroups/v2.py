@@ -6,6 +6,7 @@ cgroup.subtree_control of every folder along the path, as runc's fs2 does.
 import errno
 import os
 import signal
+import time
 
 from ctr.cgroups.common import (
     DEFAULT_DEVICES,
@@ -168,14 +169,22 @@ class V2Cgroup(BaseCgroup):
     def kill_all(self, sig=None, timeout=5.0):
         sig = signal.SIGKILL if sig is None else sig
         kill = os.path.join(self.path, "cgroup.kill")
-        if sig == signal.SIGKILL and os.path.exists(kill) and self.pids():
-            try:
-                write("kill", kill, 1)  # Linux 5.14: the kernel kills the whole subtree at once
-            except CgroupError as err:
-                if err.errno in (errno.ENOENT, errno.ENODEV):
-                    return  # the instance ended and its reaper removed the cgroup meanwhile
-                raise
-        super().kill_all(sig, timeout)
+        if sig != signal.SIGKILL or not os.path.exists(kill):
+            super().kill_all(sig, timeout)  # freeze, signal each, thaw
+            return
+        # Linux 5.14: the kernel kills the whole subtree at once, forks in flight
+        # included; then only wait until it is empty. No freezing: tasks that are
+        # exiting never count as frozen, and the freeze would time out.
+        deadline = time.monotonic() + timeout
+        try:
+            if self.pids():
+                write("kill", kill, 1)
+        except CgroupError as err:
+            if err.errno in (errno.ENOENT, errno.ENODEV):
+                return  # the instance ended and its reaper removed the cgroup meanwhile
+            raise
+        while self.pids() and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     def stats(self):
         p = self.path
