@@ -36,19 +36,41 @@ def shares_to_weight(shares):
 SUPERVISOR = "supervisor"
 
 
+def _lineage():
+    """This process and its ancestors, nearest first."""
+    pid, out = os.getpid(), []
+    while pid > 1:
+        out.append(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return out
+
+
 def leave_for_supervisor(folder):
     """cgroup v2's no-internal-processes rule: a cgroup with processes of its own
     cannot enable controllers for its children. When ctr itself is what sits in
     `folder` (--cgroup-parent self: a systemd unit's delegated cgroup, whose main
     process is the foreground ctr), ctr moves into `folder`/supervisor, a leaf
-    beside the instance's, as podman's --cgroups=split does. True if it moved."""
+    beside the instance's, as podman's --cgroups=split does: this process and
+    those of its ancestors in `folder` (`run -d` creates the cgroup in the
+    monitor it forked, while the `ctr` that started it still waits there).
+    True if it moved."""
     op = "make room for the instance's controllers"
-    procs = os.path.join(folder, "cgroup.procs")
-    if str(os.getpid()) not in read(op, procs, "").split():
+    procs = read(op, os.path.join(folder, "cgroup.procs"), "").split()
+    ours = [pid for pid in _lineage() if str(pid) in procs]
+    if not ours or ours[0] != os.getpid():
         return False
     leaf = os.path.join(folder, SUPERVISOR)
     mkdir(op, leaf)
-    write(op, os.path.join(leaf, "cgroup.procs"), os.getpid())
+    for pid in ours:
+        try:
+            write(op, os.path.join(leaf, "cgroup.procs"), pid)
+        except CgroupError as err:
+            if err.errno != errno.ESRCH:  # an ancestor that ended meanwhile
+                raise
     return True
 
 

@@ -29,7 +29,7 @@ switch)
 esac
 
 export PATH=/opt/ctr/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export HOME=/root LANG=C.UTF-8 CTR_BIN=/opt/ctr/venv/bin/ctr PYTHONDONTWRITEBYTECODE=1
+export HOME=/root LANG=C.UTF-8 CTR_BIN=/opt/ctr/venv/bin/ctr
 mount -t proc -o nosuid,nodev,noexec proc /proc
 mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
 mount -t devtmpfs -o nosuid devtmpfs /dev
@@ -70,7 +70,7 @@ if [ -z "$ids" ]; then
 fi
 start=$(date +%s)
 rc=0
-pytest -q -ra -p no:cacheprovider "$@" || rc=$?
+pytest -v -ra --durations=15 -p no:cacheprovider "$@" || rc=$?
 echo "guest: pytest took $(($(date +%s) - start)) s, exit $rc"
 sync
 exit $rc
