@@ -46,6 +46,33 @@ def test_memory_hog_is_oom_killed_and_reported(ctr):
     assert ctr.state("fits")["oom_killed"] is False
 
 
+def has_swap():
+    with open("/proc/swaps") as f:
+        return len(f.read().splitlines()) > 1
+
+
+def test_memory_swap_limits_memory_plus_swap(ctr):
+    """--memory-swap is memory plus swap (docker's): equal to --memory, no swap at
+    all, and a 48 MiB buffer under 32m is OOM-killed; with 64 MiB of swap beside
+    it, the same buffer fits where the host has swap to give (the guest of make
+    test-cgroup2 has a swap file; the build hosts have none)."""
+    hog = ["dd", "if=/dev/zero", "of=/dev/null", "bs=48M", "count=1"]
+    r = ctr("run", "--name", "noswap", "-m", "32m", "--memory-swap", "32m", "busybox", *hog)
+    assert r.returncode == 137 and ctr.state("noswap")["oom_killed"] is True
+    ctr("run", "-d", "--name", "swap", "-m", "32m", "--memory-swap", "96m", "busybox",
+        "sleep", "1000", check=True)
+    folder = cgroup_dir(ctr, "swap", "memory")
+    if CGROUP2_ONLY:  # v2 counts swap apart from memory
+        with open(f"{folder}/memory.swap.max") as f:
+            assert f.read().strip() == str(64 << 20)
+    else:
+        with open(f"{folder}/memory.memsw.limit_in_bytes") as f:
+            assert f.read().strip() == str(96 << 20)
+    if has_swap():
+        assert ctr("exec", "swap", *hog).returncode == 0
+    ctr("rm", "-f", "swap", check=True)
+
+
 def test_pids_limit_stops_a_fork_loop(ctr):
     # the inner shell forks until it cannot (busybox sh then gives up); its
     # sleeps stay, orphaned to the init
@@ -67,6 +94,22 @@ def test_cpus_limits_a_busy_loop(ctr):
     # CPU % is measured from the cgroup's own usage counter over 2 s
     assert 25 <= row["cpu_percent"] <= 65, row
     ctr("rm", "-f", "busy", check=True)
+
+
+def test_cpu_shares_and_weight(ctr):
+    """--cpu-shares (v1's scale) and --cpu-weight (v2's): each host gets its own
+    file, converted as runc converts (shares 512 is weight 20)."""
+    ctr("run", "-d", "--name", "w", "--network", "none", "--cpu-shares", "512", "busybox",
+        "sleep", "1000", check=True)
+    folder = cgroup_dir(ctr, "w", "cpu")
+    name, value = ("cpu.weight", "20") if CGROUP2_ONLY else ("cpu.shares", "512")
+    with open(f"{folder}/{name}") as f:
+        assert f.read().strip() == value
+    if CGROUP2_ONLY:
+        ctr("update", "--cpu-weight", "300", "w", check=True)
+        with open(f"{folder}/cpu.weight") as f:
+            assert f.read().strip() == "300"
+    ctr("rm", "-f", "w", check=True)
 
 
 def test_cpuset(ctr):
