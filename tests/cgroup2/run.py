@@ -196,8 +196,11 @@ def main(argv):
     built = ensure_image(kver)
     if build_only:
         return 0
-    run_dir = os.path.join(ROOT, "run")
-    shutil.rmtree(run_dir, ignore_errors=True)
+    for old in os.listdir(ROOT):  # what a killed run left (its run.py is gone)
+        pid = old.removeprefix("run.")
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(os.path.join(ROOT, old), ignore_errors=True)
+    run_dir = os.path.join(ROOT, f"run.{os.getpid()}")
     os.makedirs(run_dir)
     try:
         t = time.monotonic()

@@ -1,7 +1,7 @@
 """Resource limits, counters, pause and cgroup placement, as a user checks them:
 the hog is killed, the fork loop stops at the limit, the busy loop gets half a CPU,
 the paused counter stops. These run on the host's cgroups (v1/hybrid on the build
-machines); the v2 backend has unit tests against a laid-out tree."""
+machines), and in the cgroup2-only guest of `make test-cgroup2` (tests/cgroup2)."""
 
 import json
 import os
