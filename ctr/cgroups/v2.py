@@ -189,6 +189,8 @@ class V2Cgroup(BaseCgroup):
         return "frozen 1" in events.splitlines()
 
     def kill_all(self, sig=None, timeout=5.0):
+        if not self.dirs:
+            return  # no hierarchy at all (a start refused before any folder was made)
         sig = signal.SIGKILL if sig is None else sig
         kill = os.path.join(self.path, "cgroup.kill")
         if sig != signal.SIGKILL or not os.path.exists(kill):

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 
 import pytest
@@ -260,10 +261,12 @@ def self_under_a_unit_on_v2(ctr):
         def enter_unit():
             with open(f"{unit}/cgroup.procs", "w") as f:
                 f.write("0")
-        r = ctr.popen("run", "-d", "--name", "n", "--cgroup-parent", "self", "-m", "64m",
-                      "--pids-limit", "30", "busybox", "sleep", "1000", preexec_fn=enter_unit)
-        out, err = r.communicate(timeout=60)
-        assert r.returncode == 0, err
+        # in the foreground, as a generated unit's ExecStart runs it
+        fg = ctr.popen("run", "--name", "n", "--network", "none", "--cgroup-parent", "self",
+                       "-m", "64m", "--pids-limit", "30", "busybox", "sleep", "1000",
+                       stdin=subprocess.DEVNULL, preexec_fn=enter_unit)
+        assert wait_for(lambda: ctr("inspect", "n").returncode == 0
+                        and ctr.state("n")["status"] == "running", 60), fg.stderr
         folder = cgroup_dir(ctr, "n", "memory")
         assert os.path.dirname(folder) == unit
         with open(f"{folder}/memory.max") as f:
@@ -275,6 +278,7 @@ def self_under_a_unit_on_v2(ctr):
         with open(f"{unit}/cgroup.procs") as f:
             assert f.read() == ""  # no process of its own: the rule holds
         ctr("rm", "-f", "n", check=True)
+        fg.wait(timeout=60)
         assert not os.path.exists(folder)
         assert [d for d in os.listdir(unit) if os.path.isdir(f"{unit}/{d}")] == ["supervisor"]
     finally:

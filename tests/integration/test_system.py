@@ -112,7 +112,8 @@ def test_systemd_boots_as_pid_1_and_stops_cleanly(dctr):
     assert ctr("exec", "sys", "cat", "/proc/1/cgroup").stdout.splitlines()[-1] == \
         "0::/init.scope"
     state = ctr.state("sys")
-    own = next(p for p in state["cgroups"] if "/unified/" in p or "/cgroup/ctr/" in p)
+    own = state["cgroups"][0] if CGROUP2_ONLY else next(
+        p for p in state["cgroups"] if "/unified/" in p)
     with open(os.path.join(own, "init.scope", "cgroup.procs")) as f:
         assert str(state["pid"]) in f.read().split()
     assert os.path.isdir(os.path.join(own, "system.slice", "systemd-journald.service"))
