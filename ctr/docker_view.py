@@ -4,6 +4,7 @@ docker read (`.State.Status`, `.State.Pid`, `.Config.Env`, `.NetworkSettings.IPA
 own names stay beside these in `ctr inspect`."""
 
 import datetime
+import os
 
 from ctr import store as st
 
@@ -35,11 +36,19 @@ def _ports(spec, state=None):
     return out
 
 
+def _volume_mount(v):
+    """docker's Mounts entry of a -v/--mount: a volume has a Name and a Driver."""
+    out = {"Type": "bind", "Source": v["source"] or "", "Destination": v["target"],
+           "Mode": "ro" if v.get("readonly") else "", "RW": not v.get("readonly"),
+           "Propagation": "rprivate"}
+    if v.get("anonymous") or v.get("name"):
+        name = v.get("name") or os.path.basename(os.path.dirname(v["source"] or ""))
+        out.update(Type="volume", Name=name, Driver="local", Propagation="")
+    return out
+
+
 def _mounts(spec):
-    mounts = [{"Type": "volume" if v.get("anonymous") else "bind", "Source": v["source"] or "",
-               "Destination": v["target"],
-               "Mode": "ro" if v.get("readonly") else "", "RW": not v.get("readonly"),
-               "Propagation": "rprivate"} for v in spec.volumes]
+    mounts = [_volume_mount(v) for v in spec.volumes]
     mounts += [{"Type": "tmpfs", "Source": "", "Destination": t["path"], "Mode": "",
                 "RW": "ro" not in t.get("flags", ()), "Propagation": ""} for t in spec.tmpfs]
     return mounts
@@ -71,8 +80,9 @@ def _host_config(spec):
         "Init": spec.init,
         "Tmpfs": {t["path"]: ",".join([*t.get("flags", ()), *filter(None, [t.get("data")])])
                   for t in spec.tmpfs},
-        "Binds": [f"{v['source']}:{v['target']}" + (":ro" if v.get("readonly") else "")
-                  for v in spec.volumes],
+        "Binds": [f"{v.get('name') or v['source']}:{v['target']}"
+                  + (":ro" if v.get("readonly") else "")
+                  for v in spec.volumes if not v.get("anonymous")],
         **_run_options(spec),
     }
 
@@ -249,6 +259,7 @@ def ps_row(rec, spec, state, now=None):
                       for p in published(spec, state)) \
         if spec and status in (st.RUNNING, st.PAUSED) else ""
     labels = dict(spec.labels or {}) if spec else {}
+    mounts = [_volume_mount(v) for v in spec.volumes] if spec else []
     return {
         "ID": spec.id if spec else "",
         "Image": spec.image if spec else "",
@@ -260,11 +271,14 @@ def ps_row(rec, spec, state, now=None):
         "Ports": ports,
         "Names": rec.name,
         "Labels": ",".join(f"{k}={v}" for k, v in labels.items()),
+        "Mounts": ",".join(m.get("Name") or m["Source"] for m in mounts),
         "Kind": spec.kind if spec else "",
         "Pid": state.get("pid") if status in (st.RUNNING, st.PAUSED) else None,
         "ExitCode": state.get("exit_code"),
         "Health": health,
         "label_map": labels,
+        "mount_keys": {key for m in mounts
+                       for key in (m.get("Name"), m["Source"], m["Destination"]) if key},
     }
 
 

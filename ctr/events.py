@@ -1,6 +1,7 @@
 """The event log of a state root: what happened to instances and images, as
 `ctr events` shows it (docker's events: create, start, die, oom, kill, stop,
-destroy, pause, unpause, rename, health_status; image pull, tag, untag, delete).
+destroy, pause, unpause, rename, health_status; image pull, load, commit, tag, untag,
+delete; volume create, destroy).
 
 Every writer (the CLI, monitors, `ctr healthcheck run`) appends one JSON object
 per line to ROOT/events, in docker's shape:
@@ -100,10 +101,15 @@ def image(root, action, name, image_id=""):
     append(root, record("image", action, image_id or name, {"name": name}))
 
 
+def volume(root, action, name):
+    """docker's volume events (create, destroy): the volume's name is its ID."""
+    append(root, record("volume", action, name, {"driver": "local"}))
+
+
 # -- reading (ctr events) ----------------------------------------------------------
 
-FILTER_KEYS = ("container", "event", "type", "label", "image")
-TYPES = ("container", "image")
+FILTER_KEYS = ("container", "event", "type", "label", "image", "volume")
+TYPES = ("container", "image", "volume")
 
 
 def parse_filters(items):
@@ -141,6 +147,7 @@ def matches(event, filters):
         "image": lambda v: attrs.get("image") == v or (kind == "image" and
                                                        attrs.get("name") == v),
         "label": lambda v: _label(attrs, v),
+        "volume": lambda v: kind == "volume" and actor == v,
     }
     return all(any(tests[key](v) for v in values) for key, values in filters.items())
 

@@ -293,8 +293,10 @@ def start_timer(root, rec):
     if not active(rec.spec):
         return None
     stop = threading.Event()
-    thread = threading.Thread(target=timer, args=(check_argv(root, rec.name),
-                                                  settings(rec.spec)[0], stop), daemon=True)
+    interval = settings(rec.spec)[0]
+    # the name at each check: `ctr rename` may have moved the record meanwhile
+    thread = threading.Thread(target=timer, args=(lambda: check_argv(root, rec.current_name()),
+                                                  interval, stop), daemon=True)
     thread.start()
     return stop, thread
 
@@ -306,16 +308,17 @@ def stop_timer(handle):
         handle[1].join()
 
 
-def timer(argv, interval, stop):
+def timer(argv_of, interval, stop):
     """Every `interval` seconds (from the end of one check to the start of the
-    next, as docker) until `stop` (a threading.Event) is set, run `argv`
-    (check_argv) and wait for it; a check still running when `stop` is set is
-    killed. The whole of a monitor's part."""
+    next, as docker) until `stop` (a threading.Event) is set, run argv_of()
+    (check_argv's, with the instance's name at that time) and wait for it; a
+    check still running when `stop` is set is killed. The whole of a monitor's
+    part."""
     import subprocess
 
     while not stop.wait(interval):
         try:
-            check = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+            check = subprocess.Popen(argv_of(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         except OSError:
             continue

@@ -207,7 +207,12 @@ def _create_record(store, images, spec):
 
     store.ensure()
     anonymous = any(v.get("anonymous") for v in spec.volumes)
-    with Reverter() as revert:
+    made = ()  # the named volumes made for this instance
+    with Reverter() as revert, _volumes_lock(store, spec):
+        if any(v.get("name") for v in spec.volumes):
+            from ctr import volumes as named
+
+            spec, made = named.attach(revert, store, spec)
         if anonymous:
             from ctr.rootfs import volumes
 
@@ -219,10 +224,24 @@ def _create_record(store, images, spec):
             revert.add(rec.remove)
             if anonymous:
                 volumes.chown(store, spec, rec.spec.userns["uid"], rec.spec.userns["gid"])
+            for path in made:  # a new volume is its first user's root's (docker's remap)
+                for p in (os.path.dirname(path), path):  # the folder: where it is seeded
+                    os.chown(p, rec.spec.userns["uid"], rec.spec.userns["gid"])
         else:
             rec = store.create_record(spec)
         revert.success()
     return rec
+
+
+def _volumes_lock(store, spec):
+    """Held while a record naming volumes is made: `ctr volume rm` waits."""
+    import contextlib
+
+    if not any(v.get("name") for v in spec.volumes):
+        return contextlib.nullcontext()
+    from ctr import volumes
+
+    return volumes.lock(store)
 
 
 def _remove_volumes(store, spec):
@@ -248,7 +267,15 @@ class Instances:
 
     def _lower(self, rec, spec):
         """The overlay's lowerdir: the image's layers, top first (with --userns=auto
-        the instance's own shifted copies of them)."""
+        the instance's own shifted copies of them, or the list of the layers'
+        folders that the driver idmaps)."""
+        if spec.userns.get("idmap"):
+            try:
+                return self.images.layer_dirs(spec.image)
+            except NotFound as err:
+                if "incomplete" in str(err):
+                    raise
+                raise NotFound(f"the image {spec.image} of {spec.name} is gone") from None
         if spec.userns:
             from ctr import userns
 
@@ -264,6 +291,10 @@ class Instances:
             if "incomplete" in str(err):
                 raise
             raise NotFound(f"the image {spec.image} of {spec.name} is gone") from None
+
+    def lowerdir(self, rec):
+        """The overlay's lowerdir of an instance (ctr cp mounts a stopped one's)."""
+        return self._lower(rec, rec.spec)
 
     def create(self, spec):
         """The record of a new instance, `created`; its name must be free. Its
@@ -520,6 +551,46 @@ class Instances:
                                             workdir=workdir, user=user, tty=tty)
         forwarder.attach(proc)
         return proc.wait()
+
+    # -- rename ---------------------------------------------------------------------
+
+    def rename(self, old, new):
+        """`ctr rename`: the record moves, its spec says the new name, and the
+        /etc/hosts of its network's peers follow. A running instance's reaper
+        follows too (ctr.store.Record._follow)."""
+        import dataclasses
+
+        from ctr.spec import check_name
+
+        check_name(new)
+        rec = self.get(old)
+        if new == old:
+            raise Conflict(f"{old} is already the name of the instance")
+        from ctr.systemd import unit_of
+
+        unit = unit_of(old)
+        if unit:
+            raise Conflict(f"instance {old} is run by the systemd unit {unit}, which names "
+                           "it: regenerate the unit instead")
+        with rec.lock():
+            spec = rec.spec
+            state = rec.read_state()
+            if spec.kind == "vm" and state["status"] in (st.RUNNING, st.PAUSED):
+                # QEMU's mount namespace has the root at the old path (exec, cp use it)
+                raise Conflict(f"instance {old} is a running VM: stop it to rename it")
+            moved = self.store.rename_record(rec, new)
+            try:
+                moved.write_spec(dataclasses.replace(spec, name=new))
+            except BaseException:
+                self.store.rename_record(moved, old)
+                raise
+        # docker's event: the new name, and the old one as oldName (with its "/")
+        events.container(moved, "rename", moved.spec, oldName="/" + old)
+        if (state.get("net") or {}).get("ip"):
+            from ctr.net.attach import renamed
+
+            renamed(self.store, moved.spec, state["net"])
+        return moved
 
     # -- remove, gc ---------------------------------------------------------------
 

@@ -138,7 +138,10 @@ def _monitor(instances, rec, report_w):
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _title(rec.name)
     limits = rec.spec.log
-    writer = LogWriter(rec.log_path, limits["max_size"], limits["max_files"])
+    # The log through a handle on the record's folder: rotated in place even
+    # after `ctr rename` moved the folder (same file system, same inode).
+    folder = os.open(rec.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    writer = LogWriter(f"/proc/self/fd/{folder}/log", limits["max_size"], limits["max_files"])
     null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
         proc, run = _start(instances, rec, null, fresh=True)

@@ -193,29 +193,14 @@ def changes(rec, lowers):
     return sorted(out, key=lambda change: change[1])
 
 
-def _du(path):
-    """Bytes under `path` (each inode once, never following links)."""
-    import os
-
-    total, seen = 0, set()
-    for top, dirs, files in os.walk(path):
-        for name in dirs + files:
-            try:
-                st_ = os.lstat(os.path.join(top, name))
-            except OSError:
-                continue
-            if (st_.st_dev, st_.st_ino) not in seen:
-                seen.add((st_.st_dev, st_.st_ino))
-                total += st_.st_blocks * 512
-    return total
-
-
 def disk_usage(store, images):
-    """`ctr system df`: images, instances (their upper directories) and anonymous
-    volumes: how many, how many in use, their size, and what a prune would free."""
+    """`ctr system df`: images, instances (their upper directories) and volumes
+    (named and anonymous): how many, how many in use, their size, and what a
+    prune would free."""
     import os
 
-    from ctr.rootfs.volumes import owned, volumes_dir
+    from ctr import volumes
+    from ctr.volumes import du as _du
 
     listed = store.listing()
     used_images = {spec.image for _, spec, _ in listed if spec}
@@ -226,36 +211,16 @@ def disk_usage(store, images):
     sizes = {rec.name: _du(rec.upper) for rec, _, _ in listed}
     stopped = [rec.name for rec, _, state in listed if state["status"] not in LIVE
                and state["status"] != st.RESTARTING]
-    vols = {}
-    for _, spec, _ in listed:
-        for vol in spec.volumes if spec else ():
-            folder = owned(store, vol)
-            if folder:
-                vols[folder] = True
-    top = volumes_dir(store)
-    all_vols = [os.path.join(top, v) for v in os.listdir(top)] if os.path.isdir(top) else []
-    vol_sizes = {v: _du(v) for v in all_vols}
+    used = volumes.users(store)
+    vol_sizes = {v["Name"]: _du(os.path.dirname(v["Mountpoint"]))
+                 for v in volumes.listing(store)}
     return [
         {"type": "Images", "total": len(imgs),
          "active": len(used_images & {i["name"] for i in imgs}),
          "size": img_size, "reclaimable": img_free},
         {"type": "Instances", "total": len(listed), "active": len(live),
          "size": sum(sizes.values()), "reclaimable": sum(sizes[n] for n in stopped)},
-        {"type": "Local Volumes", "total": len(all_vols), "active": len(vols),
-         "size": sum(vol_sizes.values()),
-         "reclaimable": sum(s for v, s in vol_sizes.items() if v not in vols)},
+        {"type": "Local Volumes", "total": len(vol_sizes),
+         "active": len(used.keys() & vol_sizes.keys()), "size": sum(vol_sizes.values()),
+         "reclaimable": sum(s for v, s in vol_sizes.items() if v not in used)},
     ]
-
-
-def unused_volumes(store):
-    """Anonymous volume folders no instance's spec names (a plain `rm` keeps them)."""
-    import os
-
-    from ctr.rootfs.volumes import VOLUME_ID_RE, owned, volumes_dir
-
-    used = {owned(store, vol) for _, spec, _ in store.listing() if spec
-            for vol in spec.volumes}
-    top = volumes_dir(store)
-    names = os.listdir(top) if os.path.isdir(top) else []
-    return [os.path.join(top, n) for n in sorted(names)
-            if VOLUME_ID_RE.fullmatch(n) and os.path.join(top, n) not in used]

@@ -28,6 +28,7 @@ DEFAULT_ROOT = "/var/lib/ctr"
 CREATED, RUNNING, PAUSED, STOPPED = "created", "running", "paused", "stopped"
 RESTARTING = "restarting"  # exited; its monitor starts it again after a backoff
 CORRUPT = "corrupt"
+RENAMED = "renames"  # ROOT/renames/ID: the new name of a renamed instance
 
 
 def now():
@@ -44,6 +45,17 @@ def atomic_write_json(path, data):
     finally:
         os.close(fd)
     os.rename(tmp, path)
+
+
+@contextlib.contextmanager
+def flocked(path):
+    """An exclusive flock on the file `path` (made if missing) while inside."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def read_json(path, what):
@@ -148,11 +160,63 @@ class Store:
             revert.success()
         return rec
 
-    def record(self, name):
+    def rename_record(self, rec, new):
+        """Move a record to the name `new` (the caller holds its lock and has
+        checked the name): refused if it is taken. A note by id says where it
+        went, for whoever holds a Record of the old name (its reaper, a health
+        check, a CLI waiting for its lock: Record._follow)."""
+        path = os.path.join(self.instances_dir, new)
+        try:
+            os.mkdir(path, 0o700)  # claimed: a create of the same name fails now
+        except FileExistsError:
+            raise Conflict(f"the name {new!r} is already in use") from None
+        try:
+            self._note_rename(rec.spec.id, new)
+            os.rename(rec.dir, path)  # onto the empty folder: one step
+        except BaseException:
+            os.rmdir(path)
+            with contextlib.suppress(OSError):
+                self._note_rename(rec.spec.id, rec.name)  # it is where it was
+            raise
+        return Record(self, new)
+
+    def _note_rename(self, instance_id, name):
+        notes = os.path.join(self.root, RENAMED)
+        os.makedirs(notes, 0o700, exist_ok=True)
+        note = os.path.join(notes, instance_id)
+        with open(note + ".tmp", "w") as f:
+            f.write(name + "\n")
+        os.rename(note + ".tmp", note)
+
+    def record(self, name, by_id=True):
+        """The record named `name`, else (as docker, unless not `by_id`) the one
+        whose id is or starts with it."""
         path = os.path.join(self.instances_dir, name)
         if "/" in name or name.startswith(".") or not os.path.isdir(path):
-            raise NotFound(f"no such instance: {name}")
+            rec = self._by_id(name) if by_id else None
+            if rec is None:
+                raise NotFound(f"no such instance: {name}")
+            return rec
         return Record(self, name)
+
+    def _by_id(self, prefix):
+        """The record whose id starts with `prefix` (hex): only when no name
+        matched, so naming an instance never reads the others."""
+        if not 0 < len(prefix) <= 64 or prefix.strip("0123456789abcdef"):
+            return None
+        found = []
+        for rec in self.records():
+            try:
+                with open(rec.spec_path, "rb") as f:
+                    ident = json.load(f).get("id") or ""
+            except (OSError, ValueError, AttributeError):
+                continue
+            if ident.startswith(prefix):
+                found.append(rec)
+        if len(found) > 1:
+            raise Conflict(f"{prefix} is the start of {len(found)} instances' ids: "
+                           "give more of it, or a name")
+        return found[0] if found else None
 
     def records(self):
         try:
@@ -180,8 +244,13 @@ class Record:
 
     def __init__(self, store, name):
         self.store = store
+        self._at(name)
+        self._spec = None
+        self._id = self._ino = None  # what _follow knows it by, once its spec was read
+
+    def _at(self, name):
         self.name = name
-        self.dir = os.path.join(store.instances_dir, name)
+        self.dir = os.path.join(self.store.instances_dir, name)
         self.spec_path = os.path.join(self.dir, "spec.json")
         self.state_path = os.path.join(self.dir, "state.json")
         self.lock_path = os.path.join(self.dir, "lock")
@@ -190,18 +259,56 @@ class Record:
         self.work = os.path.join(self.dir, "work")
         self.rootfs = os.path.join(self.dir, "rootfs")
         self.lower = os.path.join(self.dir, "lower")  # --userns=auto: the shifted image
-        self._spec = None
+
+    def _follow(self):
+        """After `ctr rename`: a record whose spec was read moves to its new
+        name. Its folder is known by inode (a folder of the old name made since
+        is another instance's), the new name by the note rename_record left
+        under its id. True if it moved."""
+        if self._ino is None:
+            return False
+        try:
+            if os.stat(self.dir).st_ino == self._ino:
+                return False
+        except OSError:
+            pass
+        try:
+            with open(os.path.join(self.store.root, RENAMED, self._id)) as f:
+                new = f.read().strip()
+        except OSError:
+            return False
+        if not new or new == self.name or "/" in new or new.startswith("."):
+            return False
+        self._at(new)
+        self._spec = None  # read again: its name changed
+        return True
+
+    def current_name(self):
+        """The instance's name now (it follows a rename, see _follow)."""
+        self._follow()
+        return self.name
+
+    def forget_rename(self):
+        """The instance is gone: its rename note (if any) goes too."""
+        if self._id is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.store.root, RENAMED, self._id))
 
     @property
     def spec(self):
         if self._spec is None:
             from ctr.spec import InstanceSpec
 
+            ino = None
+            with contextlib.suppress(OSError):
+                ino = os.stat(self.dir).st_ino
             data = self._read(self.spec_path, "spec")
             try:
                 self._spec = InstanceSpec.from_dict(data)
             except (KeyError, TypeError, ValueError) as err:
                 raise StateError(f"the spec of {self.name} is corrupt: {err}") from err
+            if self._id is None:
+                self._id, self._ino = self._spec.id, ino
         return self._spec
 
     def with_spec(self, spec):
@@ -233,15 +340,41 @@ class Record:
     @contextlib.contextmanager
     def lock(self):
         """The per-instance lock, held only for state transitions, never while running."""
+        fd = self._lock_fd()
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except FileNotFoundError:
-            raise NotFound(f"no such instance: {self.name}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
+
+    def _lock_fd(self):
+        """The lock taken; after a rename (before or while waiting) the one of
+        the instance's folder at its new name, never another's."""
+        for _ in range(100):
+            self._follow()
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                if self._follow():
+                    continue
+                raise NotFound(f"no such instance: {self.name}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._follow()  # renamed while we waited: the same lock, moved
+                if self._ino is None or self._mine(fd):
+                    return fd
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+        raise NotFound(f"no such instance: {self.name}")
+
+    def _mine(self, fd):
+        """Whether the lock `fd` is the one in this instance's folder."""
+        try:
+            return (os.stat(self.dir).st_ino == self._ino
+                    and os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino)
+        except FileNotFoundError:
+            return True  # removed meanwhile: the caller finds out as before
 
     def update_state(self, **changes):
         """Read-modify-write the state under the lock; returns the new state."""
@@ -284,6 +417,7 @@ class Record:
     def remove(self):
         import shutil
 
+        self.forget_rename()
         try:
             shutil.rmtree(self.dir)
         except FileNotFoundError:

@@ -194,7 +194,10 @@ def run_args(spec, image):
     for v in spec.volumes:
         if v.get("anonymous"):
             continue  # each run makes its own from the image's, as podman's --new units do
-        args += ["-v", f"{v['source']}:{v['target']}" + (":ro" if v.get("readonly") else "")]
+        opts = ",".join(o for o, on in (("ro", v.get("readonly")), ("nocopy", v.get("nocopy")))
+                        if on)
+        args += ["-v", f"{v.get('name') or v['source']}:{v['target']}"
+                 + (f":{opts}" if opts else "")]
     for key, value in spec.labels.items():
         if defaults.labels.get(key) != value:
             args += ["--label", f"{key}={value}"]
@@ -228,6 +231,16 @@ def restart_for(spec):
 
 def unit_name(name):
     return f"ctr-{name}.service"
+
+
+UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/lib/systemd/system")
+
+
+def unit_of(name, dirs=UNIT_DIRS):
+    """The unit `ctr generate systemd` made for the instance `name`, if one is
+    installed (it names the instance: ctr rename refuses), else None."""
+    unit = unit_name(name)
+    return unit if any(os.path.exists(os.path.join(d, unit)) for d in dirs) else None
 
 
 def check_restart(policy):

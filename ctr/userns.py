@@ -8,18 +8,30 @@ spec records it, so the block is free again when the instance is removed. Two
 instances never share ids, and the container's root is a host uid nobody else
 has.
 
-The root filesystem: a one-time copy of the image, with every owner shifted
-into the block, becomes the overlay's lower layer (and the empty upper and work
-dirs are chowned likewise); the container's own root mounts the overlay
-(unprivileged overlayfs, Linux 5.11+, with user.* xattrs). A layered image gets
-a shifted copy per layer (instances/NAME/layers/0 is the top one), each made once,
-at create, with its opaque directories marked for userxattr (user.overlay.opaque;
-whiteouts are 0/0 character devices either way). Idmapped lower layers (Linux
-5.19+) would avoid the copies; not used yet. A copy of busybox costs a few
-milliseconds, once per instance.
+The root filesystem, one of two ways, chosen once per host (kernel release)
+and recorded in STATE_ROOT/userns-idmap.json:
+- idmapped layers (Linux 5.19+, a filesystem that allows them): ctr, as host
+  root, takes a detached read-only copy of each of the image's layers
+  (open_tree) and idmaps it with the block's maps (mount_setattr with a helper
+  user namespace of the same maps), so a file owned by 0 on disk is the
+  block's first id. The container's init, in its own mount namespace, attaches
+  them at instances/NAME/idmap/N and stacks its overlay on them: nothing is
+  copied, every instance shares the layer store's files, and the mounts die
+  with the container's mount namespace (rm, a crash, kill -9 alike). A
+  layer's opaque directories get user.overlay.opaque beside their
+  trusted.overlay.opaque the first time it is used so (its .json says it is
+  done): the only change ever made to a layer, and only to its xattrs.
+- else a shifted copy of each layer (instances/NAME/layers/0 is the top one;
+  instances/NAME/lower for a one-layer image), made at create with every owner
+  moved into the block and its opaque directories marked for userxattr.
+Either way the overlay is mounted by the container's root (unprivileged
+overlayfs, Linux 5.11+, userxattr: whiteouts are 0/0 character devices, opaque
+directories user.overlay.opaque), and its upper and work dirs are owned by the
+block. CTR_USERNS_IDMAP=on|off overrides the choice (tests, benchmarks).
 """
 
 import fcntl
+import json
 import os
 
 from ctr.errors import CtrError
@@ -152,8 +164,188 @@ def _mark_opaque(tree):
         os.setxattr(top, USER_OPAQUE, value, follow_symlinks=False)
 
 
+USERXATTR = "userxattr"  # in a layer's .json: its opaque dirs have user.overlay.opaque
+
+
+def mark_layers(layers):
+    """Every layer but the bottom one (opaque means nothing there) marked for
+    an overlay mounted with userxattr, once; its .json records that it was
+    (two instances marking one layer at once set the same xattrs)."""
+    from ctr.store import atomic_write_json
+
+    for layer in layers[:-1]:
+        meta_path = layer + ".json"
+        try:
+            with open(meta_path) as f:
+                meta = json.load(f)
+        except (OSError, ValueError):
+            meta = None
+        if meta is not None and meta.get(USERXATTR):
+            continue
+        _mark_opaque(layer)
+        if meta is not None:
+            atomic_write_json(meta_path, {**meta, USERXATTR: True})
+
+
 def layers_dir(rec):
     return os.path.join(rec.dir, "layers")
+
+
+def idmap_dir(rec):
+    return os.path.join(rec.dir, "idmap")
+
+
+IDMAP_ENV = "CTR_USERNS_IDMAP"
+IDMAP_RECORD = "userns-idmap.json"
+
+
+def use_idmap(root, ids):
+    """Whether a new --userns=auto instance of the state root `root` gets
+    idmapped layers: CTR_USERNS_IDMAP=on|off, else what the probe found on
+    this kernel (probed on first use, recorded)."""
+    mode = os.environ.get(IDMAP_ENV) or "auto"
+    if mode not in ("auto", "on", "off"):
+        raise CtrError(f"{IDMAP_ENV}={mode!r}: expected auto, on or off")
+    if mode != "auto":
+        return mode == "on"
+    return host_idmap(root, ids)["idmap"]
+
+
+def host_idmap(root, ids):
+    """{"kernel", "idmap", "reason"}: the recorded probe of this kernel, made
+    now when there is none."""
+    from ctr.store import atomic_write_json
+
+    path = os.path.join(root, IDMAP_RECORD)
+    release = os.uname().release
+    try:
+        with open(path) as f:
+            found = json.load(f)
+        if found.get("kernel") == release and isinstance(found.get("idmap"), bool):
+            return found
+    except (OSError, ValueError):
+        pass
+    ok, reason = probe(root, ids)
+    found = {"kernel": release, "idmap": ok, "reason": reason}
+    atomic_write_json(path, found)
+    return found
+
+
+def _map_text(base, size=SIZE):
+    return f"0 {base} {size}\n"
+
+
+def open_idmapped(layers, ids, sc=None):
+    """Host side: read-only idmapped copies of the folders `layers`, as
+    detached mounts (fds, close-on-exec; the caller closes them): a file owned
+    by id N on disk is seen owned by the block's N."""
+    from ctr.native import SYSCALLS
+
+    sc = sc or SYSCALLS
+    userns_fd = sc.userns_fd(_map_text(ids["uid"], ids["size"]),
+                             _map_text(ids["gid"], ids["size"]))
+    fds = []
+    try:
+        for layer in layers:
+            fds.append(sc.idmapped_tree(layer, userns_fd))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    finally:
+        os.close(userns_fd)
+    return fds
+
+
+def idmapped_lower(rec, fds):
+    """The overlay's lowerdir over idmapped layers attached at
+    instances/NAME/idmap/0.. (top first), relative to that folder (short
+    enough for any number of layers), and the [(fd, folder)] to attach."""
+    base = idmap_dir(rec)
+    attach = []
+    for i, fd in enumerate(fds):
+        folder = os.path.join(base, str(i))
+        os.makedirs(folder, 0o755, exist_ok=True)
+        attach.append((fd, folder))
+    return (base, ":".join(str(i) for i in range(len(fds)))), attach
+
+
+def probe(root, ids):
+    """(ok, reason): does this kernel stack an unprivileged overlay on an
+    idmapped layer of `root`'s filesystem? Tried for real, the way a start
+    does it: a layer with a file owned by 0, idmapped into the block, attached
+    and overlaid in a child of a user and mount namespace of its own, whose
+    root must see the file as its own. Leaves nothing: the mounts were the
+    child's alone."""
+    import shutil
+    import tempfile
+
+    from ctr.native import CLONE_NEWNS, CLONE_NEWUSER, clone
+
+    d = tempfile.mkdtemp(prefix=".idmap-probe-", dir=root)
+    fds = []
+    try:
+        os.chmod(d, 0o711)
+        layer, at, upper, work, merged = (os.path.join(d, n) for n in
+                                          ("layer", "at", "upper", "work", "merged"))
+        for path in (layer, at, upper, work, merged):
+            os.mkdir(path, 0o755)
+        for path in (upper, work, merged):
+            os.chown(path, ids["uid"], ids["gid"])
+        with open(os.path.join(layer, "f"), "w"):
+            pass
+        try:
+            fds = open_idmapped([layer], ids)
+        except OSError as err:
+            return False, str(err)
+        go_r, go_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        try:
+            pid = clone(CLONE_NEWUSER | CLONE_NEWNS)
+        except OSError as err:
+            for fd in (go_r, go_w, rep_r, rep_w):
+                os.close(fd)
+            return False, f"clone: {err.strerror}"
+        if pid == 0:
+            os.close(go_w)
+            os.close(rep_r)
+            _probe_child(go_r, rep_w, fds[0], at, upper, work, merged)
+        os.close(go_r)
+        os.close(rep_w)
+        try:
+            write_maps(pid, ids)
+        finally:
+            os.close(go_w)
+            with os.fdopen(rep_r, "rb") as f:
+                said = f.read().decode(errors="replace")
+            os.waitpid(pid, 0)
+        return (True, "") if said == "ok" else (False, said or "the probe died")
+    finally:
+        for fd in fds:
+            os.close(fd)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _probe_child(go_r, rep_w, fd, at, upper, work, merged):
+    from ctr.native import MS_PRIVATE, MS_REC, SYSCALLS
+
+    said = "?"
+    try:
+        os.read(go_r, 1)  # EOF once the maps are written
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        SYSCALLS.mount(None, "/", None, MS_REC | MS_PRIVATE)
+        SYSCALLS.attach_tree(fd, at)
+        SYSCALLS.mount("overlay", merged, "overlay", 0,
+                       f"lowerdir={at},upperdir={upper},workdir={work},userxattr")
+        st = os.stat(os.path.join(merged, "f"))
+        said = "ok" if (st.st_uid, st.st_gid) == (0, 0) else \
+            f"the layer's file shows as {st.st_uid}:{st.st_gid}, not 0:0"
+    except BaseException as err:  # noqa: BLE001 - every failure is the answer
+        said = str(err) or type(err).__name__
+    finally:
+        os.write(rep_w, said.encode())
+        os._exit(0)
 
 
 def lowerdir(rec):
@@ -168,9 +360,9 @@ def lowerdir(rec):
 
 def create_record(store, image_lowerdirs, spec):
     """The record of a --userns=auto instance: a block of ids of its own (allocated
-    under the lock, so two creates never share one) and a copy of the image's root
-    (of each of its layers, top first) owned by them. Returns the record; on
-    failure nothing is left."""
+    under the lock, so two creates never share one) and, where idmapped layers
+    cannot be had, a copy of the image's root (of each of its layers, top first)
+    owned by them. Returns the record; on failure nothing is left."""
     import dataclasses
 
     from ctr.revert import Reverter
@@ -183,14 +375,18 @@ def create_record(store, image_lowerdirs, spec):
                 taken.append(rec.spec.userns)
             except CtrError:
                 continue  # a record being removed, or damaged: not holding ids
-        spec = dataclasses.replace(spec, userns=allocate(taken))
+        ids = allocate(taken)
+        if isinstance(image_lowerdirs, str):
+            image_lowerdirs = [image_lowerdirs]
+        if use_idmap(store.root, ids):
+            ids["idmap"] = True
+        spec = dataclasses.replace(spec, userns=ids)
         rec = store.create_record(spec)
     with Reverter() as revert:
         revert.add(rec.remove)
-        ids = spec.userns
-        if isinstance(image_lowerdirs, str):
-            image_lowerdirs = [image_lowerdirs]
-        if len(image_lowerdirs) == 1:
+        if ids.get("idmap"):
+            mark_layers(image_lowerdirs)
+        elif len(image_lowerdirs) == 1:
             shifted_copy(image_lowerdirs[0], rec.lower, ids)
             _mark_opaque(rec.lower)
         else:

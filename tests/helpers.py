@@ -132,10 +132,11 @@ class Ctr:
             raise AssertionError(f"ctr {' '.join(args)} -> {proc.returncode}: {proc.stderr}")
         return proc
 
-    def popen(self, *args, **kw):
+    def popen(self, *args, env=None, **kw):
         kw.setdefault("stdout", subprocess.PIPE)
         kw.setdefault("stderr", subprocess.PIPE)
-        return subprocess.Popen([*self.prefix, CTR, *args], env=self.env(), text=True, **kw)
+        return subprocess.Popen([*self.prefix, CTR, *args], env=self.env(**(env or {})),
+                                text=True, **kw)
 
     def path(self, *parts):
         return os.path.join(self.root, *parts)

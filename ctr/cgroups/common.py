@@ -172,6 +172,18 @@ DEFAULT_DEVICES = (
 )
 
 
+def device_rules(devices=(), rules=None):
+    """A container's device controller rules, in order from "deny all", as
+    (allow, "type major:minor access") pairs: `rules` (an OCI bundle's, the
+    same pairs) then DEFAULT_DEVICES, as runc appends its own; without
+    `rules`, DEFAULT_DEVICES and each of `devices` (--device's {type, major,
+    minor, access}) with its access."""
+    if rules is None:
+        rules = [(True, f"{d['type']} {d['major']}:{d['minor']} {d['access']}")
+                 for d in devices]
+    return [*rules, *((True, r) for r in DEFAULT_DEVICES)]
+
+
 # -- the folders ------------------------------------------------------------------
 
 
@@ -217,7 +229,8 @@ class BaseCgroup:
         return {"cgroup2": True, "readonly": readonly}
 
     def restrict_devices(self, rules=None):
-        """Deny every device but `rules` (done before any task joins). Backends
+        """Deny every device, then apply `rules` in order (device_rules();
+        None: device_rules() with no more), before any task joins. Backends
         without a device controller rely on the container's minimal /dev."""
 
     def _delegate(self):

@@ -12,8 +12,8 @@ import functools
 import os
 
 from ctr.cgroups.common import (
-    DEFAULT_DEVICES,
     BaseCgroup,
+    device_rules,
     host_memory,
     read,
     read_keyed,
@@ -122,10 +122,10 @@ class V1Cgroup(BaseCgroup):
         path = self.dir_of("devices")
         if path is None:
             return  # no devices hierarchy: the minimal /dev is the only guard
-        op = "set the device allowlist"
+        op = "set the device rules"
         write(op, os.path.join(path, "devices.deny"), "a")
-        for rule in DEFAULT_DEVICES if rules is None else rules:
-            write(op, os.path.join(path, "devices.allow"), rule)
+        for allow, rule in device_rules() if rules is None else rules:
+            write(op, os.path.join(path, "devices.allow" if allow else "devices.deny"), rule)
 
     # -- limits -------------------------------------------------------------------
 
@@ -161,6 +161,26 @@ class V1Cgroup(BaseCgroup):
                 # space, so both directions are written by file name.
                 self._set_file(f"--device-{name}-bps", "blkio",
                                f"blkio.throttle.{name}_bps_device", f"{dev} {rate}")
+        for key, name in (("device_read_iops", "read"), ("device_write_iops", "write")):
+            for dev, rate in res.get(key, ()):
+                self._set_file(f"blockIO.throttle{name.title()}IOPSDevice", "blkio",
+                               f"blkio.throttle.{name}_iops_device", f"{dev} {rate}")
+        for dev, weight in res.get("blkio_weight_device", ()):
+            self._set_file("blockIO.weightDevice", "blkio", "blkio.weight_device",
+                           f"{dev} {weight}")
+        if "memory_swappiness" in res:
+            self._set_file("memory.swappiness", "memory", "memory.swappiness",
+                           res["memory_swappiness"])
+        if res.get("hugepage_limits"):
+            if self.dir_of("hugetlb") is None:
+                raise CgroupError("hugepageLimits: this host has no hugetlb cgroup hierarchy "
+                                  "(cgroup v1)")
+            for size, limit in res["hugepage_limits"]:
+                self._set_file(f"hugepageLimits {size}", "hugetlb",
+                               f"hugetlb.{size}.limit_in_bytes", limit)
+        if res.get("unified"):
+            raise CgroupError("unified: cgroup v2 files cannot be set on this host, which "
+                              "mounts cgroup v1 (hybrid)")
 
     def _set(self, what, ctrl, attr, value):
         """A limit through cgroupspy's controller `ctrl`, for the user's option `what`."""

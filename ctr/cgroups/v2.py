@@ -9,8 +9,8 @@ import signal
 import time
 
 from ctr.cgroups.common import (
-    DEFAULT_DEVICES,
     BaseCgroup,
+    device_rules,
     host_memory,
     mkdir,
     read,
@@ -26,6 +26,7 @@ FILES = {  # what a limit needs, for the error when the controller is missing
     "pids.max": "--pids-limit", "io.weight": "--blkio-weight", "io.max": "--device-*-bps",
     "memory.low": "--memory-reservation",
 }
+HUGETLB = "hugetlb"  # enabled along the path only for an instance that limits hugepages
 
 
 def shares_to_weight(shares):
@@ -82,6 +83,11 @@ class V2Cgroup(BaseCgroup):
     def path(self):
         return next(iter(self.dirs.values()))
 
+    def create(self, resources=None):
+        if resources and resources.get("hugepage_limits"):
+            self.wanted = (*WANTED, HUGETLB)
+        return super().create(resources)
+
     def _delegate(self):
         """Let the instance's folder use the controllers we limit with: enable
         them in cgroup.subtree_control of every folder above it, from the top
@@ -115,12 +121,14 @@ class V2Cgroup(BaseCgroup):
                                   "delegate controllers to its children)", op=err.op,
                                   path=err.path, value=err.value, errno=err.errno) from err
 
-    def _write(self, name, value):
-        what = FILES.get(name, name)
+    def _write(self, name, value, what=None):
+        what = what or FILES.get(name, name)
         try:
             write(f"set {what}", os.path.join(self.path, name), value)
         except CgroupError as err:
-            if err.errno == errno.ENOENT:
+            # a file cgroupfs does not have cannot be created: ENOENT or EACCES
+            if err.errno in (errno.ENOENT, errno.EACCES) and not os.path.exists(
+                    os.path.join(self.path, name)):
                 raise CgroupError(f"{what} is not supported here: no {name} (controller "
                                   "not enabled for ctr's cgroup parent)", op=err.op,
                                   path=err.path, value=err.value, errno=err.errno) from err
@@ -149,23 +157,26 @@ class V2Cgroup(BaseCgroup):
             self._write("pids.max", "max" if res["pids_limit"] < 0 else res["pids_limit"])
         if "blkio_weight" in res:
             self._write("io.weight", f"default {res['blkio_weight']}")
+        for dev, weight in res.get("blkio_weight_device", ()):
+            self._write("io.weight", f"{dev} {weight}")
         rates = {}
-        for key, field in (("device_read_bps", "rbps"), ("device_write_bps", "wbps")):
+        for key, field in (("device_read_bps", "rbps"), ("device_write_bps", "wbps"),
+                           ("device_read_iops", "riops"), ("device_write_iops", "wiops")):
             for dev, rate in res.get(key, ()):
                 rates.setdefault(dev, []).append(f"{field}={rate}")
         for dev, fields in sorted(rates.items()):
             self._write("io.max", f"{dev} {' '.join(fields)}")
+        for size, limit in res.get("hugepage_limits", ()):
+            self._write(f"hugetlb.{size}.max", limit, f"hugepageLimits {size}")
+        for name, value in sorted((res.get("unified") or {}).items()):
+            self._write(name, value, f"unified {name}")
 
     def restrict_devices(self, rules=None):
-        """ctr has no BPF device filter for cgroup2 yet: the container's own /dev
-        is the guard, and --device nodes are usable as made. An access narrower
-        than rwm cannot be enforced here: refused rather than ignored."""
-        narrow = [r for r in rules or () if r not in DEFAULT_DEVICES
-                  and r.split()[-1] != "rwm"]
-        if narrow:
-            raise CgroupError(f"--device with access {narrow[0].split()[-1]!r}: this host has "
-                              "only cgroup2, where ctr has no device filter yet to enforce it "
-                              "(give rwm, the default)")
+        """cgroup2 has no devices.allow: the rules become an eBPF program
+        attached to the instance's folder (ctr.cgroups.devicefilter)."""
+        from ctr.cgroups.devicefilter import attach
+
+        attach(self.path, device_rules() if rules is None else rules)
 
     def freeze(self, missing_ok=False):
         if not os.path.exists(os.path.join(self.path, "cgroup.freeze")):

@@ -27,9 +27,11 @@ def cli(ctx, root, debug):
 
 def _register():
     from ctr.cli import (
+        archives,
         attach,
         bench,
         completion,
+        cp,
         events,
         generate,
         habits,
@@ -39,13 +41,16 @@ def _register():
         kernels,
         networks,
         ps,
+        rename,
         system,
+        volumes,
     )
 
     instances.register(cli)
     ps.register(cli)
     habits.register(cli)
     images.register(cli)
+    archives.register(cli)
     networks.register(cli)
     kernels.register(cli)
     bench.register(cli)
@@ -54,6 +59,9 @@ def _register():
     events.register(cli)
     health.register(cli)
     attach.register(cli)
+    cp.register(cli)
+    rename.register(cli)
+    volumes.register(cli)
     completion.register(cli)
     completion.attach(cli)
 

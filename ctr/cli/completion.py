@@ -1,5 +1,5 @@
-"""Shell completion for bash, zsh and fish (click's own), with instance, image
-and network names completed from the state root. `ctr completion SHELL` prints
+"""Shell completion for bash, zsh and fish (click's own), with instance, image,
+network and volume names completed from the state root. `ctr completion SHELL` prints
 the script; `make install` puts it where each shell looks."""
 
 import os
@@ -8,7 +8,7 @@ import click
 
 SHELLS = ("bash", "zsh", "fish")
 # Which names an argument takes: by the group it is in, else an instance's.
-FOLDERS = {"network": ("networks", ".json"), "kernel": (None, "")}
+FOLDERS = {"network": ("networks", ".json"), "volume": ("volumes", ""), "kernel": (None, "")}
 
 
 def _state_root(ctx):

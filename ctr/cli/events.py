@@ -16,15 +16,16 @@ from ctr.cli.context import pass_ctx
               help="Stop at TIME (same forms): past events up to it, then live ones until "
                    "it comes.")
 @click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
-              help="container=NAME|ID, event=ACTION, type=container|image, "
-                   "label=KEY[=VALUE], image=NAME (repeatable).")
+              help="container=NAME|ID, event=ACTION, type=container|image|volume, "
+                   "label=KEY[=VALUE], image=NAME, volume=NAME (repeatable).")
 @click.option("--format", "fmt", metavar="json|TEMPLATE",
               help="json (one object a line), or a Go template like "
                    "'{{.Action}} {{.Actor.Attributes.name}}'.")
 @pass_ctx
 def events(obj, since, until, filters, fmt):
     """Print events as they happen (create, start, die, oom, kill, stop, destroy,
-    pause, unpause, health_status; image pull, tag, untag, delete).
+    pause, unpause, rename, health_status; image pull, load, commit, tag, untag, delete;
+    volume create, destroy).
 
     Without --since, only new ones; without --until, until interrupted."""
     from ctr import events as ev

@@ -100,7 +100,7 @@ def diff(obj, name):
 
     rec = obj.store.record(name)
     spec = rec.spec
-    if spec.userns:
+    if spec.userns and not spec.userns.get("idmap"):
         from ctr.userns import lowerdir
 
         lowers = (lowerdir(rec) or "").split(":")

@@ -1,4 +1,5 @@
-"""Image verbs: ctr image ls|build|import|pull|tag|rm|prune, and ctr pull."""
+"""Image verbs: ctr image ls|build|pull|inspect|tag|rm|prune, and ctr pull (import,
+load and save: ctr/cli/archives.py)."""
 
 import json
 
@@ -65,16 +66,6 @@ def image_ls(obj, fmt):
 def image_build(obj, name):
     """Build image NAME from its recipe in images/NAME."""
     img = obj.images.build(name, progress=progress)
-    click.echo(f"{img['name']} {img['id']}")
-
-
-@image.command(name="import")
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.argument("name")
-@click.pass_obj
-def image_import(obj, file, name):
-    """Import a root filesystem tarball (.tar, .tar.gz) as image NAME."""
-    img = obj.images.import_tar(file, name, progress=progress)
     click.echo(f"{img['name']} {img['id']}")
 
 

@@ -153,8 +153,13 @@ def instance_options(f):
                      help="Mount the root read-only (/tmp and /run get a tmpfs)."),
         click.option("--tmpfs", multiple=True, metavar="PATH[:OPTS]",
                      help="Mount a tmpfs (OPTS: size=64m,mode=1777,noexec,...)."),
-        click.option("-v", "--volume", "volumes", multiple=True, metavar="SRC:DST[:ro]",
-                     help="Bind a host path into the container."),
+        click.option("-v", "--volume", "volumes", multiple=True, metavar="SRC:DST[:OPTS]",
+                     help="Bind a host path (/SRC), or a named volume (NAME: made on first "
+                          "use, seeded from the image), at DST; -v DST: an anonymous volume. "
+                          "OPTS: ro, rw, nocopy (volumes), rprivate (binds)."),
+        click.option("--mount", "mounts", multiple=True, metavar="type=T,src=S,dst=D,...",
+                     help="docker's --mount: type=bind|volume|tmpfs, source, target, "
+                          "readonly, volume-nocopy, tmpfs-size, tmpfs-mode."),
         click.option("--security-opt", multiple=True, metavar="OPT",
                      help="seccomp=unconfined|FILE.json (docker's format), "
                           "no-new-privileges[=false]."),
@@ -171,7 +176,9 @@ def instance_options(f):
                      help="Read K=V label lines from a file."),
         click.option("--init", "--systemd", "init", is_flag=True,
                      help="Boot the image's init system (systemd) as PID 1: /sbin/init "
-                          "unless a command is given; stop signal SIGRTMIN+3."),
+                          "unless a command is given; stop signal SIGRTMIN+3. Unlike "
+                          "docker's --init (a tiny reaper before the command), this "
+                          "boots a system container."),
         click.option("--stop-signal", metavar="SIG",
                      help="Signal `ctr stop` sends first (default SIGTERM; SIGRTMIN+3 "
                           "with --init)."),
@@ -361,7 +368,8 @@ def kill(obj, sig, names):
 @click.command()
 @click.option("-f", "--force", is_flag=True, help="Kill a running instance first.")
 @click.option("-v", "--volumes", is_flag=True,
-              help="Remove its anonymous volumes too (those of the image's Volumes).")
+              help="Remove its anonymous volumes too (the image's Volumes, -v /PATH, "
+                   "--mount without a source); named ones stay.")
 @click.argument("names", nargs=-1, required=True)
 @pass_ctx
 def rm(obj, force, volumes, names):

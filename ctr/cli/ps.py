@@ -10,7 +10,7 @@ import click
 from ctr.cli.context import pass_ctx
 from ctr.errors import InvalidSpec
 
-FILTER_KEYS = ("name", "label", "status", "ancestor", "id", "health")
+FILTER_KEYS = ("name", "label", "status", "ancestor", "id", "health", "volume")
 HEALTH = ("starting", "healthy", "unhealthy", "none")
 STATUSES = ("created", "restarting", "running", "paused", "exited", "dead")
 COLUMNS = (("CONTAINER ID", "ID"), ("IMAGE", "Image"), ("COMMAND", "Command"),
@@ -49,6 +49,8 @@ def matches(row, filters):
         "status": lambda v: row["State"] == v,
         "ancestor": lambda v: row["Image"] == v or row["Image"].split(":")[0] == v,
         "health": lambda v: row["Health"] == v,
+        # docker's: a volume's name, or a mount's source or destination path
+        "volume": lambda v: v in row["mount_keys"],
     }
     return all(any(tests[key](v) for v in values) for key, values in filters.items())
 
@@ -68,7 +70,8 @@ def _trunc(row, no_trunc):
 @click.option("--no-trunc", is_flag=True, help="Full IDs and commands.")
 @click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
               help="name=, id=, label=KEY[=VALUE], status=, ancestor=IMAGE, "
-                   "health=starting|healthy|unhealthy|none (repeatable).")
+                   "health=starting|healthy|unhealthy|none, volume=NAME|PATH "
+                   "(repeatable).")
 @click.option("--format", "fmt", metavar="json|TEMPLATE",
               help="json, or a Go template like '{{.Names}} {{.Status}}' ('table ...' "
                    "adds a header).")
@@ -93,7 +96,8 @@ def ps(obj, show_all, quiet, no_trunc, filters, fmt):
         return
     if fmt == "json":
         for row in rows:
-            click.echo(json.dumps({k: v for k, v in row.items() if k != "label_map"}))
+            click.echo(json.dumps({k: v for k, v in row.items()
+                                   if k not in ("label_map", "mount_keys")}))
         return
     if fmt and fmt.strip() != "table":
         _print_template(fmt, rows)

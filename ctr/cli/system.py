@@ -36,19 +36,21 @@ def system_df(obj, fmt):
 @click.option("-f", "--force", is_flag=True, help="Do not ask first.")
 @click.option("-a", "--all", "all_images", is_flag=True,
               help="Also every image no instance uses.")
-@click.option("--volumes", is_flag=True, help="Also anonymous volumes no instance has.")
+@click.option("--volumes", is_flag=True,
+              help="Also anonymous volumes no instance has (named ones stay, as with "
+                   "docker 23+: `ctr volume prune -a` removes those).")
 @pass_ctx
 def system_prune(obj, force, all_images, volumes):
     """Remove stopped instances, networks no instance uses, what killed pulls
-    left, unused layers (with -a every unused image, with --volumes the volumes
-    no instance has)."""
+    left, unused layers (with -a every unused image, with --volumes the anonymous
+    volumes no instance has)."""
     from ctr import store as st
-    from ctr.query import image_users_running, network_users, unused_volumes
+    from ctr.query import image_users_running, network_users
 
     if not force:
         what = ["all stopped instances", "all networks no instance uses"]
         what += ["all images no instance uses"] if all_images else []
-        what += ["all volumes no instance has"] if volumes else []
+        what += ["all anonymous volumes no instance has"] if volumes else []
         click.confirm("This removes:\n  - " + "\n  - ".join(what) + "\nAre you sure?",
                       abort=True, err=True)
     removed = {"instances": [], "networks": [], "images": [], "volumes": []}
@@ -71,11 +73,9 @@ def system_prune(obj, force, all_images, volumes):
                                   users_of=lambda n: image_users_running(obj.store, n))
                 removed["images"].append(img["name"])
     if volumes:
-        import shutil
+        from ctr import volumes as vols
 
-        for folder in unused_volumes(obj.store):
-            shutil.rmtree(folder, ignore_errors=True)
-            removed["volumes"].append(folder)
+        removed["volumes"] = [name for name, _ in vols.prune(obj.store)]
     layers, blobs = obj.images.collect()
     for kind, names in removed.items():
         for name in names:

@@ -23,20 +23,21 @@ def network_plan(revert, rec):
     return plan
 
 
-def create_cgroup(revert, cg, resources, *, restrict_devices=False, devices=()):
+def create_cgroup(revert, cg, resources, *, restrict_devices=False, devices=(), rules=None):
     """`cg` made with `resources` applied, and with `restrict_devices` every
     device denied but a container's own and `devices` (--device's Device
-    entries), before any process joins; the reverter destroys it."""
+    entries), or, when `rules` are given (an OCI bundle's DeviceRules, in
+    order), those rules' and a container's own, before any process joins;
+    the reverter destroys it."""
     cg = cg.create(resources)
     revert.add(cg.destroy)
     if restrict_devices:
-        if devices:
-            from ctr.cgroups.common import DEFAULT_DEVICES
+        from ctr.cgroups.common import device_rules
+        from ctr.spec import device_rule_text
 
-            cg.restrict_devices((*DEFAULT_DEVICES, *(
-                f"{d['type']} {d['major']}:{d['minor']} {d['access']}" for d in devices)))
-        else:
-            cg.restrict_devices()
+        if rules is not None:
+            rules = [(bool(r["allow"]), device_rule_text(r)) for r in rules]
+        cg.restrict_devices(device_rules(devices, rules))
     return cg
 
 

@@ -155,6 +155,23 @@ def _receive_pty(sock):
     return fds[0] if fds else None
 
 
+def _idmapped_layers(rec, layers, fds):
+    """--userns=auto over idmapped layers: the image's layers as idmapped
+    detached mounts, made here by host root (an idmapped mount needs
+    CAP_SYS_ADMIN over the layers' filesystem), for the init to attach in its
+    own mount namespace. Returns the overlay's lowerdir and [(fd, folder)]."""
+    from ctr import userns
+
+    try:
+        opened = userns.open_idmapped(layers, rec.spec.userns)
+    except OSError as err:
+        raise StartError(f"--userns=auto: cannot idmap the image's layers: "
+                         f"{err.strerror or err}", errno=err.errno) from err
+    for fd in opened:
+        fds.add(fd)
+    return userns.idmapped_lower(rec, opened)
+
+
 class ContainerDriver:
     kind = "container"
 
@@ -182,7 +199,8 @@ class ContainerDriver:
                                  + ("only cgroup v1" if cg.dirs else "no cgroup hierarchy"))
             cg = common.create_cgroup(revert, cg, spec.resources,
                                       restrict_devices=not spec.privileged,
-                                      devices=spec.options.devices or ())
+                                      devices=spec.options.devices or (),
+                                      rules=spec.options.device_rules)
             proc = self._clone(revert, rec, lower, plan, cg, stdio, tty, pdeathsig, gate,
                                on_root)
             revert.success()
@@ -211,6 +229,9 @@ class ContainerDriver:
                 joins = [(fds.add(fd), flag) for fd, flag in shared.open_joins()]
                 pid_fds = tuple(fds.add(fd) for fd in shared.open_pid())
                 shm_from = fds.add(shared.open_shm())
+            idmapped = ()
+            if spec.userns.get("idmap"):
+                lower, idmapped = _idmapped_layers(rec, lower, fds)
             sock, child_sock = fds.socketpair() if tty else (None, None)
             go_r, go_w = fds.pipe()
             rep_r, rep_w = fds.pipe()
@@ -226,10 +247,11 @@ class ContainerDriver:
                     work=rec.work, stdio=stdio, tty_sock=child_sock, pdeathsig=pdeathsig,
                     binds=plan.binds, netns_fd=join_fd, own_netns=plan.new_netns, gate=gate,
                     joins=joins, root_fd=root_w, cgroup_view=view, lxcfs=lxcfs,
-                    shm_source=shared.shm_source if shared else None, shm_from=shm_from)
+                    shm_source=shared.shm_source if shared else None, shm_from=shm_from,
+                    idmapped=idmapped)
             revert.add(common.kill, pid)
             fds.close(go_r, rep_w, join_fd, child_sock, root_w, *(fd for fd, _ in joins),
-                      *pid_fds, shm_from)
+                      *pid_fds, shm_from, *(fd for fd, _ in idmapped))
             if spec.userns:
                 from ctr.userns import write_maps
 

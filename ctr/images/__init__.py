@@ -24,6 +24,10 @@ The modules:
                 cmd/env/workdir of local images) as run defaults: ImageConfig,
                 typed values for ctr.spec.new_spec, checked as hostile input.
 
-Still to come (issue 15): archive.py (OCI layouts and archives in and out),
-image inspect, commit and export.
+  archive.py    import (OCI layout, OCI archive, docker archive, rootfs tarball) and
+                save (docker-archive, oci-archive), read and written in place.
+  treetar.py    folders back into tar streams: a layer with OCI whiteouts, or the
+                union of an instance's layers.
+  commit.py     an instance's upper directory as a new layer and image (commit);
+                its whole root as one tar (export).
 """

@@ -34,7 +34,7 @@ from ctr.store import atomic_write_json, now, read_json
 PULL_POLICIES = ("missing", "always", "never")
 PAGE = 4096  # a mount's options must fit in one page
 MAX_LAYERS = 500  # overlayfs's most lower layers
-_STAGING = (".build-", ".pull-")
+_STAGING = (".build-", ".pull-", ".save-", ".commit-")
 
 
 def _plain(text):
@@ -112,13 +112,10 @@ class ImageStore:
         except CtrError:
             return os.path.join(self._path(name), "rootfs")
 
-    def lowerdir(self, name, reserve=0):
-        """The overlay's lowerdir option of image NAME: its layers, top first,
-        colon-joined. `reserve`: the bytes the rest of the mount's options take.
-        When the full paths do not fit in one page: (the layer store's folder,
-        short names relative to it), which ctr.rootfs.mount_overlay mounts from
-        that folder."""
-        img = self.get(name)
+    def layer_dirs(self, name, img=None):
+        """The folders of image NAME's layers, top first, each checked to be
+        there (what --userns=auto's idmapped mounts are made of)."""
+        img = img or self.get(name)
         dirs = img["lowerdirs"]
         for d in dirs:
             if not os.path.isdir(d):
@@ -127,6 +124,16 @@ class ImageStore:
         if len(dirs) > MAX_LAYERS:
             raise CtrError(f"the image {name} has {len(dirs)} layers: overlayfs stacks "
                            f"at most {MAX_LAYERS}")
+        return dirs
+
+    def lowerdir(self, name, reserve=0):
+        """The overlay's lowerdir option of image NAME: its layers, top first,
+        colon-joined. `reserve`: the bytes the rest of the mount's options take.
+        When the full paths do not fit in one page: (the layer store's folder,
+        short names relative to it), which ctr.rootfs.mount_overlay mounts from
+        that folder."""
+        img = self.get(name)
+        dirs = self.layer_dirs(name, img)
         joined = ":".join(dirs)
         if len(joined) + reserve < PAGE or "rootfs" in img:
             return joined
@@ -275,6 +282,13 @@ class ImageStore:
         check_name(name, "image name")
         with self._name_lock(name):
             return import_tar(self, path, name, progress)
+
+    def import_path(self, path, name=None, platform=None, progress=None):
+        """Import an OCI layout, an OCI or docker archive, or a rootfs tarball
+        (ctr.images.archive). Returns the records written."""
+        from ctr.images.archive import import_path
+
+        return import_path(self, path, name, platform=platform, progress=progress)
 
     # -- tag, remove, prune -------------------------------------------------------
 

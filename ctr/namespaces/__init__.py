@@ -381,7 +381,8 @@ def _stdio(tty_slave, stdio):
 def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
                    stdio=(None, None, None), tty_sock=None, pdeathsig=None, binds=(),
                    netns_fd=None, own_netns=True, gate=None, joins=(), root_fd=None,
-                   cgroup_view=None, lxcfs=None, shm_source=None, shm_from=None):
+                   cgroup_view=None, lxcfs=None, shm_source=None, shm_from=None,
+                   idmapped=()):
     """The child's side of a container start. Never returns. `own_netns`: the
     clone made a network namespace (lo is brought up here; a bridge's eth0 is
     configured by the parent before it says go); `netns_fd`: join that one
@@ -392,7 +393,8 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
     wait for a second "G" on `go_fd` (the parent runs an OCI bundle's
     createRuntime hooks then); `cgroup_view`, `lxcfs`: what ctr.rootfs.prepare
     mounts of them; `shm_source`: what /dev/shm binds (--ipc host); `shm_from`:
-    the mount namespace whose /dev/shm it takes (--ipc container:NAME).
+    the mount namespace whose /dev/shm it takes (--ipc container:NAME);
+    `idmapped`: the idmapped layers to attach (ctr.rootfs.prepare).
     """
     from ctr import rootfs as rootfs_mod
     from ctr.native import SYSCALLS, setns, unshare
@@ -443,7 +445,9 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
                                                        rootfs_mod.READONLY_PATHS),
                                  cgroup_view=cgroup_view, lxcfs=lxcfs,
                                  shm_size=spec.options.shm_size, shm_source=shm_source,
-                                 devices=spec.options.devices or ())
+                                 devices=spec.options.devices or (), idmapped=idmapped,
+                                 root_propagation=spec.oci.get(
+                                     "root_propagation", "rslave" if spec.oci else None))
         tty_slave = hand_over_pty(tty_sock, *pty) if pty else None
         if own_netns:
             step = report.NETWORK
@@ -461,6 +465,7 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         _run_hooks(spec.oci, "createContainer", "creating")
         step = report.PIVOT_ROOT
         rootfs_mod.pivot(SYSCALLS, rootfs)
+        rootfs_mod.finish_propagation(SYSCALLS, spec.oci.get("root_propagation"))
         step = report.PROCESS
         uid, gid, groups, home = resolve_user(spec.user)
         if spec.oci:

@@ -32,16 +32,27 @@ from ctr.native._native import (  # noqa: F401  (re-exported constants)
     MS_STRICTATIME,
 )
 
+# mount(2)'s propagation flags (linux/mount.h), beside MS_PRIVATE from the helper
+MS_UNBINDABLE = 1 << 17
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+
 clone = _native.clone
 unshare = _native.unshare
 setns = _native.setns
+setfsids = _native.setfsids
 
 MS_FLAG_NAMES = (  # mount(2)'s flags, as errors name them
     (MS_RDONLY, "MS_RDONLY"), (MS_NOSUID, "MS_NOSUID"), (MS_NODEV, "MS_NODEV"),
     (MS_NOEXEC, "MS_NOEXEC"), (MS_REMOUNT, "MS_REMOUNT"), (MS_BIND, "MS_BIND"),
     (MS_REC, "MS_REC"), (MS_PRIVATE, "MS_PRIVATE"), (MS_STRICTATIME, "MS_STRICTATIME"),
+    (MS_SLAVE, "MS_SLAVE"), (MS_SHARED, "MS_SHARED"), (MS_UNBINDABLE, "MS_UNBINDABLE"),
 )
 MNT_FLAG_NAMES = ((MNT_DETACH, "MNT_DETACH"),)  # umount2(2)'s
+OPEN_TREE_CLONE = 1
+OPEN_TREE_FLAG_NAMES = ((OPEN_TREE_CLONE, "OPEN_TREE_CLONE"),)  # open_tree(2)'s
+MOUNT_ATTR_NAMES = ((0x1, "MOUNT_ATTR_RDONLY"), (0x100000, "MOUNT_ATTR_IDMAP"))
+IDMAP_ATTRS = 0x100001  # what idmap_tree sets
 
 
 def flag_names(flags, names=MS_FLAG_NAMES):
@@ -128,6 +139,30 @@ class Syscalls:
         except OSError as err:
             raise MountError("move_mount", err, source=f"fd {fd}", target=target) from err
 
+    def idmapped_tree(self, path, userns_fd):
+        """A detached, read-only copy of the folder `path`, idmapped with the
+        maps of the user namespace `userns_fd` (an fd, close-on-exec)."""
+        try:
+            fd = _native.clone_tree(path)
+        except OSError as err:
+            raise MountError("open_tree", err, target=path, flags=OPEN_TREE_CLONE,
+                             names=OPEN_TREE_FLAG_NAMES) from err
+        try:
+            _native.idmap_tree(fd, userns_fd)
+        except OSError as err:
+            os.close(fd)
+            raise MountError("mount_setattr", err, target=path, flags=IDMAP_ATTRS,
+                             names=MOUNT_ATTR_NAMES) from err
+        return fd
+
+    def userns_fd(self, uid_map, gid_map):
+        """The fd of a new user namespace with these maps (lines of /proc's
+        uid_map and gid_map), held by nothing else."""
+        return _native.userns_fd(uid_map, gid_map)
+
+    def close(self, fd):
+        os.close(fd)
+
     def pivot_root(self, new_root, put_old):
         _native.pivot_root(new_root, put_old)
 
@@ -199,6 +234,50 @@ class Syscalls:
 
     def chown(self, path, uid, gid):
         os.chown(path, uid, gid)
+
+    def mount_point(self, path):
+        """The mount point of the mount `path` lies on (the longest mount point
+        of /proc/self/mountinfo that contains it)."""
+        path = os.path.realpath(path)
+        best = "/"
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                point = line.split()[4].replace("\\040", " ")
+                if (path == point or path.startswith(point.rstrip("/") + "/")) and len(
+                        point) > len(best):
+                    best = point
+        return best
+
+    def copy_tree(self, source_fd, dest):
+        """What the folder open at `source_fd` holds, copied into `dest` as cp -a
+        would (modes, owners, times, links as links, device nodes and fifos
+        made again); symlinks are never followed."""
+        import shutil
+        import stat
+
+        src = f"/proc/self/fd/{source_fd}"
+        for dirpath, dirnames, filenames in os.walk(src):
+            rel = os.path.relpath(dirpath, src)
+            out = os.path.normpath(os.path.join(dest, rel))
+            for name in dirnames + filenames:
+                s, d = os.path.join(dirpath, name), os.path.join(out, name)
+                st = os.lstat(s)
+                if stat.S_ISLNK(st.st_mode):
+                    os.symlink(os.readlink(s), d)
+                elif stat.S_ISDIR(st.st_mode):
+                    os.mkdir(d, 0o700)
+                elif stat.S_ISREG(st.st_mode):
+                    shutil.copyfile(s, d, follow_symlinks=False)
+                else:
+                    os.mknod(d, st.st_mode, st.st_rdev)
+                os.chown(d, st.st_uid, st.st_gid, follow_symlinks=False)
+                if not stat.S_ISLNK(st.st_mode):
+                    os.chmod(d, stat.S_IMODE(st.st_mode))
+                os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            dirnames[:] = [n for n in dirnames if not os.path.islink(os.path.join(dirpath, n))]
+        st = os.fstat(source_fd)
+        os.chown(dest, st.st_uid, st.st_gid)
+        os.chmod(dest, stat.S_IMODE(st.st_mode))
 
     def open_pty(self, ptmx):
         return _native.open_pty(ptmx)

@@ -12,6 +12,10 @@
  *                       the children forked afterwards.
  *   pivot_root(new, old)
  *   mount(source, target, fstype, flags, data), umount2(target, flags)
+ *   userns_fd(uid_map, gid_map), idmap_tree(fd, userns_fd)
+ *                       an idmapped copy of a detached mount (--userns=auto's
+ *                       image layers, Linux 5.19+ under overlayfs): a user
+ *                       namespace with the maps, then mount_setattr(2).
  *   open_pty(ptmx)      a pty from the container's own devpts (open, unlockpt,
  *                       TIOCGPTN: termios has no TIOCGPTN) -> (master, number)
  *   sethostname(name), link_up(ifname)
@@ -37,10 +41,15 @@
 #include <signal.h>
 #include <net/if.h>
 #include <string.h>
+#include <linux/securebits.h>
+#include <sys/fsuid.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <seccomp.h>
 
@@ -165,6 +174,28 @@ native_sethostname(PyObject *self, PyObject *args)
         return NULL;
     if (sethostname(name, (size_t)len) < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+/* ctr cp into a running --userns=auto instance: its overlay belongs to the
+ * instance's user namespace, where only ids mapped there may create files.
+ * SECBIT_NO_SETUID_FIXUP first: the file capabilities (CAP_CHOWN, ...) stay. */
+static PyObject *
+native_setfsids(PyObject *self, PyObject *args)
+{
+    unsigned int uid, gid;
+    int bits;
+    if (!PyArg_ParseTuple(args, "II", &uid, &gid))
+        return NULL;
+    bits = prctl(PR_GET_SECUREBITS, 0, 0, 0, 0);
+    if (bits < 0 || prctl(PR_SET_SECUREBITS, bits | SECBIT_NO_SETUID_FIXUP, 0, 0, 0) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    setfsgid(gid);
+    setfsuid(uid);
+    if ((unsigned int)setfsuid((uid_t)-1) != uid || (unsigned int)setfsgid((gid_t)-1) != gid) {
+        errno = EPERM;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
     Py_RETURN_NONE;
 }
 
@@ -382,11 +413,107 @@ native_attach_tree(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+#ifndef MOUNT_ATTR_RDONLY
+#define MOUNT_ATTR_RDONLY 0x00000001
+#endif
+#ifndef MOUNT_ATTR_IDMAP
+#define MOUNT_ATTR_IDMAP 0x00100000
+#endif
+
+struct ctr_mount_attr {  /* struct mount_attr, MOUNT_ATTR_SIZE_VER0 */
+    unsigned long long attr_set, attr_clr, propagation, userns_fd;
+};
+
+static int
+write_proc(pid_t pid, const char *name, const char *text)
+{
+    char path[64];
+    size_t len = strlen(text);
+    int fd, rc;
+
+    snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, name);
+    fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    rc = write(fd, text, len) == (ssize_t)len ? 0 : -1;
+    if (rc < 0 && errno == 0)
+        errno = EIO;
+    {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+    }
+    return rc;
+}
+
+/* A user namespace with the given maps, kept by its fd alone: a child that
+ * only waits is cloned into it, given the maps, its namespace opened, and it
+ * is killed (crun and LXC make the namespace of an idmapped mount the same
+ * way). The child never runs Python. Its exit signal is 0, so a SIGCHLD
+ * handler's waitpid(-1) cannot reap it before the __WALL wait below. */
+static PyObject *
+native_userns_fd(PyObject *self, PyObject *args)
+{
+    const char *uid_map, *gid_map;
+    char path[64];
+    long pid;
+    int fd = -1, saved;
+
+    if (!PyArg_ParseTuple(args, "ss", &uid_map, &gid_map))
+        return NULL;
+    pid = syscall(SYS_clone, CLONE_NEWUSER, NULL, NULL, NULL, 0);
+    if (pid < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        for (;;)
+            pause();
+    }
+    if (write_proc(pid, "uid_map", uid_map) == 0 && write_proc(pid, "gid_map", gid_map) == 0) {
+        snprintf(path, sizeof(path), "/proc/%ld/ns/user", pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    saved = errno;
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
+        ;
+    if (fd < 0) {
+        errno = saved;
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, "uid_map/gid_map");
+    }
+    return PyLong_FromLong(fd);
+}
+
+/* idmap_tree(fd, userns_fd): make the detached mount `fd` (clone_tree's)
+ * read-only and idmapped with the namespace's maps: a file owned by id N on
+ * disk is seen as the namespace's N. Needs CAP_SYS_ADMIN over the mount's
+ * filesystem (the host's root), and a filesystem that allows it
+ * (FS_ALLOW_IDMAP): EINVAL, EPERM or ENOSYS otherwise. */
+static PyObject *
+native_idmap_tree(PyObject *self, PyObject *args)
+{
+    int fd, userns;
+    struct ctr_mount_attr attr;
+
+    if (!PyArg_ParseTuple(args, "ii", &fd, &userns))
+        return NULL;
+    memset(&attr, 0, sizeof(attr));
+    attr.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY;
+    attr.userns_fd = (unsigned long long)userns;
+    if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH, &attr, sizeof(attr)) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef native_methods[] = {
     {"seccomp_load", native_seccomp_load, METH_VARARGS,
      "seccomp_load((default action, errno), arches, rules) -> rules loaded"},
     {"open_pty", native_open_pty, METH_VARARGS, "open_pty(ptmx) -> (master fd, pty number)"},
     {"sethostname", native_sethostname, METH_VARARGS, "sethostname(name)"},
+    {"setfsids", native_setfsids, METH_VARARGS, "setfsids(uid, gid): setfsuid, setfsgid"},
     {"link_up", native_link_up, METH_VARARGS, "link_up(ifname): set IFF_UP"},
     {"clone", native_clone, METH_VARARGS, "clone(flags) -> pid (0 in the child)"},
     {"unshare", native_unshare, METH_VARARGS, "unshare(flags)"},
@@ -397,6 +524,10 @@ static PyMethodDef native_methods[] = {
     {"clone_tree", native_clone_tree, METH_VARARGS,
      "clone_tree(path) -> fd of a detached copy of the mount at path"},
     {"attach_tree", native_attach_tree, METH_VARARGS, "attach_tree(fd, target)"},
+    {"userns_fd", native_userns_fd, METH_VARARGS,
+     "userns_fd(uid_map, gid_map) -> fd of a new user namespace with those maps"},
+    {"idmap_tree", native_idmap_tree, METH_VARARGS,
+     "idmap_tree(fd, userns_fd): the detached mount fd made read-only and idmapped"},
     {NULL, NULL, 0, NULL},
 };
 

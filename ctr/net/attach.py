@@ -224,6 +224,16 @@ def detach(store, spec, info):
     refresh_hosts(store, networks, info["network"])
 
 
+def renamed(store, spec, info):
+    """After `ctr rename`: the lease says the new name, and /etc/hosts of each
+    live instance on the network (its own included) is written again."""
+    from ctr.net.networks import Networks
+
+    networks = Networks(store)
+    networks.rename(info["network"], info["ip"], spec.id, spec.name)
+    refresh_hosts(store, networks, info["network"])
+
+
 def extra_hosts(spec, gateway):
     """--add-host's (name, ip) lines, host-gateway being the gateway of the
     instance's network (`gateway`), or of ctr's default one without a bridge
@@ -247,7 +257,7 @@ def peers_of(store, networks, netname, exclude=None):
             continue
         names = [lease["name"]]
         try:
-            hostname = store.record(lease["name"]).spec.hostname
+            hostname = store.record(lease["name"], by_id=False).spec.hostname
             if hostname and hostname != lease["name"]:
                 names.append(hostname)
         except CtrError:
@@ -262,7 +272,7 @@ def refresh_hosts(store, networks, netname):
     gateway = None
     for ip, lease in networks.members(netname).items():
         try:
-            rec = store.record(lease["name"])
+            rec = store.record(lease["name"], by_id=False)
             spec = rec.spec
         except CtrError:
             continue

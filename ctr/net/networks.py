@@ -237,6 +237,15 @@ class Networks:
                 del table[ip]
                 atomic_write_json(self.leases_path, leases)
 
+    def rename(self, netname, ip, owner_id, name):
+        """The lease of a renamed instance says its new name (ctr rename)."""
+        with self.lock():
+            leases = self._leases()
+            lease = leases.get(netname, {}).get(ip)
+            if lease is not None and lease.get("id") == owner_id:
+                lease["name"] = name
+                atomic_write_json(self.leases_path, leases)
+
     def members(self, netname):
         """{ip: lease} of the live instances on a network."""
         leases = self._leases()

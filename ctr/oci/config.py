@@ -46,13 +46,47 @@ STANDARD_MOUNTS = {("/proc", "proc"), ("/sys", "sysfs"), ("/dev", "tmpfs"),
                    ("/sys/fs/cgroup", "cgroup"), ("/sys/fs/cgroup", "cgroup2")}
 TMPFS_FLAGS = ("ro", "nosuid", "nodev", "noexec")
 TMPFS_DATA = ("size", "mode", "uid", "gid", "nr_inodes")
-IGNORED_MOUNT_OPTIONS = ("rw", "bind", "rbind", "rprivate", "private", "rslave", "slave",
-                         "rshared", "shared", "strictatime", "relatime", "norelatime",
-                         "noatime", "suid", "dev", "exec", "tmpcopyup", "newinstance")
+PROPAGATION = ("rprivate", "private", "rslave", "slave", "rshared", "shared", "runbindable",
+               "unbindable")
+IGNORED_MOUNT_OPTIONS = ("rw", "bind", "rbind", "strictatime", "relatime", "norelatime",
+                         "noatime", "suid", "dev", "exec", "newinstance")
+ROOT_PROPAGATION = ("rprivate", "private", "rslave", "slave", "rshared", "shared")
+DEVICE_TYPES = ("c", "b", "p", "u")  # u: an unbuffered character device, made as c
+RULE_TYPES = ("a", "c", "b")
+HUGEPAGES = "/sys/kernel/mm/hugepages"
 NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup")
 RLIMIT_INFINITY = (1 << 64) - 1
 ID_RE = re.compile(r"[\w+.-]+")  # runc's rule for a container's id
 CGROUP_PART_RE = re.compile(r"[\w.:@+-]+")
+
+
+# What the cgroup backends call a limit (ctr run's flag) -> config.json's field.
+CGROUP_NAMES = {
+    "--memory-swap": "linux.resources.memory.swap", "--memory-reservation":
+    "linux.resources.memory.reservation", "--memory": "linux.resources.memory.limit",
+    "--cpu-shares/--cpu-weight": "linux.resources.cpu.shares",
+    "--cpu-shares": "linux.resources.cpu.shares", "--cpus": "linux.resources.cpu.quota",
+    "--cpuset-cpus": "linux.resources.cpu.cpus", "--pids-limit": "linux.resources.pids.limit",
+    "--blkio-weight": "linux.resources.blockIO.weight",
+    "--device-read-bps": "linux.resources.blockIO.throttleReadBpsDevice",
+    "--device-write-bps": "linux.resources.blockIO.throttleWriteBpsDevice",
+    "--device-*-bps": "linux.resources.blockIO.throttle*Device",
+}
+
+
+def cgroup_error(err):
+    """A CgroupError of ctr-oci's create or update, naming config.json's field
+    where the backend named ctr run's flag."""
+    text = str(err)
+    for flag, field in CGROUP_NAMES.items():
+        if text.startswith(flag + " ") or f" {flag} " in text:
+            text = text.replace(flag, field, 1)
+            break
+    for prefix in ("blockIO.", "memory.swappiness", "hugepageLimits", "unified"):
+        if text.startswith(prefix):
+            text = "linux.resources." + text
+            break
+    return type(err)(text, op=err.op, path=err.path, value=err.value, errno=err.errno)
 
 
 def _err(field, why):
@@ -197,18 +231,108 @@ def _mounts(bundle, config):
             if not os.path.exists(src):
                 raise _err(f"{field}.source", f"{src} does not exist")
             volumes.append(Volume(source=os.path.normpath(src), target=dest,
-                                  readonly="ro" in opts))
+                                  readonly="ro" in opts, propagation=_propagation(opts),
+                                  flags=tuple(o for o in opts if o in TMPFS_FLAGS[1:]) or None))
         elif kind == "tmpfs":
             flags = [o for o in opts if o in TMPFS_FLAGS]
             data = [o for o in opts if o.split("=", 1)[0] in TMPFS_DATA]
-            other = [o for o in opts if o not in flags and o not in data
-                     and o not in IGNORED_MOUNT_OPTIONS]
+            other = [o for o in opts if o not in flags and o not in data and o not in PROPAGATION
+                     and o not in IGNORED_MOUNT_OPTIONS and o != "tmpcopyup"]
             if other:
                 raise _err(f"{field}.options", f"unknown tmpfs option {other[0]!r}")
-            tmpfs.append(Tmpfs(path=dest, flags=flags, data=",".join(data)))
+            tmpfs.append(Tmpfs(path=dest, flags=flags, data=",".join(data),
+                               copyup=True if "tmpcopyup" in opts else None,
+                               propagation=_propagation(opts)))
         else:
             raise _err(f"{field}.type", f"{kind!r} at {dest} is not supported")
     return volumes, tmpfs
+
+
+def _propagation(opts):
+    """The propagation options of a mount, in order; None for none."""
+    return tuple(o for o in opts if o in PROPAGATION) or None
+
+
+def _root_propagation(linux):
+    value = linux.get("rootfsPropagation")
+    if value in (None, ""):
+        return None  # runc's rslave before the pivot (ctr.namespaces), nothing after
+    if value not in ROOT_PROPAGATION:
+        raise _err("linux.rootfsPropagation", f"{value!r} is not one of "
+                   f"{', '.join(ROOT_PROPAGATION)}")
+    return value
+
+
+def _devices(linux):
+    """linux.devices: the nodes made in the container (Device entries)."""
+    from ctr.spec import Device
+
+    out = []
+    for i, d in enumerate(_list(linux.get("devices"), "linux.devices")):
+        field = f"linux.devices[{i}]"
+        d = _obj(d, field)
+        path = _abs(d.get("path"), f"{field}.path")
+        if not path.startswith("/dev/"):
+            raise _err(f"{field}.path", f"{path} is not under /dev")
+        kind = d.get("type")
+        if kind not in DEVICE_TYPES:
+            raise _err(f"{field}.type", f"{kind!r} is not one of c, b, u, p")
+        numbers = [0, 0]
+        if kind != "p":
+            numbers = [_int(d.get(k), f"{field}.{k}", 0, (1 << 32) - 1)
+                       for k in ("major", "minor")]
+        mode = d.get("fileMode")
+        out.append(Device(
+            source=path, target=path, type="c" if kind == "u" else kind, major=numbers[0],
+            minor=numbers[1],
+            # the type's bits may be given too (podman does): the permission bits kept
+            mode=0o666 if mode is None else _int(mode, f"{field}.fileMode", 0, 0o177777) & 0o7777,
+            uid=_int(d.get("uid", 0), f"{field}.uid", 0, (1 << 32) - 2),
+            gid=_int(d.get("gid", 0), f"{field}.gid", 0, (1 << 32) - 2)))
+    if len({d.target for d in out}) != len(out):
+        raise _err("linux.devices", "a path is listed twice")
+    return tuple(out)
+
+
+def _check_bound_devices(devices):
+    """In a user namespace mknod is refused: each node is the host's of the same
+    path, bound (runc's way), which must be that very device."""
+    import stat
+
+    kinds = {"c": stat.S_ISCHR, "b": stat.S_ISBLK, "p": stat.S_ISFIFO}
+    for i, d in enumerate(devices):
+        try:
+            st = os.stat(d.target)
+        except OSError:
+            st = None
+        if st is None or not kinds[d.type](st.st_mode) or (d.type != "p" and (
+                os.major(st.st_rdev), os.minor(st.st_rdev)) != (d.major, d.minor)):
+            raise _err(f"linux.devices[{i}]", f"in a user namespace the host's {d.target} is "
+                       f"bound (mknod is refused there), and it is not {d.type} "
+                       f"{d.major}:{d.minor}")
+
+
+def _device_rules(res):
+    """linux.resources.devices: the device controller's rules, in order."""
+    from ctr.spec import DeviceRule
+
+    out = []
+    for i, r in enumerate(_list(res.get("devices"), "linux.resources.devices")):
+        field = f"linux.resources.devices[{i}]"
+        r = _obj(r, field)
+        if not isinstance(r.get("allow"), bool):
+            raise _err(f"{field}.allow", "expected true or false")
+        kind = r.get("type") or "a"
+        if kind not in RULE_TYPES:
+            raise _err(f"{field}.type", f"{kind!r} is not one of a, c, b")
+        access = r.get("access") or "rwm"
+        if not isinstance(access, str) or not re.fullmatch(r"[rwm]{1,3}", access) or len(
+                set(access)) != len(access):
+            raise _err(f"{field}.access", f"{access!r}: expected r, w and m, or some of them")
+        numbers = {k: None if r.get(k) in (None, -1) else
+                   _int(r[k], f"{field}.{k}", 0, (1 << 32) - 1) for k in ("major", "minor")}
+        out.append(DeviceRule(allow=r["allow"], type=kind, access=access, **numbers))
+    return tuple(out)
 
 
 def _cgroup_mount(config):
@@ -340,7 +464,77 @@ def _resources_of(res):
     pids = _obj(res.get("pids"), "linux.resources.pids")
     if pids.get("limit") is not None and pids["limit"] != 0:
         out["pids_limit"] = _int(pids["limit"], "linux.resources.pids.limit", -1)
+    if mem.get("reservation") not in (None, -1, 0):
+        out["memory_reservation"] = _int(mem["reservation"], "linux.resources.memory."
+                                         "reservation", 6 << 20)
+    if mem.get("swappiness") not in (None, -1, (1 << 64) - 1):  # unset: -1, podman's 2**64-1
+        out["memory_swappiness"] = _int(mem["swappiness"], "linux.resources.memory.swappiness",
+                                        0, 100)
+    # kernel, kernelTCP, disableOOMKiller, useHierarchy: deprecated or v1-only
+    # knobs runc too sets at most best-effort: ignored, as the spec allows.
+    out.update(_block_io(_obj(res.get("blockIO"), "linux.resources.blockIO")))
+    pages = []
+    for i, h in enumerate(_list(res.get("hugepageLimits"), "linux.resources.hugepageLimits")):
+        field = f"linux.resources.hugepageLimits[{i}]"
+        h = _obj(h, field)
+        size = h.get("pageSize")
+        kib = _page_kib(size)
+        if kib is None:
+            raise _err(f"{field}.pageSize", f"{size!r}: expected a size like 2MB")
+        if not os.path.isdir(f"{HUGEPAGES}/hugepages-{kib}kB"):
+            raise _err(f"{field}.pageSize", f"{size} is not a hugepage size of this host")
+        pages.append((size, _int(h.get("limit"), f"{field}.limit", 0)))
+    if pages:
+        out["hugepage_limits"] = pages
+    unified = _obj(res.get("unified"), "linux.resources.unified")
+    for key, value in unified.items():
+        if not isinstance(value, str) or "\0" in value or not re.fullmatch(
+                r"[a-z0-9_]+\.[a-z0-9_.]+", key) or key.startswith("cgroup."):
+            raise _err("linux.resources.unified", f"invalid entry {key!r}: expected a "
+                       "controller's file (memory.high) and a string")
+    if unified:
+        out["unified"] = dict(unified)
     return Resources(out)
+
+
+def _page_kib(size):
+    """"2MB" -> 2048; None if it is not a size."""
+    m = re.fullmatch(r"(\d+)([KMG])B", size) if isinstance(size, str) else None
+    return int(m[1]) << {"K": 0, "M": 10, "G": 20}[m[2]] if m else None
+
+
+def _block_io(bio):
+    where = "linux.resources.blockIO"
+    out = {}
+    if bio.get("weight") not in (None, 0):
+        out["blkio_weight"] = _int(bio["weight"], f"{where}.weight", 10, 1000)
+    # leafWeight (and weightDevice's): CFQ's, gone from kernels since 5.0: ignored.
+    weights = []
+    for i, w in enumerate(_list(bio.get("weightDevice"), f"{where}.weightDevice")):
+        field = f"{where}.weightDevice[{i}]"
+        w = _obj(w, field)
+        if w.get("weight") is not None:
+            weights.append((_devno(w, field), _int(w["weight"], f"{field}.weight", 10, 1000)))
+    if weights:
+        out["blkio_weight_device"] = weights
+    for key, name in (("device_read_bps", "throttleReadBpsDevice"),
+                      ("device_write_bps", "throttleWriteBpsDevice"),
+                      ("device_read_iops", "throttleReadIOPSDevice"),
+                      ("device_write_iops", "throttleWriteIOPSDevice")):
+        rates = []
+        for i, r in enumerate(_list(bio.get(name), f"{where}.{name}")):
+            field = f"{where}.{name}[{i}]"
+            r = _obj(r, field)
+            rates.append((_devno(r, field), _int(r.get("rate"), f"{field}.rate", 0)))
+        if rates:
+            out[key] = rates
+    return out
+
+
+def _devno(entry, field):
+    major, minor = (_int(entry.get(k), f"{field}.{k}", 0, (1 << 32) - 1)
+                    for k in ("major", "minor"))
+    return f"{major}:{minor}"
 
 
 def _sysctl(linux):
@@ -470,6 +664,14 @@ def to_spec(bundle, config, cid, host=None, systemd_cgroup=False):
     sysctl = _sysctl(linux)
     if sysctl:
         oci["sysctl"] = sysctl
+    if _root_propagation(linux):
+        oci["root_propagation"] = _root_propagation(linux)
+    options = {"device_rules": _device_rules(_obj(linux.get("resources"), "linux.resources"))}
+    devices = _devices(linux)
+    if devices:
+        options["devices"] = devices
+        if userns:
+            _check_bound_devices(devices)
     if hooks:
         oci["hooks"] = hooks
         oci["hook_state"] = {"id": cid, "bundle": bundle, "annotations": annotations(config),
@@ -482,7 +684,7 @@ def to_spec(bundle, config, cid, host=None, systemd_cgroup=False):
         caps=_caps(process), read_only=readonly, tmpfs=tmpfs, volumes=volumes,
         seccomp=seccomp if seccomp is not None else "unconfined",
         no_new_privs=bool(process.get("noNewPrivileges")), ulimits=_rlimits(process),
-        userns=userns, oci=oci, host=host, lxcfs=False)
+        userns=userns, oci=oci, host=host, lxcfs=False, options=options)
     # The process's environment is the config's, exactly (no PATH or HOSTNAME of
     # ctr's); the hostname is set only when the config names one; a read-only
     # root gets no tmpfs at /tmp and /run of ctr's (runc adds none).

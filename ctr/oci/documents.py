@@ -11,7 +11,8 @@ MASKED = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/late
 READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 MOUNT_OPTIONS = ["bind", "rbind", "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec",
                  "exec", "rprivate", "private", "rslave", "slave", "rshared", "shared",
-                 "strictatime", "relatime", "noatime", "tmpcopyup", "newinstance"]
+                 "runbindable", "unbindable", "strictatime", "relatime", "norelatime",
+                 "noatime", "tmpcopyup", "newinstance"]
 
 
 def default_config():

@@ -14,7 +14,7 @@ import select
 import signal
 import time
 
-from ctr.errors import Conflict, CtrError, InvalidSpec, NotFound, StartError
+from ctr.errors import CgroupError, Conflict, CtrError, InvalidSpec, NotFound, StartError
 from ctr.oci.state import Container, now, write_pid_file
 
 START_TIMEOUT = 10.0  # seconds start waits for a created process to take the gate
@@ -60,7 +60,7 @@ def create(root, cid, bundle, *, pid_file=None, console_socket=None, preserve_fd
     from ctr.drivers import common
     from ctr.drivers.container import ContainerDriver
     from ctr.host import HostFacts
-    from ctr.oci.config import annotations, check_id, read_config, to_spec
+    from ctr.oci.config import annotations, cgroup_error, check_id, read_config, to_spec
     from ctr.revert import Reverter
 
     check_id(cid)
@@ -85,7 +85,11 @@ def create(root, cid, bundle, *, pid_file=None, console_socket=None, preserve_fd
                 revert.add(_poststop, spec)  # what these hooks set up, undone
                 for phase in ("prestart", "createRuntime"):
                     _run_hooks(spec, phase, "creating", pid, fatal=True)
-        proc = ContainerDriver().start(c, None, tty=spec.tty, gate=c.fifo, on_root=on_root)
+        try:
+            proc = ContainerDriver().start(c, None, tty=spec.tty, gate=c.fifo,
+                                           on_root=on_root)
+        except CgroupError as err:
+            raise cgroup_error(err) from err
         revert.add(proc.cgroup.destroy)
         revert.add(common.kill, proc.pid)
         if console_socket:
@@ -273,7 +277,12 @@ def update(root, cid, resources):
         merged.update(given)
         merged = Resources({k: merged[k] for k in RESOURCE_KEYS if k in merged})
         check_resources(merged, HostFacts(), keys=given)
-        _cgroup(c).apply(merged)
+        try:
+            _cgroup(c).apply(merged)
+        except CgroupError as err:
+            from ctr.oci.config import cgroup_error
+
+            raise cgroup_error(err) from err
         c.write_spec(dataclasses.replace(c.spec, resources=merged))
 
 

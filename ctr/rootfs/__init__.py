@@ -20,8 +20,19 @@ from ctr.native import (
     MS_RDONLY,
     MS_REC,
     MS_REMOUNT,
+    MS_SHARED,
+    MS_SLAVE,
     MS_STRICTATIME,
+    MS_UNBINDABLE,
 )
+
+# An OCI mount's propagation options (and linux.rootfsPropagation) as mount(2) flags.
+PROPAGATION = {
+    "private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC,
+    "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
+    "shared": MS_SHARED, "rshared": MS_SHARED | MS_REC,
+    "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC,
+}
 
 # runc's defaults (libcontainer/specconv/example.go).
 MASKED_PATHS = (
@@ -127,19 +138,21 @@ def mount_dev(sc, root, tty=False, userns=False, shm_size=None, shm_source=None)
 
 
 def add_devices(sc, root, devices, userns=False):
-    """--device: each host node made at its place in the container's /dev, with
-    the host's mode and owner (the device controller allows it: ctr.cgroups).
-    In a user namespace, where mknod is refused, the host's node is bound."""
+    """--device (and a bundle's linux.devices): each node made at its place in
+    the container's /dev, with its mode and owner (what the device controller
+    allows of it: ctr.cgroups). In a user namespace, where mknod is refused,
+    the host's node is bound."""
     for d in devices:
         path = _join(root, d["target"])
         sc.makedirs(os.path.dirname(path))
-        if sc.exists(path):
-            sc.unlink(path)  # over one of ctr's own: the user's wins
-        if userns:
-            sc.touch(path)
+        if userns:  # over one of ctr's own (itself bound there): bound over it
+            if not sc.exists(path):
+                sc.touch(path)
             sc.mount(d["source"], path, None, MS_BIND)
             continue
-        kind = stat.S_IFCHR if d["type"] == "c" else stat.S_IFBLK
+        if sc.exists(path):
+            sc.unlink(path)  # over one of ctr's own: the user's wins
+        kind = {"c": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[d["type"]]
         sc.mknod(path, kind | d["mode"], os.makedev(d["major"], d["minor"]))
         sc.chmod(path, d["mode"])  # mknod is subject to the umask
         sc.chown(path, d["uid"], d["gid"])
@@ -221,21 +234,43 @@ KERNEL_FILESYSTEMS = ("/proc", "/sys", "/dev")
 def mount_volumes(sc, root, volumes):
     """-v SRC:DST[:ro]: host paths bound at their place inside the root. An
     anonymous volume (the image's) is seeded first, on its first start, with
-    what the image has there (ctr.rootfs.volumes)."""
+    what the image has there, and a named one while it is empty, unless
+    nocopy (ctr.rootfs.volumes)."""
     for vol in volumes:
-        if vol.get("anonymous"):
-            from ctr.rootfs.volumes import seed
+        if vol.get("anonymous") or (vol.get("name") and not vol.get("nocopy")):
+            from ctr.rootfs.volumes import seed, seed_named
 
             source = resolve_in_root(sc, root, vol["target"])
             inside = source[len(root):] or "/"
-            if any(inside == k or inside.startswith(k + "/") for k in KERNEL_FILESYSTEMS):
-                raise OSError(errno.EPERM, f"the image's volume {vol['target']} leads to "
-                              f"{inside}: refused", vol["target"])
-            seed(source, vol["source"])
+            in_kernel = any(inside == k or inside.startswith(k + "/")
+                            for k in KERNEL_FILESYSTEMS)
+            if vol.get("anonymous"):
+                if in_kernel:
+                    raise OSError(errno.EPERM, f"the image's volume {vol['target']} leads "
+                                  f"to {inside}: refused", vol["target"])
+                seed(source, vol["source"])
+            elif not in_kernel:
+                try:
+                    seed_named(source, vol["source"])
+                except PermissionError:
+                    raise OSError(errno.EACCES, f"the volume {vol['name']} belongs to ids "
+                                  "this instance's user namespace does not map: it cannot "
+                                  "be seeded (use nocopy, or a volume of its own)",
+                                  vol["target"]) from None
         path = _mount_point(sc, root, vol["target"], sc.isdir(vol["source"]))
         sc.mount(vol["source"], path, None, MS_BIND | MS_REC)
-        if vol.get("readonly"):
-            sc.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+        flags = MS_RDONLY if vol.get("readonly") else 0
+        for f in vol.get("flags") or ():
+            flags |= TMPFS_FLAG_BITS[f]
+        if flags:
+            sc.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_REC | flags)
+        set_propagation(sc, path, vol.get("propagation"))
+
+
+def set_propagation(sc, path, names):
+    """A mount's propagation options (rslave, shared...), in order."""
+    for name in names or ():
+        sc.mount(None, path, None, PROPAGATION[name])
 
 
 TMPFS_FLAG_BITS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV,
@@ -243,12 +278,26 @@ TMPFS_FLAG_BITS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV,
 
 
 def mount_tmpfs(sc, root, mounts):
+    """Each tmpfs at its place; with `copyup` (an OCI bundle's tmpcopyup),
+    what the folder held beneath is copied into it, as runc does."""
     for m in mounts:
         path = _mount_point(sc, root, m["path"], True)
         flags = 0
         for f in m.get("flags", ()):
             flags |= TMPFS_FLAG_BITS.get(f, 0)
-        sc.mount("tmpfs", path, "tmpfs", flags, m.get("data") or None)
+        if m.get("copyup"):
+            # the folder beneath, still reachable through an fd once covered
+            below = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                sc.mount("tmpfs", path, "tmpfs", flags & ~MS_RDONLY, m.get("data") or None)
+                sc.copy_tree(below, path)
+            finally:
+                os.close(below)
+            if flags & MS_RDONLY:
+                sc.mount(None, path, None, MS_REMOUNT | MS_RDONLY | (flags & ~MS_RDONLY))
+        else:
+            sc.mount("tmpfs", path, "tmpfs", flags, m.get("data") or None)
+        set_propagation(sc, path, m.get("propagation"))
 
 
 CGROUP_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC
@@ -371,7 +420,8 @@ def host_devices(sc, root):
 def prepare(sc, *, lower, upper, work, root, tty=False, binds=(), volumes=(), tmpfs=(),
             read_only=False, privileged=False, userns=False, init=False,
             masked=MASKED_PATHS, readonly=READONLY_PATHS, cgroup_view=None, lxcfs=None,
-            shm_size=None, shm_source=None, devices=()):
+            shm_size=None, shm_source=None, devices=(), root_propagation=None,
+            idmapped=()):
     """Build the container's tree at `root` (a folder on the host, seen from the
     container's own mount namespace). Returns mount_dev's pty, if any. `init`:
     what an init system needs besides (its cgroup view, a boot id, /proc/sys
@@ -382,9 +432,21 @@ def prepare(sc, *, lower, upper, work, root, tty=False, binds=(), volumes=(), tm
     `cgroup_view`: what /sys/fs/cgroup shows (mount_cgroup_view; None: nothing,
     INIT_CGROUP_VIEW with `init`); `lxcfs`: where lxcfs's files are, if they
     are to be bound over /proc's (bind_lxcfs); `shm_size`, `shm_source`:
-    /dev/shm's (see mount_dev); `devices`: --device's."""
-    sc.mount(None, "/", None, MS_REC | MS_PRIVATE)
+    /dev/shm's (see mount_dev); `devices`: --device's. `root_propagation`: an
+    OCI bundle's (PROPAGATION's names) for every mount the container starts
+    with (ctr's own: rprivate); see finish_propagation for after the pivot.
+    `idmapped`: [(fd, folder)] of detached mounts (--userns=auto's idmapped
+    layers) attached at their folders before the overlay, whose lowerdirs they
+    are: in this mount namespace only, so they go with it."""
+    sc.mount(None, "/", None, PROPAGATION[root_propagation or "rprivate"])
+    for fd, folder in idmapped:
+        sc.attach_tree(fd, folder)
+        sc.close(fd)
     if lower is None:
+        if root_propagation not in (None, "rprivate"):
+            # The mount the root lies on must not be shared: pivot_root refuses
+            # it, and the mounts made inside the root would reach the host.
+            sc.mount(None, sc.mount_point(root), None, MS_PRIVATE)
         sc.mount(root, root, None, MS_BIND | MS_REC)
     else:
         mount_overlay(sc, lower, upper, work, root, userns)
@@ -423,6 +485,13 @@ def prepare(sc, *, lower, upper, work, root, tty=False, binds=(), volumes=(), tm
     if read_only:
         sc.mount(None, root, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     return pty
+
+
+def finish_propagation(sc, root_propagation):
+    """After the pivot, an OCI bundle's linux.rootfsPropagation (shared or
+    slave) applied to the container's root, as runc does; private it already is."""
+    if root_propagation and "private" not in root_propagation:
+        sc.mount(None, "/", None, PROPAGATION[root_propagation])
 
 
 def pivot(sc, root):

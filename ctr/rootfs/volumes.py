@@ -97,6 +97,36 @@ def seed(source, data):
     os.rename(staging, data)
 
 
+def seed_named(source, data):
+    """Fill a named volume's `data` folder while it is empty, as docker does: a
+    copy of `source` (the image's folder at the mount's path, resolved inside
+    the container's root), and the folder's owner and mode. The copy is made
+    beside it and its entries moved in one by one: a start killed halfway
+    leaves at most part of them, and two starts at once the same ones."""
+    with os.scandir(data) as entries:
+        if next(entries, None) is not None:
+            return
+    try:
+        st = os.lstat(source)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        return
+    import shutil
+
+    staging = os.path.join(os.path.dirname(data), f".seed-{os.urandom(8).hex()}")
+    try:
+        _copy_tree(source, staging, st)
+        for name in os.listdir(staging):
+            try:
+                os.rename(os.path.join(staging, name), os.path.join(data, name))
+            except OSError:
+                continue  # filled meanwhile: what is there stays
+        _copy_meta(data, st)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _copy_meta(path, st):
     os.lchown(path, st.st_uid, st.st_gid)
     if not stat.S_ISLNK(st.st_mode):

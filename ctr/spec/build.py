@@ -28,6 +28,7 @@ from ctr.spec.model import (
     Volume,
     add_tmpfs,
 )
+from ctr.spec.mounts import check_mounts, check_targets, check_volumes
 from ctr.spec.options import parse_options
 from ctr.spec.parse import (
     READ_ONLY_TMPFS,
@@ -47,7 +48,6 @@ from ctr.spec.parse import (
     check_user,
     check_userns,
     check_vm_files,
-    check_volumes,
     check_workdir,
     merge_env,
     need_host,
@@ -324,12 +324,21 @@ def build_resources(current=None, *, host=None, ncpus=None, **options):
     return res
 
 
+def _mounts(volumes, mounts, tmpfs, read_only):
+    """-v, --mount and --tmpfs into (volumes, tmpfs); no two at one place."""
+    volumes = check_volumes(volumes)
+    mount_volumes, mount_tmpfs = check_mounts(mounts)
+    volumes, tmpfs = (*volumes, *mount_volumes), (*check_tmpfs(tmpfs), *mount_tmpfs)
+    check_targets(volumes, tmpfs)
+    return volumes, add_tmpfs(tmpfs, READ_ONLY_TMPFS) if read_only else tmpfs
+
+
 def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
                user=None, hostname=None, tty=False, remove=False, kind="container",
                cgroup_parent=None, network=None, publish=(), ip=None, vm=False, kernel=None,
                initrd=None, accel=None, kernel_arg=(), disk=(), cap_add=(), cap_drop=(),
                privileged=False,
-               read_only=False, tmpfs=(), volumes=(), security_opt=(), ulimit=(),
+               read_only=False, tmpfs=(), volumes=(), mounts=(), security_opt=(), ulimit=(),
                userns=None, restart=None, log_max_size=None, log_max_files=None,
                sd_notify=None, init=False, stop_signal=None, entrypoint=None,
                publish_all=False, labels=(), label_files=(), defaults=None, host=None,
@@ -359,6 +368,7 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
             raise InvalidSpec("invalid --entrypoint: it contains a NUL byte")
         entrypoint = (entrypoint,) if entrypoint else ()
     seccomp, no_new_privs = check_security_opts(security_opt, privileged, host)
+    volumes, tmpfs = _mounts(volumes, mounts, tmpfs, read_only)
     if not any(str(o).startswith("no-new-privileges") for o in security_opt):
         no_new_privs = None  # not given: new_spec's default
     return new_spec(
@@ -370,8 +380,8 @@ def build_spec(*, image, command, name=None, env=(), env_files=(), workdir=None,
         cgroup_parent=check_cgroup_parent(cgroup_parent),
         vm=check_vm_files(kernel, initrd, accel, kind, kernel_arg, disk),
         caps=build_caps(cap_add, cap_drop, privileged), privileged=bool(privileged),
-        read_only=bool(read_only), tmpfs=check_tmpfs(tmpfs, read_only),
-        volumes=check_volumes(volumes), userns=check_userns(userns), seccomp=seccomp,
+        read_only=bool(read_only), tmpfs=tmpfs, volumes=volumes,
+        userns=check_userns(userns), seccomp=seccomp,
         no_new_privs=no_new_privs, ulimits=check_ulimits(ulimit), init=bool(init),
         stop_signal=stop_signal or None, restart=check_restart(restart),
         log=check_log(log_max_size, log_max_files), sd_notify=sd_notify, host=host,

@@ -23,7 +23,9 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 RESOURCE_KEYS = ("memory", "memory_swap", "cpus", "cpu_shares", "cpu_weight", "cpuset_cpus",
                  "pids_limit", "blkio_weight", "device_read_bps", "device_write_bps",
-                 "memory_reservation", "cpu_period", "cpu_quota")
+                 "memory_reservation", "cpu_period", "cpu_quota", "device_read_iops",
+                 "device_write_iops", "blkio_weight_device", "memory_swappiness",
+                 "hugepage_limits", "unified")
 MIN_MEMORY = 6 << 20  # docker's minimum: below it a container cannot even start
 VM_MIN_MEMORY = 64 << 20
 LOG_MIN_SIZE = 4 << 10
@@ -129,7 +131,11 @@ class Resources(Frozen):
     pids_limit (-1: unlimited), blkio_weight, device_read_bps/device_write_bps
     as (("MAJOR:MINOR", bytes per second), ...); memory_reservation (bytes, a
     soft limit), cpu_period and cpu_quota (microseconds; quota -1: unlimited),
-    which exclude cpus."""
+    which exclude cpus. What an OCI bundle may ask besides (ctr.oci.config):
+    device_read_iops/device_write_iops (("MAJOR:MINOR", operations per
+    second), ...), blkio_weight_device (("MAJOR:MINOR", weight), ...),
+    memory_swappiness (0-100; v1 only, as runc), hugepage_limits (("2MB",
+    bytes), ...), unified ({cgroup2 file: value}, cgroup v2 only)."""
 
     __slots__ = ()
     FIELDS = dict.fromkeys(RESOURCE_KEYS)
@@ -144,20 +150,29 @@ class Port(Frozen):
 
 
 class Tmpfs(Frozen):
-    """A tmpfs at path: flags (nosuid, noexec...) and mount data (size=1m,mode=700)."""
+    """A tmpfs at path: flags (nosuid, noexec...) and mount data (size=1m,mode=700);
+    an OCI bundle's may ask `copyup` (tmpcopyup: what the folder held is copied
+    into it) and `propagation` (as Volume's)."""
 
     __slots__ = ()
-    FIELDS = {"path": _REQUIRED, "flags": (), "data": ""}
+    FIELDS = {"path": _REQUIRED, "flags": (), "data": "", "copyup": None, "propagation": None}
 
 
 class Volume(Frozen):
     """A host path bound at target. `anonymous`: one of the image's volumes (its
-    config's Volumes), a folder of the instance's own under the state root,
-    seeded from the image's content at target on the first start, removed with
-    `rm -v` or --rm; its source is absent until the record is made."""
+    config's Volumes, or -v /PATH), a folder of the instance's own under the
+    state root, seeded from the image's content at target on the first start,
+    removed with `rm -v` or --rm. `name`: a named volume (ctr.volumes), made on
+    first use, kept until `ctr volume rm`, seeded while empty unless `nocopy`.
+    Either has no source until the record is made.
+    `propagation`: an OCI bundle's mount options rprivate, private, rslave,
+    slave, rshared, shared, runbindable, unbindable, applied in order once the
+    volume is bound (ctr.rootfs.PROPAGATION); None: the container's own
+    (private). `flags`: an OCI bundle's nosuid, nodev, noexec for the bind."""
 
     __slots__ = ()
-    FIELDS = {"source": None, "target": _REQUIRED, "readonly": False, "anonymous": None}
+    FIELDS = {"source": None, "target": _REQUIRED, "readonly": False, "anonymous": None,
+              "name": None, "nocopy": None, "propagation": None, "flags": None}
 
 
 class Ulimit(Frozen):
@@ -194,10 +209,12 @@ class VmOptions(Frozen):
 
 class Userns(Frozen):
     """A user namespace of its own: empty for none (--userns=host), mode "auto"
-    until the record is made, then the block of ids: uid, gid (the bases) and size."""
+    until the record is made, then the block of ids: uid, gid (the bases) and size,
+    and idmap: True when the image's layers are idmapped mounts (ctr.userns),
+    absent when the record has shifted copies of them."""
 
     __slots__ = ()
-    FIELDS = dict.fromkeys(("mode", "uid", "gid", "size"))
+    FIELDS = dict.fromkeys(("mode", "uid", "gid", "size", "idmap"))
 
 
 class Healthcheck(Frozen):
@@ -210,13 +227,32 @@ class Healthcheck(Frozen):
     FIELDS = {"test": None, "interval": None, "timeout": None, "retries": None,
               "start_period": None}
 class Device(Frozen):
-    """--device: the host's node `source` (type "c" or "b", major, minor, its
-    mode bits and owner) made at `target` in the container's /dev, allowed
-    `access` ("rwm" or a part of it) in the device controller."""
+    """A device node made at `target` in the container's /dev: --device's (the
+    host's node `source`: type "c" or "b", major, minor, its mode bits and
+    owner), allowed `access` ("rwm" or a part of it) in the device controller;
+    or an OCI bundle's linux.devices entry (type "p" too: a fifo; `source` is
+    the host's node of the same path, bound in a user namespace, as runc does),
+    whose access the bundle's device rules decide (RunOptions.device_rules)."""
 
     __slots__ = ()
     FIELDS = {"source": _REQUIRED, "target": _REQUIRED, "type": _REQUIRED, "major": _REQUIRED,
               "minor": _REQUIRED, "access": "rwm", "mode": 0o660, "uid": 0, "gid": 0}
+
+
+class DeviceRule(Frozen):
+    """One rule of the device controller, in order (the last one that matches
+    decides, as the runtime-spec says): allow or deny `access` ("rwm" or a part)
+    to devices of `type` ("a": all, "c", "b"), `major`:`minor` (None: any)."""
+
+    __slots__ = ()
+    FIELDS = {"allow": _REQUIRED, "type": "a", "major": None, "minor": None, "access": "rwm"}
+
+
+def device_rule_text(rule):
+    """A DeviceRule (or its spec.json mapping) as the v1 devices cgroup reads
+    it: "c 1:3 rwm", "a *:* r"."""
+    num = ["*" if rule.get(k) is None else str(rule[k]) for k in ("major", "minor")]
+    return f"{rule.get('type', 'a')} {num[0]}:{num[1]} {rule.get('access', 'rwm')}"
 
 
 class RunOptions(Frozen):
@@ -228,6 +264,10 @@ class RunOptions(Frozen):
       dns, dns_search, dns_options    /etc/resolv.conf's lines, each replacing
                      the host's of its kind
       devices        (Device, ...)
+      device_rules   (DeviceRule, ...): the device controller's rules, in
+                     order, before ctr's own allowed devices (an OCI bundle's
+                     linux.resources.devices); when given, these decide what
+                     `devices` may be used, not their `access`
       shm_size       /dev/shm's size in bytes
       sysctls        {key: value}, namespaced keys only
       pid, ipc, uts  the namespace: None (its own), "host", "container:NAME";
@@ -240,6 +280,7 @@ class RunOptions(Frozen):
 
     __slots__ = ()
     FIELDS = dict.fromkeys(("extra_hosts", "dns", "dns_search", "dns_options", "devices",
+                            "device_rules",
                             "shm_size", "sysctls", "pid", "ipc", "uts", "group_add",
                             "oom_score_adj", "cidfile"))
 
@@ -338,6 +379,8 @@ class InstanceSpec:
     #   cgroups_path    the instance's cgroup below each hierarchy's root
     #   cgroup_mount    "ro"/"rw": the config mounts cgroup at /sys/fs/cgroup
     #   sysctl, additional_gids, umask, oom_score_adj   the process's, as given
+    #   root_propagation    linux.rootfsPropagation, when given (else rslave before
+    #                   the pivot, as runc: mounts made on the host later appear inside)
     oci: Frozen = Frozen()
     healthcheck: Healthcheck = Healthcheck()  # see ctr.spec.health, ctr.health
     interactive: bool = False  # -i: a detached instance's stdin stays open (ctr attach)

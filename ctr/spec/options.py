@@ -204,11 +204,17 @@ def _check_values(opts):
     _words(opts.dns_search or (), "--dns-search")
     _words(opts.dns_options or (), "--dns-option")
     for d in opts.devices or ():
-        if d.get("type") not in ("c", "b") or not str(d.get("target", "")).startswith("/dev/") \
-                or not ACCESS_RE.fullmatch(str(d.get("access"))):
+        if d.get("type") not in ("c", "b", "p") or not str(
+                d.get("target", "")).startswith("/dev/") or not ACCESS_RE.fullmatch(
+                str(d.get("access"))):
             raise InvalidSpec(f"invalid --device {dict(d)!r}")
         int_in(d["major"], "--device major number", 0, (1 << 32) - 1)
         int_in(d["minor"], "--device minor number", 0, (1 << 32) - 1)
+    for r in opts.device_rules or ():
+        if not isinstance(r.get("allow"), bool) or r.get("type", "a") not in ("a", "c", "b") \
+                or not ACCESS_RE.fullmatch(str(r.get("access", "rwm"))) or any(
+                    r.get(k) is not None and not isinstance(r[k], int) for k in ("major", "minor")):
+            raise InvalidSpec(f"invalid device rule {dict(r)!r}")
     if opts.shm_size is not None:
         int_in(opts.shm_size, "--shm-size", 1, 1 << 62)
     for key, value in (opts.sysctls or {}).items():

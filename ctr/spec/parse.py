@@ -28,7 +28,6 @@ from ctr.spec.model import (
     Ulimit,
     Userns,
     VmOptions,
-    Volume,
     add_tmpfs,
 )
 
@@ -339,7 +338,7 @@ def check_ip(value):
         raise InvalidSpec(f"invalid --ip {value!r}: expected an IPv4 address") from None
 
 
-# -- mounts ----------------------------------------------------------------------------------
+# -- mounts (-v and --mount: ctr.spec.mounts) ----------------------------------------------
 
 def check_tmpfs(values, read_only=False):
     """--tmpfs PATH[:OPTIONS] (size=64m,mode=1777,noexec,...); --read-only adds
@@ -360,25 +359,6 @@ def check_tmpfs(values, read_only=False):
                 raise InvalidSpec(f"invalid --tmpfs {value!r}: unknown option {opt!r}")
         out.append(Tmpfs(path=os.path.normpath(path), flags=flags, data=",".join(data)))
     return add_tmpfs(tuple(out), READ_ONLY_TMPFS) if read_only else tuple(out)
-
-
-def check_volumes(values):
-    """-v SRC:DST[:ro|rw]: SRC an existing absolute host path, DST absolute."""
-    out = []
-    for value in values:
-        parts = str(value).split(":")
-        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-            raise InvalidSpec(f"invalid -v {value!r}: expected SRC:DST[:ro]")
-        src, dst = parts[0], parts[1]
-        if not src.startswith("/") or not dst.startswith("/") or "\0" in value:
-            raise InvalidSpec(f"invalid -v {value!r}: both paths must be absolute")
-        if os.path.normpath(dst) == "/":
-            raise InvalidSpec(f"invalid -v {value!r}: cannot mount over the root")
-        if not os.path.exists(src):
-            raise InvalidSpec(f"-v {value}: {src} does not exist on the host")
-        out.append(Volume(source=os.path.realpath(src), target=os.path.normpath(dst),
-                          readonly=len(parts) == 3 and parts[2] == "ro"))
-    return tuple(out)
 
 
 # -- security ---------------------------------------------------------------------------------

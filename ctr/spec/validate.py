@@ -24,6 +24,7 @@ from ctr.spec.model import (
     SECCOMP_UNCONFINED,
     VM_MIN_MEMORY,
 )
+from ctr.spec.mounts import check_volume_name
 from ctr.spec.options import check_options
 from ctr.spec.parse import (
     ENV_KEY_RE,
@@ -100,6 +101,34 @@ def _rates(key):
     return check
 
 
+def _weights(res, _host, _ncpus):
+    for entry in res["blkio_weight_device"]:
+        if len(entry) != 2 or not DEVNO_RE.fullmatch(str(entry[0])):
+            raise InvalidSpec(f"invalid blkio weight {entry!r}: expected (MAJOR:MINOR, WEIGHT)")
+        int_in(entry[1], "a device's blkio weight", 10, 1000)
+
+
+HUGEPAGE_RE = re.compile(r"\d+[KMG]B")
+UNIFIED_KEY_RE = re.compile(r"[a-z0-9_]+\.[a-z0-9_.]+")
+
+
+def _hugepages(res, _host, _ncpus):
+    for entry in res["hugepage_limits"]:
+        if len(entry) != 2 or not HUGEPAGE_RE.fullmatch(str(entry[0])):
+            raise InvalidSpec(f"invalid hugepage limit {entry!r}: expected (SIZE like 2MB, "
+                              "BYTES)")
+        int_in(entry[1], "a hugepage limit", 0, 2**63 - 1)
+
+
+def _unified(res, _host, _ncpus):
+    for key, value in res["unified"].items():
+        if not UNIFIED_KEY_RE.fullmatch(str(key)) or key.startswith("cgroup."):
+            raise InvalidSpec(f"invalid cgroup2 file {key!r}: expected a controller's file "
+                              "(memory.high)")
+        if not isinstance(value, str) or "\0" in value:
+            raise InvalidSpec(f"invalid value of {key}: expected a string")
+
+
 def _in(key, what, low, high):
     return lambda res, _host, _ncpus: int_in(res[key], what, low, high)
 
@@ -124,6 +153,12 @@ RESOURCE_CHECKS = {
     "blkio_weight": _in("blkio_weight", "--blkio-weight", 10, 1000),
     "device_read_bps": _rates("device_read_bps"),
     "device_write_bps": _rates("device_write_bps"),
+    "device_read_iops": _rates("device_read_iops"),
+    "device_write_iops": _rates("device_write_iops"),
+    "blkio_weight_device": _weights,
+    "memory_swappiness": _in("memory_swappiness", "memory swappiness", 0, 100),
+    "hugepage_limits": _hugepages,
+    "unified": _unified,
 }
 
 
@@ -299,8 +334,8 @@ def _vm(spec, host):
                           "(the kernel's command line is short)")
     if (spec.volumes or spec.tmpfs or spec.read_only or spec.privileged or spec.ulimits
             or spec.seccomp != SECCOMP_DEFAULT or not spec.no_new_privs):
-        raise InvalidSpec("-v, --tmpfs, --read-only, --privileged, --security-opt and "
-                          "--ulimit are for containers, not VMs (yet)")
+        raise InvalidSpec("-v, --mount, --tmpfs, --read-only, --privileged, --security-opt "
+                          "and --ulimit are for containers, not VMs (yet)")
 
 
 def _security(spec, _host):
@@ -325,7 +360,9 @@ def _mounts(spec, _host):
     for v in spec.volumes:
         source = v.get("source")
         text = f"{source}:{v['target']}" if source else v["target"]
-        if source is None and not v.get("anonymous"):
+        if v.get("name") is not None:
+            check_volume_name(v["name"], "invalid volume")
+        if source is None and not v.get("anonymous") and not v.get("name"):
             raise InvalidSpec(f"invalid -v {text!r}: expected SRC:DST[:ro]")
         if source is not None and not source.startswith("/") or not v["target"].startswith("/"):
             raise InvalidSpec(f"invalid -v {text!r}: both paths must be absolute")

@@ -197,3 +197,23 @@ def test_system_df_and_prune(ctr):
     assert "spare" not in ctr("network", "ls", check=True).stdout
     images = json.loads(ctr("image", "ls", "--format", "json", check=True).stdout)
     assert [i["name"] for i in images] == ["busybox"]  # without -a, images stay
+
+
+def test_verbs_take_an_id_or_its_start(ctr):
+    """docker's habit: `ctr stop $(ctr ps -q)`, `ctr rm $(ctr ps -aq --no-trunc)`."""
+    ctr("run", "-d", "--name", "web", "--network", "none", "busybox", "sleep", "100",
+        check=True)
+    short = ctr("ps", "-q", check=True).stdout.split()
+    assert len(short) == 1 and len(short[0]) == 12
+    assert ctr("inspect", "-f", "{{.Name}}", short[0][:5], check=True).stdout == "/web\n"
+    ctr("stop", "-t", "0", *short, check=True)
+    assert ctr.state("web")["status"] == "stopped"
+    ctr("create", "--name", "other", "--network", "none", "busybox", "true", check=True)
+    ids = ctr("ps", "-aq", "--no-trunc", check=True).stdout.split()
+    assert len(ids) == 2 and all(len(i) == 64 for i in ids)
+    common = os.path.commonprefix(ids)
+    if common:  # two ids that start alike: that start names neither
+        _refused(ctr("rm", common), "give more of it")
+    _refused(ctr("rm", "0" * 64 if "0" * 64 not in ids else "f" * 64), "no such instance")
+    ctr("rm", *ids, check=True)
+    assert ctr("ps", "-aq", check=True).stdout == ""

@@ -132,7 +132,7 @@ def test_events_are_kept_in_the_state_root_and_rotated(ctr):
 
 def test_bad_events_options_are_refused(ctr):
     _refused(ctr("events", "--filter", "colour=red"), "invalid --filter")
-    _refused(ctr("events", "--filter", "type=volume"), "invalid --filter")
+    _refused(ctr("events", "--filter", "type=network"), "invalid --filter")
     _refused(ctr("events", "--since", "yesterday"), "invalid --since")
     _refused(ctr("events", "--until", "soon"), "invalid --until")
     _refused(ctr("events", "--format", "{{if .Action}}"), "template")

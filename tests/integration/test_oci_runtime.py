@@ -290,6 +290,13 @@ def test_bad_configs_leave_nothing_and_log_json(env, tmp_path):
     _error(env("create", "-b", str(tmp_path / "bundle-b5"), "b5"), "config.json")
     _error(env("create", "-b", b, "bad/id"), "invalid container id")
     _error(env("--systemd-cgroup", "create", "-b", b, "b6"), "systemd")
+    b = env.bundle("b8", "true", edit=lambda c: c["linux"].update(devices=[
+        {"path": "/dev/x", "type": "c", "major": 1}]))
+    _error(env("create", "-b", b, "b8"), "config.json: linux.devices[0].minor")
+    if os.path.isdir("/sys/fs/cgroup/memory"):  # v1/hybrid: refused once the cgroup exists
+        b = env.bundle("b9", "true", edit=lambda c: c["linux"]["resources"].update(
+            unified={"memory.high": "1000000"}))
+        _error(env("create", "-b", b, "b9"), "linux.resources.unified: cgroup v2 files")
     _error(env("create", "--bogus", "b7"), "unrecognized arguments")
     assert env.leftovers() == []
 

@@ -89,3 +89,20 @@ def test_bad_maps_are_one_error_and_leave_nothing(env):
         b = env.bundle(f"bad{i}", "true", edit=_userns(maps))
         _error(env("create", "-b", b, f"bad{i}"), why)
     assert env.leftovers() == []
+
+
+def test_a_device_in_a_user_namespace_is_the_hosts_node_bound(env, mapped_root):
+    def edit(config):
+        _userns()(config)
+        config["linux"]["devices"] = [{"path": "/dev/full", "type": "c", "major": 1,
+                                       "minor": 7}]
+        config["linux"]["resources"]["devices"] = [
+            {"allow": False, "access": "rwm"},
+            {"allow": True, "type": "c", "major": 1, "minor": 7, "access": "rwm"}]
+    r = env("run", "-b", env.bundle("ud1", "sh", "-c", "echo x > /dev/full; ls -l /dev/full",
+                                    edit=edit), "ud1")
+    assert "No space left on device" in r.stderr and r.stdout.startswith("crw"), r
+    bad = env.bundle("ud2", "true", edit=lambda c: (edit(c), c["linux"]["devices"].append(
+        {"path": "/dev/no-such-node", "type": "c", "major": 1, "minor": 3})))
+    _error(env("create", "-b", bad, "ud2"), "linux.devices[1]: in a user namespace")
+    assert env.leftovers() == []

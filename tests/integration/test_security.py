@@ -119,10 +119,11 @@ def test_a_symlink_in_the_image_cannot_carry_a_volume_out(ctr, tmp_path):
 @pytest.mark.parametrize("opts, message", [
     (("--cap-add", "FLY"), "unknown capability FLY"),
     (("--cap-drop", "cap_"), "unknown capability"),
-    (("-v", "relative:/x"), "both paths must be absolute"),
+    (("-v", "relative/dir:/x"), "invalid characters for a local volume name"),
+    (("-v", "/tmp:relative"), "must be an absolute path"),
     (("-v", "/nonexistent-ctr:/x"), "does not exist on the host"),
     (("-v", "/tmp:/"), "cannot mount over the root"),
-    (("-v", "/tmp:/x:rx"), "expected SRC:DST[:ro]"),
+    (("-v", "/tmp:/x:rx"), "unknown option 'rx'"),
     (("--tmpfs", "/t:exotic"), "unknown option 'exotic'"),
     (("--tmpfs", "t"), "expected an absolute PATH"),
     (("--vm", "--privileged"), "for containers, not VMs"),

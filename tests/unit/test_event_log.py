@@ -65,6 +65,6 @@ def test_filters():
     assert die["Actor"]["Attributes"]["exitCode"] == "3" and die["from"] == "busybox"
     assert events.text(die).endswith(
         "container die abc123 (exitCode=3, image=busybox, name=web, team=a)")
-    for bad in ("colour=red", "type=volume", "event", "container="):
+    for bad in ("colour=red", "type=network", "event", "container="):
         with pytest.raises(InvalidSpec):
             f([bad])

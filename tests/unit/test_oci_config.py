@@ -188,6 +188,33 @@ BAD = [
     ("linux.resources", {"memory": {"limit": "64m"}}, "memory.limit"),
     ("linux.resources", {"pids": {"limit": -7}}, "pids.limit"),
     ("linux.sysctl", {"kernel.pid_max": "1"}, "not in the container's namespaces"),
+    ("linux.devices", [{"path": "/etc/x", "type": "c", "major": 1, "minor": 3}],
+     "linux.devices[0].path"),
+    ("linux.devices", [{"path": "/dev/x", "type": "q", "major": 1, "minor": 3}],
+     "linux.devices[0].type"),
+    ("linux.devices", [{"path": "/dev/x", "type": "c", "major": 1}], "linux.devices[0].minor"),
+    ("linux.devices", [{"path": "/dev/x", "type": "c", "major": 1, "minor": 3,
+                        "fileMode": 0o200000}], "linux.devices[0].fileMode"),
+    ("linux.devices", [{"path": "/dev/x", "type": "p"}, {"path": "/dev/x", "type": "p"}],
+     "listed twice"),
+    ("linux.resources", {"devices": [{"access": "rwm"}]}, "linux.resources.devices[0].allow"),
+    ("linux.resources", {"devices": [{"allow": True, "type": "p"}]}, "devices[0].type"),
+    ("linux.resources", {"devices": [{"allow": True, "access": "rr"}]}, "devices[0].access"),
+    ("linux.resources", {"devices": [{"allow": True, "major": -2}]}, "devices[0].major"),
+    ("linux.resources", {"blockIO": {"weight": 1001}}, "blockIO.weight"),
+    ("linux.resources", {"blockIO": {"weightDevice": [{"major": 8, "minor": 0, "weight": 1}]}},
+     "blockIO.weightDevice[0].weight"),
+    ("linux.resources", {"blockIO": {"throttleWriteIOPSDevice": [{"major": 8, "minor": 0}]}},
+     "throttleWriteIOPSDevice[0].rate"),
+    ("linux.resources", {"hugepageLimits": [{"pageSize": "2XB", "limit": 1}]},
+     "hugepageLimits[0].pageSize"),
+    ("linux.resources", {"unified": {"../x": "1"}}, "linux.resources.unified"),
+    ("linux.resources", {"unified": {"memory.high": 1}}, "linux.resources.unified"),
+    ("linux.resources", {"memory": {"swappiness": 200}}, "memory.swappiness"),
+    ("linux.resources", {"memory": {"reservation": 1}}, "memory.reservation"),
+    ("linux.rootfsPropagation", "rsideways", "linux.rootfsPropagation"),
+    ("mounts", [{"destination": "/x", "type": "tmpfs", "options": ["rsideways"]}],
+     "unknown tmpfs option"),
     ("linux.seccomp", {"defaultAction": "SCMP_ACT_NOPE"}, "linux.seccomp"),
     ("hooks", {"prestart": [{"path": "bin/true"}]}, "hooks.prestart[0].path"),
     ("ociVersion", KeyError, "ociVersion"),
@@ -205,6 +232,66 @@ def test_bad_configs_are_one_clear_error(bundle, path, value, message):
     assert "\n" not in str(err.value)
     if message:
         assert message in str(err.value)
+
+
+def test_devices_rules_limits_and_propagation(bundle):
+    config = copy.deepcopy(recorded("runc_spec.json"))
+    config["linux"]["devices"] = [
+        {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o20600,
+         "uid": 1, "gid": 2},
+        {"path": "/dev/ttyU", "type": "u", "major": 4, "minor": 64},
+        {"path": "/dev/pipe", "type": "p"}]
+    config["linux"]["resources"] = {
+        "devices": [{"allow": False, "access": "rwm"},
+                    {"allow": True, "type": "c", "major": 10, "minor": -1, "access": "rw"}],
+        "memory": {"limit": 64 << 20, "reservation": 32 << 20, "swappiness": (1 << 64) - 1,
+                   "kernel": 1, "disableOOMKiller": True},
+        "blockIO": {"weight": 300, "leafWeight": 10,
+                    "weightDevice": [{"major": 8, "minor": 0, "weight": 200}],
+                    "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1024}],
+                    "throttleWriteIOPSDevice": [{"major": 8, "minor": 16, "rate": 50}]},
+        "unified": {"memory.high": "1000000"}}
+    config["linux"]["rootfsPropagation"] = "rshared"
+    config["mounts"] += [
+        {"destination": "/data", "type": "bind", "source": str(bundle),
+         "options": ["rbind", "rslave", "ro", "nosuid", "nodev"]},
+        {"destination": "/etc", "type": "tmpfs", "source": "tmpfs",
+         "options": ["tmpcopyup", "rprivate", "nosuid"]}]
+    spec = convert(bundle, config)
+    devs = spec.options.devices
+    assert [(d["target"], d["type"], d["major"], d["minor"], d["mode"]) for d in devs] == [
+        ("/dev/fuse", "c", 10, 229, 0o600), ("/dev/ttyU", "c", 4, 64, 0o666),
+        ("/dev/pipe", "p", 0, 0, 0o666)]
+    assert (devs[0]["uid"], devs[0]["gid"], devs[0]["source"]) == (1, 2, "/dev/fuse")
+    from ctr.spec import device_rule_text
+
+    assert [(r["allow"], device_rule_text(r)) for r in spec.options.device_rules] == [
+        (False, "a *:* rwm"), (True, "c 10:* rw")]
+    assert spec.resources == Resources(
+        memory=64 << 20, memory_reservation=32 << 20, blkio_weight=300,
+        blkio_weight_device=[("8:0", 200)], device_read_bps=[("8:0", 1024)],
+        device_write_iops=[("8:16", 50)], unified={"memory.high": "1000000"})
+    assert spec.oci["root_propagation"] == "rshared"
+    assert spec.volumes[-1]["propagation"] == ("rslave",) and spec.volumes[-1]["readonly"]
+    assert spec.volumes[-1]["flags"] == ("nosuid", "nodev")
+    assert dict(spec.tmpfs[-1]) == {"path": "/etc", "flags": ("nosuid",), "data": "",
+                                    "copyup": True, "propagation": ("rprivate",)}
+    assert "root_propagation" not in convert(bundle, recorded("runc_spec.json")).oci
+    assert InstanceSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_in_a_user_namespace_a_device_is_the_hosts_node_of_its_path(bundle):
+    config = copy.deepcopy(recorded("runc_spec.json"))
+    config["linux"]["namespaces"].append({"type": "user"})
+    for kind in ("uid", "gid"):
+        config["linux"][f"{kind}Mappings"] = [{"containerID": 0, "hostID": 100000,
+                                               "size": 65536}]
+    config["linux"]["devices"] = [{"path": "/dev/null", "type": "c", "major": 1, "minor": 3}]
+    assert convert(bundle, config).options.devices[0]["source"] == "/dev/null"
+    config["linux"]["devices"] = [{"path": "/dev/null", "type": "c", "major": 1, "minor": 5}]
+    with pytest.raises(InvalidSpec, match=r"linux.devices\[0\]: in a user namespace the "
+                       "host's /dev/null is bound"):
+        convert(bundle, config)
 
 
 def test_unknown_fields_are_ignored(bundle):
@@ -267,4 +354,7 @@ def test_features_document():
     assert f["ociVersionMin"] == "1.0.0" and f["ociVersionMax"]
     assert "mount" in f["linux"]["namespaces"] and "CAP_SYS_ADMIN" in f["linux"]["capabilities"]
     assert f["linux"]["seccomp"]["enabled"] and f["linux"]["apparmor"] == {"enabled": False}
+    accepted = {*oci_config.TMPFS_FLAGS, *oci_config.PROPAGATION,
+                *oci_config.IGNORED_MOUNT_OPTIONS, "tmpcopyup"}
+    assert set(f["mountOptions"]) == accepted  # what config.json's mounts may say, all of it
     assert isinstance(f["mountOptions"], list) and f["hooks"][0] == "prestart"

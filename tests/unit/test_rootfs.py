@@ -16,7 +16,8 @@ class Recorder(Syscalls):
 
     def __getattribute__(self, name):
         if name in ("mount", "umount2", "pivot_root", "mknod", "symlink", "makedirs", "touch",
-                    "chdir", "chmod", "chown", "unlink", "sethostname", "plain_file"):
+                    "chdir", "chmod", "chown", "unlink", "sethostname", "plain_file",
+                    "attach_tree", "close"):
             return lambda *a, **k: self.calls.append((name, *a))
         if name == "open_pty":
             return lambda *a: self.calls.append((name, *a)) or (99, 0)
@@ -61,6 +62,20 @@ def test_prepare_sequence():
     assert links["ptmx"] == "pts/ptmx" and links["fd"] == "/proc/self/fd"
     console = next(m for m in mounts if m[1] == "/r/dev/console")
     assert console[0] == "/r/dev/null"  # no terminal: the console goes nowhere
+
+
+def test_idmapped_layers_are_attached_privately_before_the_overlay_on_them():
+    sc = Recorder()
+    rootfs.prepare(sc, lower=("/i/idmap", "0:1"), upper="/u", work="/w", root="/r",
+                   userns=True, idmapped=[(7, "/i/idmap/0"), (8, "/i/idmap/1")])
+    calls = [c for c in sc.calls if c[0] in ("mount", "attach_tree", "close", "chdir")][:7]
+    assert calls == [
+        ("mount", None, "/", None, MS_REC | MS_PRIVATE),  # nothing reaches the host
+        ("attach_tree", 7, "/i/idmap/0"), ("close", 7),
+        ("attach_tree", 8, "/i/idmap/1"), ("close", 8),
+        ("chdir", "/i/idmap"),  # the lowerdirs are relative to it
+        ("mount", "overlay", "/r", "overlay", 0,
+         "lowerdir=0:1,upperdir=/u,workdir=/w,userxattr")]
 
 
 def test_console_is_a_pty_of_the_containers_own_devpts():
@@ -244,3 +259,36 @@ def test_lxcfs_root_is_found_with_one_stat(tmp_path):
     (tmp_path / "proc" / "meminfo").write_text("MemTotal: 1 kB\n")
     assert rootfs.lxcfs_root({"CTR_LXCFS_ROOT": str(tmp_path) + "/"}) == str(tmp_path)
     assert rootfs.lxcfs_root({"CTR_LXCFS_ROOT": str(tmp_path / "none")}) is None
+
+
+def test_a_bundles_propagation_root_first_then_each_mount_then_after_the_pivot():
+    from ctr.native import MS_SHARED, MS_SLAVE
+
+    class Bundle(Recorder):
+        def mount_point(self, path):
+            self.calls.append(("mount_point", path))
+            return "/host"
+
+    sc = Bundle()
+    vol = {"source": "/data", "target": "/mnt", "propagation": ("rslave", "shared")}
+    rootfs.prepare(sc, lower=None, upper=None, work=None, root="/host/r", volumes=[vol],
+                   root_propagation="rshared")
+    mounts = sc.mounts()
+    assert mounts[0] == (None, "/", None, MS_REC | MS_SHARED)
+    # the mount the root lies on is made private before the root is bound: nothing
+    # mounted inside the root can reach the host
+    assert mounts[1] == (None, "/host", None, MS_PRIVATE)
+    assert mounts[2] == ("/host/r", "/host/r", None, MS_BIND | MS_REC)
+    i = mounts.index(("/data", "/host/r/mnt", None, MS_BIND | MS_REC))
+    assert mounts[i + 1:i + 3] == [(None, "/host/r/mnt", None, MS_SLAVE | MS_REC),
+                                   (None, "/host/r/mnt", None, MS_SHARED)]
+    sc.calls.clear()
+    rootfs.finish_propagation(sc, "rshared")
+    rootfs.finish_propagation(sc, "private")
+    rootfs.finish_propagation(sc, None)
+    assert sc.mounts() == [(None, "/", None, MS_REC | MS_SHARED)]
+    # ctr's own containers: rprivate, and no look at the root's mount
+    sc = Bundle()
+    rootfs.prepare(sc, lower="/img", upper="/u", work="/w", root="/r")
+    assert sc.mounts()[0] == (None, "/", None, MS_REC | MS_PRIVATE)
+    assert not any(c[0] == "mount_point" for c in sc.calls)
