@@ -152,6 +152,9 @@ def run_args(spec, image):
         for key in ("kernel", "initrd", "accel"):
             if spec.vm.get(key):
                 args += ["--" + key, spec.vm[key]]
+        for key, opt in (("kernel_args", "--kernel-arg"), ("disks", "--disk")):
+            for value in spec.vm.get(key) or ():
+                args += [opt, value]
     if spec.hostname != spec.id[:12]:
         args += ["--hostname", spec.hostname]
     base = _base_env(spec, defaults)

@@ -9,6 +9,10 @@ import subprocess
 CTR = os.environ.get("CTR_BIN") or (
     "/opt/ctr/venv/bin/ctr" if os.path.exists("/opt/ctr/venv/bin/ctr") else "ctr")
 CGROUP_ROOT = "/sys/fs/cgroup"
+# A cgroup2-only host (current distributions; the guest of `make test-cgroup2`):
+# /sys/fs/cgroup is the one hierarchy, and an instance has one folder there.
+# Elsewhere (the hybrid build hosts) each v1 controller has a hierarchy of its own.
+CGROUP2_ONLY = os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers"))
 # The session's own default cgroup parent (ctr's is /ctr): what another test
 # session running at the same time leaves in its parent is not this one's leftover.
 PARENT = os.environ.setdefault("CTR_CGROUP_PARENT", f"ctr-test-{os.getpid()}")
@@ -18,6 +22,31 @@ def cgroup_parents():
     """Every parent folder ctr may create by default, one per hierarchy."""
     return [os.path.join(CGROUP_ROOT, h, PARENT) for h in os.listdir(CGROUP_ROOT)
             if os.path.isdir(os.path.join(CGROUP_ROOT, h, PARENT))]
+
+
+def cgroup_path(controller, rel):
+    """Where cgroup `rel` (/parent/leaf) holds `controller`'s files: in the one
+    hierarchy on a cgroup2-only host, else in that controller's v1 hierarchy."""
+    return os.path.normpath(f"{CGROUP_ROOT}/{rel}" if CGROUP2_ONLY
+                            else f"{CGROUP_ROOT}/{controller}/{rel}")
+
+
+def cgroup_dir(ctr, name, controller):
+    """Instance `name`'s folder that holds `controller`'s files."""
+    paths = ctr.state(name)["cgroups"]
+    if CGROUP2_ONLY:
+        return paths[0]
+    return [p for p in paths if f"/{controller}/" in p][0]
+
+
+def own_cgroup(controller):
+    """The cgroup this process runs in, for `controller` (/proc/self/cgroup)."""
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, names, path = line.rstrip("\n").split(":", 2)
+            if (CGROUP2_ONLY and names == "") or controller in names.split(","):
+                return path
+    raise LookupError(f"no {controller} cgroup in /proc/self/cgroup")
 
 
 def instance_cgroups():

@@ -6,6 +6,7 @@ cgroup.subtree_control of every folder along the path, as runc's fs2 does.
 import errno
 import os
 import signal
+import time
 
 from ctr.cgroups.common import (
     BaseCgroup,
@@ -36,19 +37,41 @@ def shares_to_weight(shares):
 SUPERVISOR = "supervisor"
 
 
+def _lineage():
+    """This process and its ancestors, nearest first."""
+    pid, out = os.getpid(), []
+    while pid > 1:
+        out.append(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return out
+
+
 def leave_for_supervisor(folder):
     """cgroup v2's no-internal-processes rule: a cgroup with processes of its own
     cannot enable controllers for its children. When ctr itself is what sits in
     `folder` (--cgroup-parent self: a systemd unit's delegated cgroup, whose main
     process is the foreground ctr), ctr moves into `folder`/supervisor, a leaf
-    beside the instance's, as podman's --cgroups=split does. True if it moved."""
+    beside the instance's, as podman's --cgroups=split does: this process and
+    those of its ancestors in `folder` (`run -d` creates the cgroup in the
+    monitor it forked, while the `ctr` that started it still waits there).
+    True if it moved."""
     op = "make room for the instance's controllers"
-    procs = os.path.join(folder, "cgroup.procs")
-    if str(os.getpid()) not in read(op, procs, "").split():
+    procs = read(op, os.path.join(folder, "cgroup.procs"), "").split()
+    ours = [pid for pid in _lineage() if str(pid) in procs]
+    if not ours or ours[0] != os.getpid():
         return False
     leaf = os.path.join(folder, SUPERVISOR)
     mkdir(op, leaf)
-    write(op, os.path.join(leaf, "cgroup.procs"), os.getpid())
+    for pid in ours:
+        try:
+            write(op, os.path.join(leaf, "cgroup.procs"), pid)
+        except CgroupError as err:
+            if err.errno != errno.ESRCH:  # an ancestor that ended meanwhile
+                raise
     return True
 
 
@@ -177,16 +200,26 @@ class V2Cgroup(BaseCgroup):
         return "frozen 1" in events.splitlines()
 
     def kill_all(self, sig=None, timeout=5.0):
+        if not self.dirs:
+            return  # no hierarchy at all (a start refused before any folder was made)
         sig = signal.SIGKILL if sig is None else sig
         kill = os.path.join(self.path, "cgroup.kill")
-        if sig == signal.SIGKILL and os.path.exists(kill) and self.pids():
-            try:
-                write("kill", kill, 1)  # Linux 5.14: the kernel kills the whole subtree at once
-            except CgroupError as err:
-                if err.errno in (errno.ENOENT, errno.ENODEV):
-                    return  # the instance ended and its reaper removed the cgroup meanwhile
-                raise
-        super().kill_all(sig, timeout)
+        if sig != signal.SIGKILL or not os.path.exists(kill):
+            super().kill_all(sig, timeout)  # freeze, signal each, thaw
+            return
+        # Linux 5.14: the kernel kills the whole subtree at once, forks in flight
+        # included; then only wait until it is empty. No freezing: tasks that are
+        # exiting never count as frozen, and the freeze would time out.
+        deadline = time.monotonic() + timeout
+        try:
+            if self.pids():
+                write("kill", kill, 1)
+        except CgroupError as err:
+            if err.errno in (errno.ENOENT, errno.ENODEV):
+                return  # the instance ended and its reaper removed the cgroup meanwhile
+            raise
+        while self.pids() and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     def stats(self):
         p = self.path

@@ -198,6 +198,12 @@ def instance_options(f):
         click.option("--initrd", metavar="PATH", help="VM: an initramfs of one's own."),
         click.option("--accel", metavar="kvm|tcg",
                      help="VM: acceleration (default: kvm with vmx/svm, else tcg)."),
+        click.option("--kernel-arg", metavar="ARG", multiple=True,
+                     help="VM: a word appended to the guest kernel's command line "
+                          "(repeatable), e.g. cgroup_no_v1=all."),
+        click.option("--disk", metavar="PATH", multiple=True,
+                     help="VM: a raw disk image, the guest's /dev/vda, /dev/vdb... "
+                          "in order (repeatable)."),
         click.option("--sd-notify", metavar="conmon|container|ignore",
                      help="Under systemd (NOTIFY_SOCKET): ctr says READY=1 once the command "
                           "runs (conmon, default), or the command says it (container)."),

@@ -195,7 +195,8 @@ class ContainerDriver:
                 cg = cgroups.Cgroup(spec.cgroup_parent, spec.id)
             if spec.init and cg.dir_of("unified") is None:
                 raise StartError("--init needs a cgroup2 hierarchy on the host (systemd's view "
-                                 "of its own cgroup): this host mounts only cgroup v1")
+                                 "of its own cgroup): this host mounts "
+                                 + ("only cgroup v1" if cg.dirs else "no cgroup hierarchy"))
             cg = common.create_cgroup(revert, cg, spec.resources,
                                       restrict_devices=not spec.privileged,
                                       devices=spec.options.devices or (),

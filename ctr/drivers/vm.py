@@ -188,7 +188,9 @@ class VmDriver:
         args = launch.argv(kernel=kern.path, initrd="initrd", rootfs=rec.rootfs, accel=accel,
                            memory=vm["memory"],
                            cpus=launch.vcpus(spec.resources.get("cpus")),
-                           tsc_khz=kernel.host_tsc_khz())
+                           tsc_khz=kernel.host_tsc_khz(),
+                           kernel_args=vm.get("kernel_args") or (),
+                           disks=vm.get("disks") or ())
         return _Argv(args, base, {"hostname": spec.hostname + "\n"})
 
     def _etc_files(self, plan):

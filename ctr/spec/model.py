@@ -199,10 +199,12 @@ class LogLimits(Frozen):
 
 class VmOptions(Frozen):
     """A VM's own options, empty for a container: memory (its RAM, bytes), and
-    optionally kernel, initrd (absolute paths) and accel (kvm or tcg)."""
+    optionally kernel, initrd (absolute paths), accel (kvm or tcg), kernel_args
+    (words appended to the guest kernel's command line) and disks (absolute
+    paths of raw disk images, the guest's /dev/vda, /dev/vdb... in order)."""
 
     __slots__ = ()
-    FIELDS = dict.fromkeys(("memory", "kernel", "initrd", "accel"))
+    FIELDS = dict.fromkeys(("memory", "kernel", "initrd", "accel", "kernel_args", "disks"))
 
 
 class Userns(Frozen):

@@ -513,13 +513,21 @@ def check_log(max_size=None, max_files=None):
     return LogLimits(log)
 
 
-def check_vm_files(kernel=None, initrd=None, accel=None, kind="vm"):
-    """--kernel and --initrd: files on the host (kept as absolute paths); --accel.
-    For a container they are kept as given, for validate to refuse."""
-    out = {"kernel": kernel or None, "initrd": initrd or None, "accel": accel or None}
+def check_vm_files(kernel=None, initrd=None, accel=None, kind="vm", kernel_args=(),
+                   disks=()):
+    """--kernel, --initrd and each --disk: files on the host (kept as absolute
+    paths); --accel; --kernel-arg words. For a container they are kept as given,
+    for validate to refuse."""
+    out = {"kernel": kernel or None, "initrd": initrd or None, "accel": accel or None,
+           "kernel_args": tuple(kernel_args) or None, "disks": tuple(disks) or None}
     for opt, path in (("kernel", kernel), ("initrd", initrd)):
         if path and kind == "vm":
             if not os.path.isfile(path):
                 raise InvalidSpec(f"--{opt} {path}: no such file")
             out[opt] = os.path.abspath(path)
+    if disks and kind == "vm":
+        for path in disks:
+            if not os.path.isfile(path):
+                raise InvalidSpec(f"--disk {path}: no such file")
+        out["disks"] = tuple(os.path.abspath(p) for p in disks)
     return VmOptions(out)

@@ -290,11 +290,17 @@ def _resources(spec, host):
     check_cgroup_parent(spec.cgroup_parent)
 
 
+# What --kernel-arg words may add to the guest's command line (ctr's own
+# parameters take ~200 of the kernel's 2048 bytes).
+KERNEL_ARGS_MAX = 1024
+
+
 def _vm(spec, host):
     vm = spec.vm
     if spec.kind != "vm":
         given = [opt for opt, key in (("--kernel", "kernel"), ("--initrd", "initrd"),
-                                      ("--accel", "accel"), ("a VM's memory", "memory"))
+                                      ("--accel", "accel"), ("--kernel-arg", "kernel_args"),
+                                      ("--disk", "disks"), ("a VM's memory", "memory"))
                  if vm.get(key)]
         if given:
             raise InvalidSpec(f"{', '.join(given)}: only for VMs (--vm)")
@@ -317,6 +323,15 @@ def _vm(spec, host):
     if "memory_reservation" in spec.resources:
         raise InvalidSpec("--memory-reservation is for containers: a VM's memory is its "
                           "guest's RAM (-m)")
+    for path in vm.get("disks") or ():
+        if not str(path).startswith("/") or "," in str(path):
+            raise InvalidSpec(f"--disk {path}: expected an absolute path without a comma")
+    for word in vm.get("kernel_args") or ():
+        if not word or any(c.isspace() for c in word) or '"' in word:
+            raise InvalidSpec(f"invalid --kernel-arg {word!r}: one word, no quotes")
+    if len(" ".join(vm.get("kernel_args") or ())) > KERNEL_ARGS_MAX:
+        raise InvalidSpec(f"--kernel-arg: at most {KERNEL_ARGS_MAX} characters in all "
+                          "(the kernel's command line is short)")
     if (spec.volumes or spec.tmpfs or spec.read_only or spec.privileged or spec.ulimits
             or spec.seccomp != SECCOMP_DEFAULT or not spec.no_new_privs):
         raise InvalidSpec("-v, --mount, --tmpfs, --read-only, --privileged, --security-opt "

@@ -678,6 +678,9 @@ int main(void)
         };
         if (ppoll(fds, 4, NULL, &waitmask) < 0)
             continue;
+        /* A port with no host client polls as POLLHUP *and* POLLIN (virtio_console:
+         * a read does not block, it returns 0): without reading POLLHUP first, the
+         * loop would spin on it, a vCPU at 100% for the VM's whole life. */
         if (fds[0].revents & POLLIN) {
             char line[64];
             ssize_t n = read(ctl, line, sizeof(line) - 1);
@@ -685,11 +688,13 @@ int main(void)
                 line[n] = 0;
                 if (line[0] == 'K')
                     kill(main_pid, atoi(line + 1));
+            } else if (fds[0].revents & (POLLHUP | POLLERR)) {
+                ctl_up = 0;
             }
         } else if (fds[0].revents & (POLLHUP | POLLERR)) {
             ctl_up = 0;
         }
-        if (fds[1].revents & POLLIN) {
+        if ((fds[1].revents & POLLIN) && !(fds[1].revents & (POLLHUP | POLLERR))) {
             if (serve_frame(port, &s) < 0) {
                 end_session(&s);
                 s.pid = 0;

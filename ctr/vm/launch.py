@@ -15,6 +15,7 @@ non-legacy virtio-mmio; 9p keeps one process to start, watch and kill.)
           ctr.ctl       socket vm/ctl.sock: signals for the command
           ctr.agent     socket vm/agent.sock: exec sessions (agent.c)
     qmp                 socket vm/qmp.sock (ctr/vm/qmp.py)
+    disks (--disk)      virtio-blk, raw: /dev/vda, /dev/vdb... in order
     net                 a tap opened by ctr, passed as an fd: it vanishes with
                         QEMU, nothing to clean
 """
@@ -83,14 +84,14 @@ def cmdline(tsc_khz, extra=""):
         f"tsc_early_khz={tsc_khz} lpj={tsc_khz * 1000 // KERNEL_HZ}", extra)))
 
 
-def argv(*, kernel, initrd, rootfs, accel, memory, cpus, tsc_khz):
+def argv(*, kernel, initrd, rootfs, accel, memory, cpus, tsc_khz, kernel_args=(), disks=()):
     """QEMU's arguments; paths of the run directory are relative (QEMU runs in
     it), so socket paths stay short whatever the state root."""
     args = [
         qemu_binary(), "-M", "microvm,pit=off,pic=off,isa-serial=on",
         "-accel", accel, "-m", f"{memory // (1 << 20)}M", "-smp", str(cpus),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-kernel", kernel, "-initrd", initrd, "-append", cmdline(tsc_khz),
+        "-kernel", kernel, "-initrd", initrd, "-append", cmdline(tsc_khz, " ".join(kernel_args)),
         "-chardev", "file,id=console,path=console.log", "-serial", "chardev:console",
         "-device", "virtio-serial-device,max_ports=4",
         "-chardev", "stdio,id=hvc,signal=off", "-device", "virtconsole,chardev=hvc",
@@ -104,6 +105,9 @@ def argv(*, kernel, initrd, rootfs, accel, memory, cpus, tsc_khz):
         "-device", "virtio-9p-device,fsdev=root,mount_tag=root",
         "-qmp", "unix:qmp.sock,server=on,wait=off",
     ]
+    for i, path in enumerate(disks):
+        args += ["-drive", f"file={path},format=raw,if=none,id=disk{i}",
+                 "-device", f"virtio-blk-device,drive=disk{i}"]
     return args
 
 

@@ -6,7 +6,8 @@
 # The packages come from the Debian mirror the host's apt uses (the first `deb`
 # entry of /etc/apt/sources.list, sources.list.d/*.list or *.sources whose suite
 # is a Debian one), else deb.debian.org. MIRROR=URL overrides; APT_ETC=DIR reads
-# the sources from another folder (the unit tests do).
+# the sources from another folder (the unit tests do); INCLUDE=pkg,pkg... replaces
+# the packages added to minbase (tests/cgroup2's guest recipe adds its own).
 #
 # Lines starting with "==> " are progress: `ctr image build` shows them on a
 # terminal. ctr runs this recipe in mount and pid namespaces of its own, so the
@@ -18,7 +19,7 @@
 set -eu
 
 SUITE=${SUITE:-bookworm}
-INCLUDE=systemd,systemd-sysv,dbus
+INCLUDE=${INCLUDE:-systemd,systemd-sysv,dbus}
 FALLBACK=http://deb.debian.org/debian
 
 # The Debian suite names (codenames and aliases) a Debian mirror serves: an entry

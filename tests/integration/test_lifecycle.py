@@ -7,7 +7,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from helpers import in_a_pty, processes, wait_for
+from helpers import cgroup_dir, in_a_pty, processes, wait_for
 
 
 def ls(ctr):
@@ -203,8 +203,7 @@ def test_rm_f_kills_processes_that_escaped_init(ctr):
     ctr("run", "-d", "--name", "esc", "busybox", "sh", "-c",
         "(setsid sleep 300 &); sleep 300", check=True)
     assert wait_for(lambda: len(open(os.path.join(
-        [p for p in ctr.state("esc")["cgroups"] if "/pids/" in p][0], "cgroup.procs")
-    ).read().split()) >= 2)
+        cgroup_dir(ctr, "esc", "pids"), "cgroup.procs")).read().split()) >= 2)
     ctr("rm", "-f", "esc", check=True)
     assert not processes("sleep 300")
 

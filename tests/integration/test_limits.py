@@ -1,16 +1,26 @@
 """Resource limits, counters, pause and cgroup placement, as a user checks them:
 the hog is killed, the fork loop stops at the limit, the busy loop gets half a CPU,
 the paused counter stops. These run on the host's cgroups (v1/hybrid on the build
-machines); the v2 backend has unit tests against a laid-out tree."""
+machines), and in the cgroup2-only guest of `make test-cgroup2` (tests/cgroup2)."""
 
 import json
 import os
 import re
 import signal
+import subprocess
 import time
 
 import pytest
-from helpers import CGROUP_ROOT, in_a_pty, wait_for
+from helpers import (
+    CGROUP2_ONLY,
+    CGROUP_ROOT,
+    PARENT,
+    cgroup_dir,
+    cgroup_path,
+    in_a_pty,
+    own_cgroup,
+    wait_for,
+)
 
 HOG = ["dd", "if=/dev/zero", "of=/dev/null", "bs=100M", "count=1"]  # a 100 MiB buffer
 
@@ -20,8 +30,11 @@ def stats(ctr, *names, interval="0.2"):
     return {row["name"]: row for row in json.loads(r.stdout)}
 
 
-def cgroup_dir(ctr, name, controller):
-    return [p for p in ctr.state(name)["cgroups"] if f"/{controller}/" in p][0]
+def remove_parent(parent):
+    """A parent the user named stays after its instances: the test removes it."""
+    for h in [""] if CGROUP2_ONLY else os.listdir(CGROUP_ROOT):
+        if os.path.isdir(f"{CGROUP_ROOT}/{h}{parent}"):
+            os.rmdir(f"{CGROUP_ROOT}/{h}{parent}")
 
 
 def test_memory_hog_is_oom_killed_and_reported(ctr):
@@ -32,6 +45,33 @@ def test_memory_hog_is_oom_killed_and_reported(ctr):
     # the same work under a limit it fits in
     assert ctr("run", "--name", "fits", "-m", "256m", "busybox", *HOG).returncode == 0
     assert ctr.state("fits")["oom_killed"] is False
+
+
+def has_swap():
+    with open("/proc/swaps") as f:
+        return len(f.read().splitlines()) > 1
+
+
+def test_memory_swap_limits_memory_plus_swap(ctr):
+    """--memory-swap is memory plus swap (docker's): equal to --memory, no swap at
+    all, and a 48 MiB buffer under 32m is OOM-killed; with 64 MiB of swap beside
+    it, the same buffer fits where the host has swap to give (the guest of make
+    test-cgroup2 has a swap file; the build hosts have none)."""
+    hog = ["dd", "if=/dev/zero", "of=/dev/null", "bs=48M", "count=1"]
+    r = ctr("run", "--name", "noswap", "-m", "32m", "--memory-swap", "32m", "busybox", *hog)
+    assert r.returncode == 137 and ctr.state("noswap")["oom_killed"] is True
+    ctr("run", "-d", "--name", "swap", "-m", "32m", "--memory-swap", "96m", "busybox",
+        "sleep", "1000", check=True)
+    folder = cgroup_dir(ctr, "swap", "memory")
+    if CGROUP2_ONLY:  # v2 counts swap apart from memory
+        with open(f"{folder}/memory.swap.max") as f:
+            assert f.read().strip() == str(64 << 20)
+    else:
+        with open(f"{folder}/memory.memsw.limit_in_bytes") as f:
+            assert f.read().strip() == str(96 << 20)
+    if has_swap():
+        assert ctr("exec", "swap", *hog).returncode == 0
+    ctr("rm", "-f", "swap", check=True)
 
 
 def test_pids_limit_stops_a_fork_loop(ctr):
@@ -55,6 +95,22 @@ def test_cpus_limits_a_busy_loop(ctr):
     # CPU % is measured from the cgroup's own usage counter over 2 s
     assert 25 <= row["cpu_percent"] <= 65, row
     ctr("rm", "-f", "busy", check=True)
+
+
+def test_cpu_shares_and_weight(ctr):
+    """--cpu-shares (v1's scale) and --cpu-weight (v2's): each host gets its own
+    file, converted as runc converts (shares 512 is weight 20)."""
+    ctr("run", "-d", "--name", "w", "--network", "none", "--cpu-shares", "512", "busybox",
+        "sleep", "1000", check=True)
+    folder = cgroup_dir(ctr, "w", "cpu")
+    name, value = ("cpu.weight", "20") if CGROUP2_ONLY else ("cpu.shares", "512")
+    with open(f"{folder}/{name}") as f:
+        assert f.read().strip() == value
+    if CGROUP2_ONLY:
+        ctr("update", "--cpu-weight", "300", "w", check=True)
+        with open(f"{folder}/cpu.weight") as f:
+            assert f.read().strip() == "300"
+    ctr("rm", "-f", "w", check=True)
 
 
 def test_cpuset(ctr):
@@ -156,9 +212,15 @@ def test_device_rate_limits_are_written(ctr):
     ctr("run", "-d", "--name", "io", "--device-write-bps", f"{dev}:1m", "busybox", "sleep",
         "1000", check=True)
     st = os.stat(dev)
-    with open(os.path.join(cgroup_dir(ctr, "io", "blkio"),
-                           "blkio.throttle.write_bps_device")) as f:
-        assert f.read().split() == [f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}", "1048576"]
+    devno = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    if CGROUP2_ONLY:
+        with open(os.path.join(cgroup_dir(ctr, "io", "io"), "io.max")) as f:
+            assert f.read().split() == [devno, "rbps=max", "wbps=1048576", "riops=max",
+                                        "wiops=max"]
+    else:
+        with open(os.path.join(cgroup_dir(ctr, "io", "blkio"),
+                               "blkio.throttle.write_bps_device")) as f:
+            assert f.read().split() == [devno, "1048576"]
     ctr("rm", "-f", "io", check=True)
 
 
@@ -168,24 +230,61 @@ def test_custom_cgroup_parent(ctr):
         ctr("run", "-d", "--name", "p", "--cgroup-parent", parent, "busybox", "sleep", "1000",
             check=True)
         mem = cgroup_dir(ctr, "p", "memory")
-        assert os.path.dirname(mem) == f"{CGROUP_ROOT}/memory{parent}"
+        assert os.path.dirname(mem) == cgroup_path("memory", parent)
         ctr("rm", "-f", "p", check=True)
         assert not os.path.exists(mem)
     finally:
-        for h in os.listdir(CGROUP_ROOT):
-            if os.path.isdir(f"{CGROUP_ROOT}/{h}{parent}"):
-                os.rmdir(f"{CGROUP_ROOT}/{h}{parent}")  # a parent the user named stays
+        remove_parent(parent)
 
 
 def test_cgroup_parent_self_nests_under_ctrs_own_cgroup(ctr):
-    with open("/proc/self/cgroup") as f:
-        mine = [line.split(":", 2)[2].strip() for line in f if ":memory:" in line][0]
+    if CGROUP2_ONLY:
+        return self_under_a_unit_on_v2(ctr)
+    mine = own_cgroup("memory")
     ctr("run", "-d", "--name", "n", "--cgroup-parent", "self", "busybox", "sleep", "1000",
         check=True)
     mem = cgroup_dir(ctr, "n", "memory")
-    assert os.path.dirname(mem) == os.path.normpath(f"{CGROUP_ROOT}/memory/{mine}")
+    assert os.path.dirname(mem) == cgroup_path("memory", mine)
     ctr("rm", "-f", "n", check=True)
     assert not os.path.exists(mem)  # nothing left beneath our own cgroup
+
+
+def self_under_a_unit_on_v2(ctr):
+    """cgroup2's no-internal-processes rule: ctr runs alone in a cgroup of its own,
+    as the main process of a systemd unit does (Delegate=yes). A cgroup with
+    processes cannot give controllers to its children, so ctr moves itself into
+    a leaf beside the instance's (unit/supervisor), and the instance gets its
+    limits in unit/ID. Nothing is left beneath the unit but that leaf."""
+    unit = f"{CGROUP_ROOT}/{PARENT}-unit.service"
+    os.mkdir(unit)
+    try:
+        def enter_unit():
+            with open(f"{unit}/cgroup.procs", "w") as f:
+                f.write("0")
+        # in the foreground, as a generated unit's ExecStart runs it
+        fg = ctr.popen("run", "--name", "n", "--network", "none", "--cgroup-parent", "self",
+                       "-m", "64m", "--pids-limit", "30", "busybox", "sleep", "1000",
+                       stdin=subprocess.DEVNULL, preexec_fn=enter_unit)
+        assert wait_for(lambda: ctr("inspect", "n").returncode == 0
+                        and ctr.state("n")["status"] == "running", 60), fg.stderr
+        folder = cgroup_dir(ctr, "n", "memory")
+        assert os.path.dirname(folder) == unit
+        with open(f"{folder}/memory.max") as f:
+            assert f.read().strip() == str(64 << 20)
+        with open(f"{folder}/pids.max") as f:
+            assert f.read().strip() == "30"
+        with open(f"{unit}/cgroup.subtree_control") as f:
+            assert {"memory", "pids"} <= set(f.read().split())
+        with open(f"{unit}/cgroup.procs") as f:
+            assert f.read() == ""  # no process of its own: the rule holds
+        ctr("rm", "-f", "n", check=True)
+        fg.wait(timeout=60)
+        assert not os.path.exists(folder)
+        assert [d for d in os.listdir(unit) if os.path.isdir(f"{unit}/{d}")] == ["supervisor"]
+    finally:
+        for d in (f"{unit}/supervisor", unit):
+            if os.path.isdir(d):
+                os.rmdir(d)
 
 
 def test_gc_cleans_after_an_instance_that_died_unwatched(ctr):
@@ -256,9 +355,7 @@ def test_a_write_the_kernel_refuses_names_the_file_and_the_value(ctr):
         assert not [d for d in os.listdir(cpuset + parent)
                     if os.path.isdir(f"{cpuset}{parent}/{d}")]  # no instance folder left
     finally:
-        for h in os.listdir(CGROUP_ROOT):
-            if os.path.isdir(f"{CGROUP_ROOT}/{h}{parent}"):
-                os.rmdir(f"{CGROUP_ROOT}/{h}{parent}")  # a parent the user named stays
+        remove_parent(parent)
 
 
 def test_bad_verbs_on_limits(ctr):

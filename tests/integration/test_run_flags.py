@@ -9,7 +9,7 @@ import os
 import subprocess
 
 import pytest
-from helpers import assert_refused, wait_for
+from helpers import CGROUP2_ONLY, assert_refused, wait_for
 
 DEBIAN_IMAGE = "/var/lib/ctr/images/debian"  # built by `make dev`; it has ipcmk and ipcs
 
@@ -28,8 +28,10 @@ def lines(text):
 
 
 def cgroup_file(ctr, name, controller, filename):
-    path = next(p for p in ctr.state(name)["cgroups"] if f"/{controller}/" in p
-                or p.rstrip("/").split("/")[-2:-1] == [controller])
+    paths = ctr.state(name)["cgroups"]
+    path = paths[0] if CGROUP2_ONLY else next(
+        p for p in paths if f"/{controller}/" in p
+        or p.rstrip("/").split("/")[-2:-1] == [controller])
     with open(os.path.join(path, filename)) as f:
         return f.read().strip()
 
@@ -242,16 +244,23 @@ def test_memory_reservation_and_cpu_period_quota_in_the_cgroup_files(ctr):
     ctr("run", "-d", "--name", "lim", "--network", "none", "--memory-reservation", "32m",
         "--cpu-period", "50000", "--cpu-quota", "25000", "busybox", "sleep", "100",
         check=True)
-    assert cgroup_file(ctr, "lim", "memory", "memory.soft_limit_in_bytes") == str(32 << 20)
-    assert cgroup_file(ctr, "lim", "cpu", "cpu.cfs_period_us") == "50000"
-    assert cgroup_file(ctr, "lim", "cpu", "cpu.cfs_quota_us") == "25000"
+    if CGROUP2_ONLY:
+        assert cgroup_file(ctr, "lim", "memory", "memory.low") == str(32 << 20)
+        assert cgroup_file(ctr, "lim", "cpu", "cpu.max") == "25000 50000"
+    else:
+        assert cgroup_file(ctr, "lim", "memory", "memory.soft_limit_in_bytes") == str(32 << 20)
+        assert cgroup_file(ctr, "lim", "cpu", "cpu.cfs_period_us") == "50000"
+        assert cgroup_file(ctr, "lim", "cpu", "cpu.cfs_quota_us") == "25000"
     hc = ctr.inspect("lim")["HostConfig"]
     assert (hc["MemoryReservation"], hc["CpuPeriod"], hc["CpuQuota"]) == (32 << 20, 50000,
                                                                           25000)
     # update: --cpus replaces period and quota
     ctr("update", "--cpus", "1", "lim", check=True)
-    assert cgroup_file(ctr, "lim", "cpu", "cpu.cfs_period_us") == "100000"
-    assert cgroup_file(ctr, "lim", "cpu", "cpu.cfs_quota_us") == "100000"
+    if CGROUP2_ONLY:
+        assert cgroup_file(ctr, "lim", "cpu", "cpu.max") == "100000 100000"
+    else:
+        assert cgroup_file(ctr, "lim", "cpu", "cpu.cfs_period_us") == "100000"
+        assert cgroup_file(ctr, "lim", "cpu", "cpu.cfs_quota_us") == "100000"
     ctr("rm", "-f", "lim", check=True)
 
 

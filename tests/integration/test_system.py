@@ -17,7 +17,15 @@ import subprocess
 import time
 
 import pytest
-from helpers import CTR, assert_refused, mounts_under, processes, wait_for
+from helpers import (
+    CGROUP2_ONLY,
+    CGROUP_ROOT,
+    CTR,
+    assert_refused,
+    mounts_under,
+    processes,
+    wait_for,
+)
 
 BOOT_TIMEOUT = 60  # seconds; it takes ~0.5 s here
 
@@ -104,7 +112,8 @@ def test_systemd_boots_as_pid_1_and_stops_cleanly(dctr):
     assert ctr("exec", "sys", "cat", "/proc/1/cgroup").stdout.splitlines()[-1] == \
         "0::/init.scope"
     state = ctr.state("sys")
-    own = next(p for p in state["cgroups"] if "/unified/" in p or "/cgroup/ctr/" in p)
+    own = state["cgroups"][0] if CGROUP2_ONLY else next(
+        p for p in state["cgroups"] if "/unified/" in p)
     with open(os.path.join(own, "init.scope", "cgroup.procs")) as f:
         assert str(state["pid"]) in f.read().split()
     assert os.path.isdir(os.path.join(own, "system.slice", "systemd-journald.service"))
@@ -207,13 +216,15 @@ def test_bad_inputs_are_refused(ctr, tmp_path):
 
 def test_init_refused_without_a_cgroup2_view(dctr):
     """The host as a v1-only one sees it: the cgroup2 mount covered, in a mount
-    namespace of the test's own. No init may start (it would see the host's
-    hierarchies), and nothing is left."""
+    namespace of the test's own (on a cgroup2-only host, that leaves no
+    hierarchy at all). No init may start (it would see the host's hierarchies,
+    or mount them), and nothing is left."""
     ctr = dctr
     before = systemd_cgroups()
+    cgroup2 = CGROUP_ROOT if CGROUP2_ONLY else f"{CGROUP_ROOT}/unified"
     r = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-         'mount -t tmpfs none /sys/fs/cgroup/unified && exec "$@"', "-",
+         f'mount -t tmpfs none {cgroup2} && exec "$@"', "-",
          CTR, "run", "-d", "--name", "sys", "--network", "none", "--init", "debian"],
         capture_output=True, text=True, env=ctr.env(), timeout=60)
     assert_refused(ctr, r, "--init needs a cgroup2 hierarchy on the host")

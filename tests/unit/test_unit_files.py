@@ -246,3 +246,31 @@ def test_ctr_leaves_a_cgroup_it_must_delegate_from(tmp_path, monkeypatch):
     v2.V2Cgroup({("unified",): str(unit / "inst")})._delegate()
     assert writes[1] == (str(unit / "supervisor" / "cgroup.procs"), str(os.getpid()))
     assert writes[2] == (str(unit / "cgroup.subtree_control"), "+memory +pids")
+
+
+def test_ctr_run_d_moves_the_waiting_ctr_too(tmp_path, monkeypatch):
+    """`run -d`: the monitor (this process) creates the cgroup while the `ctr`
+    that forked it (its parent) still waits in the unit's cgroup: both move, or
+    the unit would keep a process of its own and the EBUSY would stay. A process
+    of the unit's that is not ctr's is left where it is."""
+    from ctr.cgroups import v2
+
+    unit = tmp_path / "unit"
+    unit.mkdir()
+    (unit / "cgroup.procs").write_text(f"{os.getppid()}\n{os.getpid()}\n999999999\n")
+    moved = []
+    monkeypatch.setattr(v2, "write", lambda op, path, value: moved.append((path, value)))
+    assert v2.leave_for_supervisor(str(unit))
+    leaf = str(unit / "supervisor" / "cgroup.procs")
+    assert moved == [(leaf, os.getpid()), (leaf, os.getppid())]
+
+
+def test_a_cgroup_ctr_is_not_in_is_left_alone(tmp_path, monkeypatch):
+    from ctr.cgroups import v2
+
+    unit = tmp_path / "unit"
+    unit.mkdir()
+    (unit / "cgroup.procs").write_text(f"{os.getppid()}\n")  # only the parent: not ctr's call
+    monkeypatch.setattr(v2, "write", lambda *a: pytest.fail("nothing may move"))
+    assert not v2.leave_for_supervisor(str(unit))
+    assert not (unit / "supervisor").exists()
