@@ -74,7 +74,7 @@ class Networks:
 
     @contextlib.contextmanager
     def lock(self):
-        os.makedirs(self.dir, 0o700, exist_ok=True)
+        os.makedirs(self.dir, 0o711, exist_ok=True)  # searchable: see _hosts_line
         fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                      0o600)
         try:
@@ -391,6 +391,11 @@ class Networks:
         from ctr import net as netmod
 
         path = self.hosts_path(netname)
+        # The root of a --userns=auto container (an unmapped host uid) binds
+        # this file: each folder on its way must be searchable by others (a
+        # state root of an older ctr made this one 0700). Nothing below is
+        # readable but the hosts files (the leases are 0600).
+        os.chmod(self.dir, 0o711)
         os.makedirs(os.path.dirname(path), 0o711, exist_ok=True)
         try:
             with open(path) as f:
