@@ -26,9 +26,10 @@ def recorded(name):
 
 
 def runc_spec():
-    """`runc spec`'s config as recorded (runc 1.1.1's), less its ambient set:
-    runc asked the ambient capabilities without inheritable ones until 1.1.2
-    (and went without them); ctr-oci refuses that (test_capability_sets...)."""
+    """`runc spec`'s config as recorded, less its ambient set: from runc 1.1.2
+    (no inheritable set) until 1.2 it asked ambient capabilities without the
+    inheritable ones they need, and silently went without them (runc PR 4367);
+    ctr-oci refuses that (test_runc_1_1s_spec_is_refused_for_its_ambient_set)."""
     config = recorded("runc_spec.json")
     del config["process"]["capabilities"]["ambient"]
     return config
@@ -166,8 +167,8 @@ def test_the_five_capability_sets_are_carried_to_the_init(bundle):
     assert spec.caps == () and "capabilities" not in spec.oci
 
 
-def test_runc_1_1_1s_spec_is_refused_for_its_ambient_set(bundle):
-    # runc went without them (silently; a warning in later versions); ctr-oci says so
+def test_runc_1_1s_spec_is_refused_for_its_ambient_set(bundle):
+    # runc went without them (silently; later ones warn); ctr-oci says so
     with pytest.raises(InvalidSpec, match=r"^config.json: process.capabilities.ambient: "
                        "CAP_KILL is not in the inheritable set"):
         convert(bundle, recorded("runc_spec.json"))
