@@ -181,10 +181,11 @@ def capability_sets(value, where):
     error ("config.json: process.capabilities"; an exec's "--process FILE:
     capabilities"); the error names the set. Refused, as the kernel would refuse
     them at the init's last step: an unknown name; an effective capability not
-    in permitted or an inheritable one not in bounding (capset(2)); an ambient
-    one not in both permitted and inheritable (PR_CAP_AMBIENT_RAISE). runc only
-    warns of the last and goes on without it, crun ignores it: ctr-oci refuses
-    it, so a process never runs without a capability its config asks."""
+    in permitted or an inheritable one not in bounding (capset(2)). An ambient
+    one not in both permitted and inheritable (PR_CAP_AMBIENT_RAISE would refuse
+    it) is left out, as runc (which warns) and crun do: `runc spec` 1.1.2 to
+    1.1.x and the engines of that time wrote ambient sets without inheritable
+    ones, and their configs run as they run under runc."""
     from ctr.spec import ALL_CAPS
     from ctr.spec.caps import kernel_order
 
@@ -205,14 +206,14 @@ def capability_sets(value, where):
             ("effective", ("permitted",), "capset(2) refuses an effective capability "
              "that is not permitted"),
             ("inheritable", ("bounding",), "capset(2) refuses an inheritable capability "
-             "outside the bounding set"),
-            ("ambient", ("permitted", "inheritable"), "an ambient capability must be "
-             "permitted and inheritable")):
+             "outside the bounding set")):
         for c in sets[name]:
             missing = [w for w in within if c not in sets[w]]
             if missing:
                 raise InvalidSpec(f"{where}.{name}: CAP_{c} is not in the "
                                   f"{' and '.join(missing)} set ({why})")
+    sets["ambient"] = [c for c in sets["ambient"]
+                       if c in sets["permitted"] and c in sets["inheritable"]]
     return sets
 
 
