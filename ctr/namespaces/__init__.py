@@ -199,21 +199,37 @@ def drop_privileges(uid, gid, groups, spec, seccomp_filter=None, pdeathsig=None)
     the bounding set needs CAP_SETPCAP, the ids need CAP_SETUID/SETGID, and the
     filter comes last so it never stands in the way of the steps before it.
     Without no_new_privs the filter goes first, while CAP_SYS_ADMIN (which
-    loading one then needs) is still held."""
+    loading one then needs) is still held.
+
+    The capability sets: an OCI process's five (spec.oci["capabilities"]), as
+    runc and crun apply them: for a user other than root PR_SET_KEEPCAPS keeps
+    the permitted set across setuid; then permitted, effective and inheritable
+    are set to exactly the given sets, and each ambient capability is raised.
+    execve then computes the command's sets by the kernel's rules: a non-root
+    command keeps its ambient set as its permitted and effective ones, a root
+    one gets the bounding and inheritable sets. Every other instance: effective
+    and permitted within the bounding set (`spec.caps`) for root, none for
+    another user (setuid clears them), no inheritable ones."""
     prctl = _prctl()
     from ctr import seccomp
 
     if seccomp_filter is not None and not spec.no_new_privs:
         seccomp.load(seccomp_filter)
+    sets = spec.oci.get("capabilities")
     keep = [ALL_CAPS.index(c) for c in spec.caps]
     prctl.capbset.limit(*keep)
     os.setgroups(groups)
     os.setgid(gid)
-    os.setuid(uid)  # from root to non-root clears permitted and effective
-    if uid == 0:
-        prctl.cap_effective.limit(*keep)  # effective must stay within permitted
-        prctl.cap_permitted.limit(*keep)
-    prctl.cap_inheritable.limit()
+    if sets is not None and uid != 0:
+        prctl.set_keepcaps(True)  # cleared again by execve
+    os.setuid(uid)  # from root to non-root clears permitted (unless kept) and effective
+    if sets is not None:
+        _set_capabilities(sets)
+    else:
+        if uid == 0:
+            prctl.cap_effective.limit(*keep)  # effective must stay within permitted
+            prctl.cap_permitted.limit(*keep)
+        prctl.cap_inheritable.limit()
     if pdeathsig:
         # After setuid, which clears it.
         prctl.set_pdeathsig(pdeathsig)
@@ -221,6 +237,35 @@ def drop_privileges(uid, gid, groups, spec, seccomp_filter=None, pdeathsig=None)
         prctl.set_no_new_privs(1)
         if seccomp_filter is not None:
             seccomp.load(seccomp_filter)
+
+
+def _set_capabilities(sets):
+    """Permitted, effective and inheritable set exactly (one capset(2)), then
+    the ambient set (which needs each of its capabilities permitted and
+    inheritable: ctr.oci.config leaves out the others)."""
+    from ctr.native import cap_ambient_clear, cap_ambient_raise
+
+    prctl = _prctl()
+
+    args = []
+    for name, flag in (("permitted", prctl.CAP_PERMITTED), ("effective", prctl.CAP_EFFECTIVE),
+                       ("inheritable", prctl.CAP_INHERITABLE)):
+        given = {ALL_CAPS.index(c) for c in sets[name]}
+        args += [(sorted(given), flag, True),
+                 ([c for c in prctl.ALL_CAPS if c not in given], flag, False)]
+    try:
+        prctl.set_caps(*args)
+    except OSError as err:
+        raise InitFailure(f"process.capabilities: cannot set the permitted, effective and "
+                          f"inheritable sets: {err.strerror}", err.errno) from err
+    cap_ambient_clear()
+    for c in sets["ambient"]:
+        try:
+            cap_ambient_raise(ALL_CAPS.index(c))
+        except OSError as err:
+            raise InitFailure(f"process.capabilities.ambient: cannot raise CAP_{c}: "
+                              f"{err.strerror} (it must be permitted and inheritable)",
+                              err.errno) from err
 
 
 def _exec(command, env, workdir, stub, report_fd, gate=None, oci=None):

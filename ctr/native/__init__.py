@@ -41,6 +41,8 @@ clone = _native.clone
 unshare = _native.unshare
 setns = _native.setns
 setfsids = _native.setfsids
+cap_ambient_clear = _native.cap_ambient_clear
+cap_ambient_raise = _native.cap_ambient_raise
 
 MS_FLAG_NAMES = (  # mount(2)'s flags, as errors name them
     (MS_RDONLY, "MS_RDONLY"), (MS_NOSUID, "MS_NOSUID"), (MS_NODEV, "MS_NODEV"),

@@ -199,6 +199,27 @@ native_setfsids(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* An OCI process's ambient set (python-prctl has no PR_CAP_AMBIENT): cleared,
+ * then each capability raised; the caller names the one the kernel refuses. */
+static PyObject *
+native_cap_ambient_clear(PyObject *self, PyObject *args)
+{
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+native_cap_ambient_raise(PyObject *self, PyObject *args)
+{
+    unsigned int cap;
+    if (!PyArg_ParseTuple(args, "I", &cap))
+        return NULL;
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, (unsigned long)cap, 0, 0) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 native_link_up(PyObject *self, PyObject *args)
 {
@@ -515,6 +536,10 @@ static PyMethodDef native_methods[] = {
     {"sethostname", native_sethostname, METH_VARARGS, "sethostname(name)"},
     {"setfsids", native_setfsids, METH_VARARGS, "setfsids(uid, gid): setfsuid, setfsgid"},
     {"link_up", native_link_up, METH_VARARGS, "link_up(ifname): set IFF_UP"},
+    {"cap_ambient_clear", native_cap_ambient_clear, METH_NOARGS,
+     "cap_ambient_clear(): empty the ambient capability set"},
+    {"cap_ambient_raise", native_cap_ambient_raise, METH_VARARGS,
+     "cap_ambient_raise(cap): add capability number cap to the ambient set"},
     {"clone", native_clone, METH_VARARGS, "clone(flags) -> pid (0 in the child)"},
     {"unshare", native_unshare, METH_VARARGS, "unshare(flags)"},
     {"setns", native_setns, METH_VARARGS, "setns(fd, nstype)"},

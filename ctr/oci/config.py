@@ -8,8 +8,9 @@ ignored, as the runtime-spec asks. What it does with the known ones:
     root.path, root.readonly        the bundle's directory as it is (no overlay)
     process.*                       args, env (exactly), cwd, user uid:gid,
                                     additionalGids (exactly), umask, terminal,
-                                    capabilities (the bounding set is the one set ctr
-                                    applies), rlimits, noNewPrivileges, oomScoreAdj
+                                    capabilities (the five sets, as runc applies
+                                    them: see capability_sets), rlimits,
+                                    noNewPrivileges, oomScoreAdj
     hostname
     mounts                          bind/rbind -> volumes, tmpfs -> tmpfs; /proc, /sys,
                                     /dev, /dev/pts, /dev/shm, /dev/mqueue and
@@ -56,6 +57,7 @@ RULE_TYPES = ("a", "c", "b")
 HUGEPAGES = "/sys/kernel/mm/hugepages"
 NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup")
 RLIMIT_INFINITY = (1 << 64) - 1
+CAP_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 ID_RE = re.compile(r"[\w+.-]+")  # runc's rule for a container's id
 CGROUP_PART_RE = re.compile(r"[\w.:@+-]+")
 
@@ -173,18 +175,56 @@ def _user(process, oci):
     return f"{uid}:{gid}"
 
 
-def _caps(process):
+def capability_sets(value, where):
+    """process.capabilities -> {set: [names without CAP_, in kernel order]} for
+    each of CAP_SETS, a set not given empty (as runc). `where` begins each
+    error ("config.json: process.capabilities"; an exec's "--process FILE:
+    capabilities"); the error names the set. Refused, as the kernel would refuse
+    them at the init's last step: an unknown name; an effective capability not
+    in permitted or an inheritable one not in bounding (capset(2)). An ambient
+    one not in both permitted and inheritable (PR_CAP_AMBIENT_RAISE would refuse
+    it) is left out, as runc (which warns) and crun do: `runc spec` 1.1.2 to
+    1.1.x and the engines of that time wrote ambient sets without inheritable
+    ones, and their configs run as they run under runc."""
     from ctr.spec import ALL_CAPS
+    from ctr.spec.caps import kernel_order
 
-    caps = _obj(process.get("capabilities"), "process.capabilities")
-    name = "bounding" if "bounding" in caps else "effective"
-    out = []
-    for c in _list(caps.get(name), f"process.capabilities.{name}", str):
-        bare = c.removeprefix("CAP_")
-        if bare not in ALL_CAPS:
-            raise _err(f"process.capabilities.{name}", f"unknown capability {c!r}")
-        out.append(bare)
-    return out
+    if not isinstance(value, dict):
+        raise InvalidSpec(f"{where}: expected an object")
+    sets = {}
+    for name in CAP_SETS:
+        names = value.get(name)
+        if names is None:
+            names = []
+        if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+            raise InvalidSpec(f"{where}.{name}: expected a list of strings")
+        for c in names:
+            if c.removeprefix("CAP_") not in ALL_CAPS:
+                raise InvalidSpec(f"{where}.{name}: unknown capability {c!r}")
+        sets[name] = list(kernel_order(c.removeprefix("CAP_") for c in names))
+    for name, within, why in (
+            ("effective", ("permitted",), "capset(2) refuses an effective capability "
+             "that is not permitted"),
+            ("inheritable", ("bounding",), "capset(2) refuses an inheritable capability "
+             "outside the bounding set")):
+        for c in sets[name]:
+            missing = [w for w in within if c not in sets[w]]
+            if missing:
+                raise InvalidSpec(f"{where}.{name}: CAP_{c} is not in the "
+                                  f"{' and '.join(missing)} set ({why})")
+    sets["ambient"] = [c for c in sets["ambient"]
+                       if c in sets["permitted"] and c in sets["inheritable"]]
+    return sets
+
+
+def _caps(process, oci):
+    """The bounding set for the spec (its `caps`, what the rest of ctr reads);
+    the five sets into `oci` when the process has any."""
+    if process.get("capabilities") is None:
+        return []
+    sets = capability_sets(process["capabilities"], "config.json: process.capabilities")
+    oci["capabilities"] = sets
+    return sets["bounding"]
 
 
 def _rlimits(process):
@@ -681,7 +721,7 @@ def to_spec(bundle, config, cid, host=None, systemd_cgroup=False):
         name=re.sub(r"[^\w.-]", "_", cid).lstrip("_.-")[:63] or "oci", env=(),
         workdir=cwd, user=_user(process, oci), hostname=hostname or "",
         tty=bool(process.get("terminal")), network="none", resources=_resources(linux),
-        caps=_caps(process), read_only=readonly, tmpfs=tmpfs, volumes=volumes,
+        caps=_caps(process, oci), read_only=readonly, tmpfs=tmpfs, volumes=volumes,
         seccomp=seccomp if seccomp is not None else "unconfined",
         no_new_privs=bool(process.get("noNewPrivileges")), ulimits=_rlimits(process),
         userns=userns, oci=oci, host=host, lxcfs=False, options=options)

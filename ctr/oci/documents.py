@@ -26,8 +26,9 @@ def default_config():
             "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     "TERM=xterm"],
             "cwd": "/",
+            # runc's since 1.2: no inheritable set (since 1.1.2), nor ambient, which needs it
             "capabilities": {k: list(_DEFAULT_CAPS) for k in
-                             ("bounding", "effective", "permitted", "ambient")},
+                             ("bounding", "effective", "permitted")},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": True,
         },

@@ -336,6 +336,14 @@ def exec_(root, cid, process, *, detach=False, pid_file=None, console_socket=Non
     if console_socket and not tty:
         raise InvalidSpec("--console-socket given, but the process has no terminal")
     user = process.get("user") or {}
+    if process.get("capabilities") is not None:  # else the container's own five sets
+        import dataclasses
+
+        from ctr.oci.config import capability_sets
+
+        sets = capability_sets(process["capabilities"], "process: capabilities")
+        c = c.with_spec(dataclasses.replace(
+            c.spec, caps=sets["bounding"], oci={**c.spec.oci, "capabilities": sets}))
     proc = ContainerDriver().exec(
         c, c.state(), command=process["args"], env=process.get("env") or [],
         workdir=process.get("cwd") or "/",
@@ -373,4 +381,8 @@ def check_process(process, where="process"):
         v = user.get(key, 0)
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise InvalidSpec(f"{where}: user.{key}: expected a number")
+    if process.get("capabilities") is not None:
+        from ctr.oci.config import capability_sets
+
+        capability_sets(process["capabilities"], f"{where}: capabilities")
     return process

@@ -86,6 +86,15 @@ class Container:
                 raise StateError(f"the spec of {self.id} is corrupt: {err}") from err
         return self._spec
 
+    def with_spec(self, spec):
+        """This container as seen with `spec` in place of its own (an exec
+        whose process has capabilities of its own); nothing is written."""
+        import copy
+
+        view = copy.copy(self)
+        view._spec = spec
+        return view
+
     @property
     def rootfs(self):
         return self.spec.oci["root"]

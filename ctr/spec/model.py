@@ -379,6 +379,9 @@ class InstanceSpec:
     #   cgroups_path    the instance's cgroup below each hierarchy's root
     #   cgroup_mount    "ro"/"rw": the config mounts cgroup at /sys/fs/cgroup
     #   sysctl, additional_gids, umask, oom_score_adj   the process's, as given
+    #   capabilities    {bounding, effective, inheritable, permitted, ambient: names},
+    #                   the process's five sets (`caps` is the bounding one); absent
+    #                   when the config gives none (then no capabilities, as before)
     #   root_propagation    linux.rootfsPropagation, when given (else rslave before
     #                   the pivot, as runc: mounts made on the host later appear inside)
     oci: Frozen = Frozen()

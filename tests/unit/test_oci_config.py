@@ -25,6 +25,13 @@ def recorded(name):
     return json.loads((HERE / name).read_text())
 
 
+def runc_spec():
+    """`runc spec`'s config as recorded (runc 1.1: its ambient set has no
+    inheritable set beside it, so it is left out: see
+    test_an_ambient_capability_not_inheritable_is_left_out_as_runc_does)."""
+    return recorded("runc_spec.json")
+
+
 @pytest.fixture
 def bundle(tmp_path):
     (tmp_path / "rootfs").mkdir()
@@ -36,7 +43,7 @@ def convert(bundle, config, cid="c1"):
 
 
 def test_runc_spec_becomes_a_spec(bundle):
-    spec = convert(bundle, recorded("runc_spec.json"))
+    spec = convert(bundle, runc_spec())
     assert spec.command == ("sh",)
     assert spec.env == ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                         "TERM=xterm")
@@ -94,10 +101,10 @@ def test_podmans_config_becomes_a_spec(bundle):
 
 def test_a_cgroup_mount_gives_the_containers_own_view(bundle):
     # runc's spec and podman's mount cgroup at /sys/fs/cgroup (podman's "ro")
-    assert convert(bundle, recorded("runc_spec.json")).oci["cgroup_mount"] == "ro"
+    assert convert(bundle, runc_spec()).oci["cgroup_mount"] == "ro"
     spec = convert(bundle, _podman_config(bundle))
     assert spec.oci["cgroup_mount"] == "ro" and spec.lxcfs is False
-    config = recorded("runc_spec.json")
+    config = runc_spec()
     config["mounts"] = [m for m in config["mounts"] if m["destination"] != "/sys/fs/cgroup"]
     assert "cgroup_mount" not in convert(bundle, config).oci
     config["mounts"].append({"destination": "/sys/fs/cgroup", "type": "cgroup2",
@@ -106,18 +113,18 @@ def test_a_cgroup_mount_gives_the_containers_own_view(bundle):
 
 
 def test_groups_umask_oom_score(bundle):
-    config = recorded("runc_spec.json")
+    config = runc_spec()
     config["process"]["user"] = {"uid": 1, "gid": 2, "additionalGids": [5, 7], "umask": 0o077}
     config["process"]["oomScoreAdj"] = 500
     spec = convert(bundle, config)
     assert spec.user == "1:2"
     assert spec.oci["additional_gids"] == (5, 7) and spec.oci["umask"] == 0o077
     assert spec.oci["oom_score_adj"] == 500
-    assert convert(bundle, recorded("runc_spec.json")).oci["additional_gids"] == ()
+    assert convert(bundle, runc_spec()).oci["additional_gids"] == ()
 
 
 def test_resources_cpu_and_unlimited_values(bundle):
-    config = recorded("runc_spec.json")
+    config = runc_spec()
     config["linux"]["resources"] = {"memory": {"limit": -1}, "pids": {"limit": -1},
                                     "cpu": {"quota": 50000, "period": 100000, "cpus": "0"}}
     spec = convert(bundle, config)
@@ -129,6 +136,61 @@ def test_a_default_config_and_spec_json_of_ctrs_own_instances(bundle):
     assert spec.command == ("sh",) and spec.oci
     plain = InstanceSpec.from_dict({k: v for k, v in spec.to_dict().items() if k != "oci"})
     assert "oci" not in plain.to_dict()  # records of ctr's own instances: as before
+
+
+def test_the_five_capability_sets_are_carried_to_the_init(bundle):
+    config = runc_spec()
+    config["process"]["user"] = {"uid": 1000, "gid": 1000}
+    config["process"]["capabilities"] = {
+        "bounding": ["CAP_NET_BIND_SERVICE", "CAP_KILL", "CAP_CHOWN"],
+        "permitted": ["CAP_NET_BIND_SERVICE", "CAP_KILL"],
+        "effective": ["CAP_KILL"],
+        "inheritable": ["CAP_NET_BIND_SERVICE"],
+        "ambient": ["CAP_NET_BIND_SERVICE"]}
+    spec = convert(bundle, config)
+    assert spec.caps == ("CHOWN", "KILL", "NET_BIND_SERVICE")  # the bounding set
+    assert dict(spec.oci["capabilities"]) == {
+        "bounding": ("CHOWN", "KILL", "NET_BIND_SERVICE"),
+        "effective": ("KILL",), "inheritable": ("NET_BIND_SERVICE",),
+        "permitted": ("KILL", "NET_BIND_SERVICE"), "ambient": ("NET_BIND_SERVICE",)}
+    assert InstanceSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    # a set not given is empty, as runc has it (an old config's "effective" only too)
+    config["process"]["capabilities"] = {"effective": ["CAP_KILL"], "permitted": ["CAP_KILL"]}
+    spec = convert(bundle, config)
+    assert spec.caps == () and spec.oci["capabilities"]["ambient"] == ()
+    # none at all: no capabilities, and the init's old path (no sets carried)
+    del config["process"]["capabilities"]
+    spec = convert(bundle, config)
+    assert spec.caps == () and "capabilities" not in spec.oci
+
+
+def test_an_ambient_capability_not_inheritable_is_left_out_as_runc_does(bundle):
+    # runc 1.1's spec: ambient without inheritable (runc warns and goes on, crun too)
+    spec = convert(bundle, recorded("runc_spec.json"))
+    assert spec.oci["capabilities"]["ambient"] == ()
+    assert spec.oci["capabilities"]["permitted"] == spec.caps != ()
+    assert "ambient" not in default_config()["process"]["capabilities"]  # runc's today
+    for sets in ({"bounding": ["CAP_KILL"], "permitted": ["CAP_KILL"], "ambient": ["CAP_KILL"]},
+                 {"bounding": ["CAP_KILL"], "inheritable": ["CAP_KILL"],
+                  "ambient": ["CAP_KILL"]}):
+        config = runc_spec()
+        config["process"]["capabilities"] = sets
+        assert convert(bundle, config).oci["capabilities"]["ambient"] == ()
+
+
+def test_an_exec_process_capabilities_are_checked_the_same_way():
+    from ctr.oci.runtime import check_process
+
+    process = {"args": ["sh"], "capabilities": {"bounding": ["CAP_KILL"],
+                                                "effective": ["CAP_KILL"]}}
+    with pytest.raises(InvalidSpec, match=r"^--process p.json: capabilities.effective: CAP_KILL "
+                       "is not in the permitted set"):
+        check_process(process, "--process p.json")
+    process["capabilities"] = {"bounding": ["CAP_NOPE"]}
+    with pytest.raises(InvalidSpec, match="capabilities.bounding: unknown capability"):
+        check_process(process, "--process p.json")
+    process["capabilities"] = {"bounding": ["CAP_KILL"], "permitted": ["CAP_KILL"]}
+    assert check_process(process) is process
 
 
 def test_relative_and_absolute_cgroups_paths():
@@ -162,6 +224,15 @@ BAD = [
     ("process.user", {"uid": 0, "gid": 0, "umask": 0o1000}, "umask"),
     ("process.oomScoreAdj", 1001, "oomScoreAdj"),
     ("process.capabilities", {"bounding": ["CAP_NOPE"]}, "unknown capability"),
+    ("process.capabilities", {"ambient": ["CAP_FLY"]},
+     "process.capabilities.ambient: unknown capability 'CAP_FLY'"),
+    ("process.capabilities", {"inheritable": "CAP_KILL"},
+     "process.capabilities.inheritable: expected a list of strings"),
+    ("process.capabilities", ["CAP_KILL"], "process.capabilities: expected an object"),
+    ("process.capabilities", {"effective": ["CAP_KILL"]},
+     "process.capabilities.effective: CAP_KILL is not in the permitted set"),
+    ("process.capabilities", {"inheritable": ["CAP_KILL"], "permitted": ["CAP_KILL"]},
+     "process.capabilities.inheritable: CAP_KILL is not in the bounding set"),
     ("process.rlimits", [{"type": "RLIMIT_NOPE", "soft": 1, "hard": 1}], "unknown rlimit"),
     ("process.rlimits", [{"type": "RLIMIT_NOFILE", "soft": -5, "hard": 1}], "out of range"),
     ("process.apparmorProfile", "x", None),
@@ -224,7 +295,7 @@ BAD = [
 
 @pytest.mark.parametrize("path,value,message", BAD, ids=[f"{b[0]}={b[1]!r}"[:60] for b in BAD])
 def test_bad_configs_are_one_clear_error(bundle, path, value, message):
-    config = copy.deepcopy(recorded("runc_spec.json"))
+    config = copy.deepcopy(runc_spec())
     _set(path, value)(config)
     with pytest.raises(InvalidSpec) as err:
         convert(bundle, config)
@@ -235,7 +306,7 @@ def test_bad_configs_are_one_clear_error(bundle, path, value, message):
 
 
 def test_devices_rules_limits_and_propagation(bundle):
-    config = copy.deepcopy(recorded("runc_spec.json"))
+    config = copy.deepcopy(runc_spec())
     config["linux"]["devices"] = [
         {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o20600,
          "uid": 1, "gid": 2},
@@ -276,12 +347,12 @@ def test_devices_rules_limits_and_propagation(bundle):
     assert spec.volumes[-1]["flags"] == ("nosuid", "nodev")
     assert dict(spec.tmpfs[-1]) == {"path": "/etc", "flags": ("nosuid",), "data": "",
                                     "copyup": True, "propagation": ("rprivate",)}
-    assert "root_propagation" not in convert(bundle, recorded("runc_spec.json")).oci
+    assert "root_propagation" not in convert(bundle, runc_spec()).oci
     assert InstanceSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
 
 
 def test_in_a_user_namespace_a_device_is_the_hosts_node_of_its_path(bundle):
-    config = copy.deepcopy(recorded("runc_spec.json"))
+    config = copy.deepcopy(runc_spec())
     config["linux"]["namespaces"].append({"type": "user"})
     for kind in ("uid", "gid"):
         config["linux"][f"{kind}Mappings"] = [{"containerID": 0, "hostID": 100000,
@@ -295,7 +366,7 @@ def test_in_a_user_namespace_a_device_is_the_hosts_node_of_its_path(bundle):
 
 
 def test_unknown_fields_are_ignored(bundle):
-    config = recorded("runc_spec.json")
+    config = runc_spec()
     config["vm"] = {"hypervisor": {}}
     config["process"]["somethingNew"] = 1
     config["linux"]["intelRdt"] = {"closID": "x"}
