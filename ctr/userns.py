@@ -183,7 +183,10 @@ def shifted_layer(layers, layer_id, folder, ids):
         if not os.path.isdir(folder):
             raise CtrError(f"the layer {layer_id} is gone ({folder}): pull the image again")
         parent = os.path.dirname(dest)
-        os.makedirs(parent, 0o711, exist_ok=True)
+        top = os.path.dirname(os.path.dirname(parent))
+        for d in (top, os.path.dirname(parent), parent):  # the container's root walks them
+            os.makedirs(d, exist_ok=True)
+            os.chmod(d, 0o711)
         for entry in os.listdir(parent):  # what a killed copy left
             if entry.startswith(os.path.basename(dest) + TMP):
                 shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)

@@ -202,14 +202,22 @@ class LayerStore:
                 try:
                     folder = self.shifted_dir(layer_id)
                 except CtrError:
-                    _rm(os.path.join(top, algo, hexdigest))  # not a layer's: not ours
+                    _rm(os.path.join(top, algo, hexdigest))  # no layer has that name
                     continue
                 with self.lock(layer_id, blocking=False) as got:
                     if not got:
                         continue
                     for entry in os.listdir(folder):
-                        if layer_id not in used or entry not in held:
-                            _rm(os.path.join(folder, entry))
+                        if layer_id in used and entry in held:
+                            continue
+                        path = os.path.join(folder, entry)
+                        if TMP not in entry:  # renamed first: a half-removed copy
+                            doomed = f"{path}{TMP}rm"  # never looks whole
+                            _rm(doomed)  # a killed prune's
+                            with contextlib.suppress(FileNotFoundError):
+                                os.rename(path, doomed)
+                            path = doomed
+                        _rm(path)
                     with contextlib.suppress(OSError):
                         os.rmdir(folder)
             with contextlib.suppress(OSError):
