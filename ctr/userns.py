@@ -184,7 +184,8 @@ def shifted_layer(layers, layer_id, folder, ids):
             raise CtrError(f"the layer {layer_id} is gone ({folder}): pull the image again")
         parent = os.path.dirname(dest)
         top = os.path.dirname(os.path.dirname(parent))
-        for d in (top, os.path.dirname(parent), parent):  # the container's root walks them
+        for d in (layers.dir, top, os.path.dirname(parent), parent):  # the container's
+            # root walks them to its copies
             os.makedirs(d, exist_ok=True)
             os.chmod(d, 0o711)
         for entry in os.listdir(parent):  # what a killed copy left

@@ -284,9 +284,12 @@ def shifted_links(folder):
 
 def shifted_entries(ctr):
     """Every copy (and leftover) in the layer store's shifted tree."""
-    top = ctr.path("layers", "shifted")
-    return sorted(os.path.join(d, e) for d, dirs, _ in os.walk(top)
-                  for e in dirs if d.count("/") == top.count("/") + 2)
+    top, out = ctr.path("layers", "shifted"), []
+    for algo in os.listdir(top) if os.path.isdir(top) else []:
+        for layer in os.listdir(os.path.join(top, algo)):
+            folder = os.path.join(top, algo, layer)
+            out += [os.path.join(folder, e) for e in os.listdir(folder)]
+    return sorted(out)
 
 
 OFF = {"CTR_USERNS_IDMAP": "off"}
