@@ -391,6 +391,17 @@ def test_shifted_copies_are_made_once_per_layer_and_block(ctr, subids, special_l
     assert s3 == copies[0]
     assert [(os.stat(c).st_ino, os.stat(c).st_mtime_ns) for c in s3] == made
     assert ctr("exec", "s3", "sh", "-c", SPECIAL_VIEW).stdout.splitlines() == SPECIAL_SEEN
+    # diff and export read the instance's copies, owners shifted back
+    ctr("exec", "s3", "sh", "-c", "echo n > /s/new", check=True)
+    assert "A /s/new" in ctr("diff", "s3", check=True).stdout.splitlines()
+    out = ctr.path("..", "s3.tar")
+    ctr("export", "-o", out, "s3", check=True)
+    import tarfile
+
+    with tarfile.open(out) as t:
+        suid, far = t.getmember("s/suid"), t.getmember("s/far")
+    os.unlink(out)
+    assert (suid.uid, suid.gid, suid.mode) == (0, 0, 0o4755) and far.uid == 65534
     # image prune removes the copies of a block nobody holds, and only those
     ctr("rm", "-f", "s2", check=True)
     ctr("image", "prune", check=True)
