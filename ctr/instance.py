@@ -221,7 +221,7 @@ def _create_record(store, images, spec):
         if spec.userns:
             from ctr import userns
 
-            rec = userns.create_record(store, images.get(spec.image)["lowerdirs"], spec)
+            rec = userns.create_record(store, images.get(spec.image), spec)
             revert.add(rec.remove)
             if anonymous:
                 volumes.chown(store, spec, rec.spec.userns["uid"], rec.spec.userns["gid"])

@@ -4,8 +4,8 @@ Layout under the root (default /var/lib/ctr, --root or CTR_ROOT to override):
 
     images/NAME/{image.json, rootfs/}     a local image (recipe, import); a pulled
     images/r-<hash>/image.json           one's layers are in layers/ (ctr.images)
-    layers/sha256/<diff id>/  blobs/  locks/
-    instances/NAME/{spec.json, state.json, lock, log, upper/, work/, rootfs/, lower/}
+    layers/sha256/<diff id>/  layers/shifted/  blobs/  locks/
+    instances/NAME/{spec.json, state.json, lock, log, upper/, work/, rootfs/, layers/}
 
 A record is written atomically (temp file, fsync, rename), so a crash leaves
 either the old or the new file. A record whose process died
@@ -267,7 +267,9 @@ class Record:
         self.upper = os.path.join(self.dir, "upper")
         self.work = os.path.join(self.dir, "work")
         self.rootfs = os.path.join(self.dir, "rootfs")
-        self.lower = os.path.join(self.dir, "lower")  # --userns=auto: the shifted image
+        # --userns=auto without idmapped mounts, in a record made before the
+        # shared copies (ctr.userns): its own shifted copy of a one-layer image
+        self.lower = os.path.join(self.dir, "lower")
 
     def _follow(self):
         """After `ctr rename`: a record whose spec was read moves to its new

@@ -21,9 +21,20 @@ and recorded in STATE_ROOT/userns-idmap.json:
   layer's opaque directories get user.overlay.opaque beside their
   trusted.overlay.opaque the first time it is used so (its .json says it is
   done): the only change ever made to a layer, and only to its xattrs.
-- else a shifted copy of each layer (instances/NAME/layers/0 is the top one;
-  instances/NAME/lower for a one-layer image), made at create with every owner
-  moved into the block and its opaque directories marked for userxattr.
+- else shifted copies, made once per (layer, block) and shared, the way
+  containers/storage keeps a mapped copy of a layer for podman where the
+  kernel cannot idmap: STATE_ROOT/layers/shifted/<algo>/<hex>/<uid>-<gid>-<size>
+  is the layer <algo>:<hex> with every owner moved into the block whose first
+  host uid and gid are <uid> and <gid> (see `shifted_copy` for what it keeps
+  and the overflow rule). It is made under the layer's lock, in a
+  `<uid>-<gid>-<size>.tmp-*` folder renamed into place when whole; a kill
+  leaves only that folder, which the next copy of it and `image prune` remove.
+  The instance's instances/NAME/layers/0.. (top first) are relative symlinks
+  to its copies, and its overlay stacks them (never flattened). A copy goes
+  when its layer goes (image rm, image prune: no image has the layer), and
+  `image prune` (and every collection of unused layers) also removes the
+  copies of a block no instance holds; `ctr rm` keeps them, so the next
+  instance given the same block (the lowest free one) starts without copying.
 Either way the overlay is mounted by the container's root (unprivileged
 overlayfs, Linux 5.11+, userxattr: whiteouts are 0/0 character devices, opaque
 directories user.overlay.opaque), and its upper and work dirs are owned by the
@@ -93,16 +104,42 @@ class lock:
         os.close(self.fd)
 
 
-def shifted_copy(image, dest, userns):
-    """Copy the image's tree to `dest` (cp -a: hard links, devices, xattrs kept)
-    with every owner moved into the block."""
+OVERFLOW = 65534  # the kernel's overflowuid: what an idmapped mount shows for an unmapped id
+CAPS = "security.capability"
+
+
+def _shift(ident, base):
+    """An id of the layer, moved into the block: 0..SIZE-1 to base+id; any
+    other id to the block's nobody (base+65534), as the container would see
+    it through an idmapped mount (where an unmapped id shows as overflowuid)."""
+    return base + (ident if ident < SIZE else OVERFLOW)
+
+
+def _die_with_parent():
+    import signal
+
+    import prctl
+
+    prctl.set_pdeathsig(signal.SIGKILL)
+
+
+def shifted_copy(layer, dest, userns):
+    """Copy the folder `layer` to `dest` (a new path) with every owner moved
+    into the block. cp -a keeps hard links, symlinks, device nodes and fifos
+    (whiteouts: 0/0 character devices, which stay whiteouts whoever owns
+    them), xattrs (trusted.overlay.opaque, security.capability), modes and
+    mtimes; then each inode is chowned once, and what chown clears is put
+    back: the set-id bits and the file capabilities. Opaque directories get
+    user.overlay.opaque too, for an overlay mounted with userxattr."""
     import subprocess
 
     du, dg = userns["uid"], userns["gid"]
-    r = subprocess.run(["cp", "-a", "--reflink=auto", image, dest], capture_output=True,
-                       text=True)
+    r = subprocess.run(["cp", "-a", "--reflink=auto", layer, dest], capture_output=True,
+                       text=True, preexec_fn=_die_with_parent)  # a killed ctr stops it
     if r.returncode != 0:
-        raise CtrError(f"copying the image for --userns=auto: {r.stderr.strip()}")
+        raise CtrError(f"copying the layer {layer} for --userns=auto: {r.stderr.strip()}")
+    import stat
+
     seen, dev = set(), os.lstat(dest).st_dev
     for top, dirs, files in os.walk(dest):
         for path in [top] + [os.path.join(top, n) for n in files + dirs
@@ -111,10 +148,71 @@ def shifted_copy(image, dest, userns):
             if st.st_ino in seen or st.st_dev != dev:
                 continue
             seen.add(st.st_ino)
-            os.lchown(path, st.st_uid + du if st.st_uid < SIZE else du,
-                      st.st_gid + dg if st.st_gid < SIZE else dg)
-            if not os.path.islink(path):
+            caps = None
+            if stat.S_ISREG(st.st_mode):
+                try:
+                    caps = os.getxattr(path, CAPS, follow_symlinks=False)
+                except OSError:
+                    pass
+            os.lchown(path, _shift(st.st_uid, du), _shift(st.st_gid, dg))
+            if st.st_mode & 0o6000 and not stat.S_ISLNK(st.st_mode):
                 os.chmod(path, st.st_mode & 0o7777)  # chown clears the set-id bits
+            if caps is not None:
+                os.setxattr(path, CAPS, caps, follow_symlinks=False)  # and file caps
+    _mark_opaque(dest)
+
+
+def shifted_key(ids):
+    return f"{ids['uid']}-{ids['gid']}-{ids.get('size', SIZE)}"
+
+
+def shifted_layer(layers, layer_id, folder, ids):
+    """The shifted copy of the layer `layer_id` (its folder: `folder`) for the
+    block `ids`: the cached one, else made now, once, under the layer's lock."""
+    import shutil
+
+    from ctr.images.layerstore import TMP
+
+    dest = os.path.join(layers.shifted_dir(layer_id), shifted_key(ids))
+    if os.path.isdir(dest):
+        return dest
+    layers.ensure()
+    with layers.lock(layer_id):
+        if os.path.isdir(dest):
+            return dest
+        if not os.path.isdir(folder):
+            raise CtrError(f"the layer {layer_id} is gone ({folder}): pull the image again")
+        parent = os.path.dirname(dest)
+        top = os.path.dirname(os.path.dirname(parent))
+        for d in (layers.dir, top, os.path.dirname(parent), parent):  # the container's
+            # root walks them to its copies
+            os.makedirs(d, exist_ok=True)
+            os.chmod(d, 0o711)
+        for entry in os.listdir(parent):  # what a killed copy left
+            if entry.startswith(os.path.basename(dest) + TMP):
+                shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+        tmp = f"{dest}{TMP}{os.getpid()}"
+        try:
+            shifted_copy(folder, tmp, ids)
+            os.rename(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return dest
+
+
+def held_keys(store):
+    """The shifted copies' keys of every block an instance of `store` holds;
+    the caller holds `lock(store)`."""
+    held = set()
+    for rec in store.records():
+        try:
+            u = rec.spec.userns
+        except CtrError:
+            continue
+        if u and "uid" in u and "gid" in u:
+            held.add(shifted_key(u))
+    return held
 
 
 def check_reachable(path):
@@ -348,21 +446,35 @@ def _probe_child(go_r, rep_w, fd, at, upper, work, merged):
         os._exit(0)
 
 
-def lowerdir(rec):
-    """The lowerdir of a --userns=auto instance: its shifted copies, top first;
-    None when they are gone."""
+def lower_layers(rec):
+    """The folders of a --userns=auto instance's shifted layers, top first;
+    None when one is gone."""
     many = layers_dir(rec)
     if os.path.isdir(many):
-        return ":".join(os.path.join(many, n) for n in
-                        sorted(os.listdir(many), key=int))
-    return rec.lower if os.path.isdir(rec.lower) else None
+        out = [os.path.realpath(os.path.join(many, n))
+               for n in sorted(os.listdir(many), key=int)]
+        return out if all(os.path.isdir(d) for d in out) else None
+    return [rec.lower] if os.path.isdir(rec.lower) else None  # a record of before
 
 
-def create_record(store, image_lowerdirs, spec):
-    """The record of a --userns=auto instance: a block of ids of its own (allocated
-    under the lock, so two creates never share one) and, where idmapped layers
-    cannot be had, a copy of the image's root (of each of its layers, top first)
-    owned by them. Returns the record; on failure nothing is left."""
+def lowerdir(rec):
+    """The overlay's lowerdir of a --userns=auto instance: (its layers folder,
+    0:1:.. relative to it), short whatever the number of layers; None when a
+    layer is gone."""
+    if lower_layers(rec) is None:
+        return None
+    many = layers_dir(rec)
+    if os.path.isdir(many):
+        return many, ":".join(str(i) for i in range(len(os.listdir(many))))
+    return rec.lower
+
+
+def create_record(store, image, spec):
+    """The record of a --userns=auto instance of `image` (its record, as the
+    image store reads it): a block of ids of its own (allocated under the
+    lock, so two creates never share one) and, where idmapped layers cannot be
+    had, links to the shifted copies of its layers (made when missing).
+    Returns the record; on failure nothing is left but a whole cached copy."""
     import dataclasses
 
     from ctr.revert import Reverter
@@ -376,25 +488,25 @@ def create_record(store, image_lowerdirs, spec):
             except CtrError:
                 continue  # a record being removed, or damaged: not holding ids
         ids = allocate(taken)
-        if isinstance(image_lowerdirs, str):
-            image_lowerdirs = [image_lowerdirs]
         if use_idmap(store.root, ids):
             ids["idmap"] = True
         spec = dataclasses.replace(spec, userns=ids)
         rec = store.create_record(spec)
     with Reverter() as revert:
         revert.add(rec.remove)
+        folders = image["lowerdirs"]
         if ids.get("idmap"):
-            mark_layers(image_lowerdirs)
-        elif len(image_lowerdirs) == 1:
-            shifted_copy(image_lowerdirs[0], rec.lower, ids)
-            _mark_opaque(rec.lower)
+            mark_layers(folders)
         else:
-            os.mkdir(layers_dir(rec), 0o755)
-            for i, layer in enumerate(image_lowerdirs):
-                dest = os.path.join(layers_dir(rec), str(i))
-                shifted_copy(layer, dest, ids)
-                _mark_opaque(dest)
+            from ctr.images.layerstore import LayerStore
+
+            layers = LayerStore(store.root)
+            many = layers_dir(rec)
+            os.mkdir(many, 0o755)
+            for i, (layer_id, folder) in enumerate(zip(reversed(image["layers"]), folders,
+                                                       strict=True)):
+                copy = shifted_layer(layers, layer_id, folder, ids)
+                os.symlink(os.path.relpath(copy, many), os.path.join(many, str(i)))
         for path in (rec.upper, rec.work, rec.rootfs):
             os.chown(path, ids["uid"], ids["gid"])
         os.chmod(rec.dir, 0o711)  # the container's root walks to its layers

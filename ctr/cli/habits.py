@@ -101,9 +101,9 @@ def diff(obj, name):
     rec = obj.store.record(name)
     spec = rec.spec
     if spec.userns and not spec.userns.get("idmap"):
-        from ctr.userns import lowerdir
+        from ctr.userns import lower_layers
 
-        lowers = (lowerdir(rec) or "").split(":")
+        lowers = lower_layers(rec) or []
     else:
         lowers = obj.images.get(spec.image)["lowerdirs"]
     for kind, path in changes(rec, lowers):

@@ -202,10 +202,9 @@ def export(images, instances, name, out):
     rec = instances.get(name)
     spec = rec.spec
     if spec.userns:
-        from ctr.userns import lowerdir
+        from ctr.userns import lower_layers
 
-        lower = lowerdir(rec)
-        lowers = lower.split(":") if lower else None
+        lowers = lower_layers(rec)
     else:
         try:
             lowers = images.get(spec.image)["lowerdirs"]

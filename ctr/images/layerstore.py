@@ -6,6 +6,10 @@
     STATE_ROOT/layers/l/<16 hex>          a short name of it (podman's l/ links), used
                                           when the full paths of an image's layers do
                                           not fit in one mount's options
+    STATE_ROOT/layers/shifted/<algo>/<hex>/<uid>-<gid>-<size>
+                                          the layer with its owners moved into a block
+                                          of ids (--userns=auto without idmapped mounts:
+                                          ctr.userns), made under the layer's lock
     STATE_ROOT/locks/                     one lock file per layer, per image name, and
                                           the store's own
 
@@ -14,7 +18,8 @@ imported layer; for a layer a recipe built in place it is the tree digest the
 image's id has always been. A layer is unpacked under its own lock: two pulls that
 share it both wait for one unpack and use its result. What a killed unpack left
 (`<hex>.tmp-*`, ctr.images.layers' staging) is removed by the next pull that takes
-that layer's lock, and by `image prune`.
+that layer's lock, and by `image prune`. A layer's shifted copies go with it, and
+so does the copy of a block no instance holds (`collect_shifted`).
 
 The store lock: pulls, builds and imports hold it shared from their first layer
 to their record; removing unused layers holds it exclusively, so a layer between
@@ -73,6 +78,9 @@ class LayerStore:
 
     def short(self, layer_id):
         return os.path.join(self.dir, "l", _split(layer_id)[1][:SHORT])
+
+    def shifted_dir(self, layer_id):
+        return os.path.join(self.dir, "shifted", *_split(layer_id))
 
     def has(self, layer_id):
         return os.path.isdir(self.path(layer_id))
@@ -182,6 +190,41 @@ class LayerStore:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
         return removed
+
+    def collect_shifted(self, used, held):
+        """Remove the shifted copies of the layers not in `used`, those whose
+        block's key is not in `held`, and what killed copies left, each under
+        its layer's lock (skipped while someone holds it: a copy being made).
+        The caller holds ctr.userns.lock, so no instance takes a block meanwhile."""
+        top = os.path.join(self.dir, "shifted")
+        for algo in os.listdir(top) if os.path.isdir(top) else []:
+            for hexdigest in os.listdir(os.path.join(top, algo)):
+                layer_id = f"{algo}:{hexdigest}"
+                try:
+                    folder = self.shifted_dir(layer_id)
+                except CtrError:
+                    _rm(os.path.join(top, algo, hexdigest))  # no layer has that name
+                    continue
+                with self.lock(layer_id, blocking=False) as got:
+                    if not got:
+                        continue
+                    for entry in os.listdir(folder):
+                        if layer_id in used and entry in held:
+                            continue
+                        path = os.path.join(folder, entry)
+                        if TMP not in entry:  # renamed first: a half-removed copy
+                            doomed = f"{path}{TMP}rm"  # never looks whole
+                            _rm(doomed)  # a killed prune's
+                            with contextlib.suppress(FileNotFoundError):
+                                os.rename(path, doomed)
+                            path = doomed
+                        _rm(path)
+                    with contextlib.suppress(OSError):
+                        os.rmdir(folder)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(top, algo))
+        with contextlib.suppress(OSError):
+            os.rmdir(top)
 
     def _remove(self, layer_id):
         dest = self.path(layer_id)

@@ -368,6 +368,11 @@ class ImageStore:
             used_layers = {lid for img in images for lid in img["layers"]}
             used_blobs = {b for img in images for b in img.get("blobs", ())}
             removed = self.layers.collect(used_layers)
+            if os.path.isdir(os.path.join(self.layers.dir, "shifted")):
+                from ctr import userns
+
+                with userns.lock(self.store):
+                    self.layers.collect_shifted(used_layers, userns.held_keys(self.store))
             return removed, self._collect_blobs(used_blobs)
 
     def _collect_blobs(self, used):

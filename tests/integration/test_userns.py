@@ -256,16 +256,214 @@ def test_shifted_copies_where_idmap_is_off(ctr, subids, layered):
         json.dump({"kernel": os.uname().release, "idmap": False, "reason": "test"}, f)
     ctr("run", "-d", "--name", "c2", "--userns", "auto", "--network", "none", layered,
         "sleep", "60", env=subids, check=True)
+    copies = []
     for name in ("c1", "c2"):
         info = ctr.inspect(name)
         assert "idmap" not in info["spec"]["userns"]
+        base = info["spec"]["userns"]["uid"]
         folder = os.path.dirname(info["paths"]["upper"])
         assert sorted(os.listdir(os.path.join(folder, "layers"))) == ["0", "1", "2"]
+        # each a link to the layer's copy for its block in the layer store
+        copies.append(shifted_links(folder))
+        assert all(c.startswith(ctr.path("layers", "shifted", "sha256")) and
+                   c.endswith(f"/{base}-{base}-65536") for c in copies[-1])
         r = ctr("exec", name, "sh", "-c", VIEW)
         assert r.stdout.split() == SEEN, r.stderr
+    assert not set(copies[0]) & set(copies[1])
     assert layer_files(ctr) == before
     ctr("rm", "-f", "c1", "c2", check=True)
     assert mounted_anywhere(ctr.root) == []
+
+
+def shifted_links(folder):
+    """Where an instance's layers/0.. lead (top first)."""
+    many = os.path.join(folder, "layers")
+    return [os.path.realpath(os.path.join(many, n))
+            for n in sorted(os.listdir(many), key=int)]
+
+
+def shifted_entries(ctr):
+    """Every copy (and leftover) in the layer store's shifted tree."""
+    top, out = ctr.path("layers", "shifted"), []
+    for algo in os.listdir(top) if os.path.isdir(top) else []:
+        for layer in os.listdir(os.path.join(top, algo)):
+            folder = os.path.join(top, algo, layer)
+            out += [os.path.join(folder, e) for e in os.listdir(folder)]
+    return sorted(out)
+
+
+OFF = {"CTR_USERNS_IDMAP": "off"}
+CAP = bytes.fromhex("0100000200200000000000000000000000000000")  # v2: cap_net_raw, effective
+
+
+def special_tar():
+    """A layer of everything a copy must keep: set-id files, a hard link, a
+    symlink, a device node, a fifo, owners inside and outside 0..65535,
+    xattrs (a file capability among them), a whiteout and an opaque dir."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        def add(name, kind=tarfile.REGTYPE, data=b"", mode=0o644, uid=0, gid=0, **kw):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.uid, info.gid = kind, mode, uid, gid
+            info.mtime, info.size = 1700000000, len(data)
+            for k, v in kw.items():
+                setattr(info, k, v)
+            t.addfile(info, io.BytesIO(data) if data else None)
+
+        add("s", tarfile.DIRTYPE, mode=0o755)
+        add("s/suid", data=b"#!/bin/sh\n", mode=0o4755)
+        add("s/sgid", data=b"x", mode=0o2755, gid=5)
+        add("s/hard1", data=b"h")
+        add("s/hard2", tarfile.LNKTYPE, linkname="s/hard1")
+        add("s/link", tarfile.SYMTYPE, linkname="hard1")
+        add("s/chr", tarfile.CHRTYPE, mode=0o600, devmajor=1, devminor=3)
+        add("s/fifo", tarfile.FIFOTYPE)
+        add("s/owned", data=b"o", uid=7, gid=8)
+        add("s/far", data=b"f", uid=100000, gid=100001)
+        add("s/caps", data=b"c", mode=0o755, pax_headers={
+            "SCHILY.xattr.security.capability": CAP.decode("latin-1"),
+            "SCHILY.xattr.user.note": "kept"})
+        add("etc/.wh.shadow")
+        add("usr/.wh..wh..opq")
+        add("usr/only", data=b"u")
+    return buf.getvalue()
+
+
+SPECIAL_VIEW = ("stat -c '%n %a %u:%g %h %Y' /s/suid /s/sgid /s/hard1 /s/owned /s/far; "
+                "stat -c '%i' /s/hard1 /s/hard2 | uniq | wc -l; readlink /s/link; "
+                "stat -c '%F %t:%T' /s/chr; stat -c %F /s/fifo; ls /usr; "
+                "test -e /etc/shadow || echo no-shadow; stat -c %u:%g /bin/busybox; id -u")
+SPECIAL_SEEN = ["/s/suid 4755 0:0 1 1700000000", "/s/sgid 2755 0:5 1 1700000000",
+                "/s/hard1 644 0:0 2 1700000000", "/s/owned 644 7:8 1 1700000000",
+                "/s/far 644 65534:65534 1 1700000000", "1", "hard1",
+                "character special file 1:3", "fifo", "only", "no-shadow", "0:0", "0"]
+
+
+@pytest.fixture(scope="module")
+def special_layout(tmp_path_factory, busybox_image):
+    from ocilayout import image_manifest, tar_of_tree, write_layout
+
+    lay = str(tmp_path_factory.mktemp("special") / "layout")
+    base = tar_of_tree(os.path.join(busybox_image, "rootfs"))
+    write_layout(lay, [image_manifest(lay, [base, special_tar()])])
+    return lay
+
+
+def test_shifted_copies_are_made_once_per_layer_and_block(ctr, subids, special_layout):
+    """Without idmapped mounts: a copy of each layer per block, in the layer
+    store, kept whole (set-id bits, links, devices, xattrs, mtimes, whiteouts),
+    shared and reused, and gone with the image."""
+    ctr("image", "import", special_layout, "special", check=True)
+    env = {**subids, **OFF}
+    for name in ("s1", "s2"):
+        ctr("run", "-d", "--name", name, "--userns", "auto", "--network", "none", "special",
+            "sleep", "60", env=env, check=True)
+    bases, copies = [], []
+    for name in ("s1", "s2"):
+        info = ctr.inspect(name)
+        bases.append(info["spec"]["userns"]["uid"])
+        copies.append(shifted_links(os.path.dirname(info["paths"]["upper"])))
+        r = ctr("exec", name, "sh", "-c", SPECIAL_VIEW)
+        assert r.stdout.splitlines() == SPECIAL_SEEN, r.stderr
+    assert bases[1] == bases[0] + 65536 and len(copies[0]) == 2
+    assert shifted_entries(ctr) == sorted(copies[0] + copies[1])
+    # on the host: the copy's owners are the block's, and what chown clears is back
+    top = copies[0][0]
+    st = os.lstat(f"{top}/s/suid")
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (bases[0], bases[0], 0o4755)
+    assert os.getxattr(f"{top}/s/caps", "security.capability") == CAP
+    assert os.getxattr(f"{top}/s/caps", "user.note") == b"kept"
+    assert os.lstat(f"{top}/s/far").st_uid == bases[0] + 65534
+    assert os.lstat(f"{top}/s/hard1").st_ino == os.lstat(f"{top}/s/hard2").st_ino
+    assert os.lstat(f"{top}/etc/shadow").st_rdev == 0  # the whiteout, a whiteout still
+    assert os.getxattr(f"{top}/usr", "user.overlay.opaque") == b"y"
+    # s1's block is free after rm; the next instance takes it and the same
+    # copies: the very folders (inode, mtime), not made again
+    made = [(os.stat(c).st_ino, os.stat(c).st_mtime_ns) for c in copies[0]]
+    ctr("rm", "-f", "s1", check=True)
+    ctr("run", "-d", "--name", "s3", "--userns", "auto", "--network", "none", "special",
+        "sleep", "60", env=env, check=True)
+    assert ctr.inspect("s3")["spec"]["userns"]["uid"] == bases[0]
+    s3 = shifted_links(os.path.dirname(ctr.inspect("s3")["paths"]["upper"]))
+    assert s3 == copies[0]
+    assert [(os.stat(c).st_ino, os.stat(c).st_mtime_ns) for c in s3] == made
+    assert ctr("exec", "s3", "sh", "-c", SPECIAL_VIEW).stdout.splitlines() == SPECIAL_SEEN
+    # diff and export read the instance's copies, owners shifted back
+    ctr("exec", "s3", "sh", "-c", "echo n > /s/new", check=True)
+    assert "A /s/new" in ctr("diff", "s3", check=True).stdout.splitlines()
+    out = ctr.path("..", "s3.tar")
+    ctr("export", "-o", out, "s3", check=True)
+    import tarfile
+
+    with tarfile.open(out) as t:
+        suid, far = t.getmember("s/suid"), t.getmember("s/far")
+    os.unlink(out)
+    assert (suid.uid, suid.gid, suid.mode) == (0, 0, 0o4755) and far.uid == 65534
+    # image prune removes the copies of a block nobody holds, and only those
+    ctr("rm", "-f", "s2", check=True)
+    ctr("image", "prune", check=True)
+    assert shifted_entries(ctr) == sorted(copies[0])
+    # rm of every instance and image rm: no copy is left
+    ctr("rm", "-f", "s3", check=True)
+    ctr("image", "rm", "special", check=True)
+    assert not os.path.exists(ctr.path("layers", "shifted"))
+
+
+@pytest.fixture(scope="module")
+def many_files_layout(tmp_path_factory, busybox_image):
+    """An image whose top layer has enough files that copying it takes a while."""
+    import io
+    import tarfile
+
+    from ocilayout import image_manifest, tar_of_tree, write_layout
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for d in range(40):
+            info = tarfile.TarInfo(f"many/{d}")
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            t.addfile(info)
+            for f in range(500):
+                t.addfile(tarfile.TarInfo(f"many/{d}/{f}"))
+    lay = str(tmp_path_factory.mktemp("many") / "layout")
+    base = tar_of_tree(os.path.join(busybox_image, "rootfs"))
+    write_layout(lay, [image_manifest(lay, [base, buf.getvalue()])])
+    return lay
+
+
+def test_kill_9_during_a_shifted_copy_leaves_only_what_is_swept(ctr, subids,
+                                                                many_files_layout):
+    import signal
+    import time
+
+    ctr("image", "import", many_files_layout, "many", check=True)
+    env = {**subids, **OFF}
+    p = ctr.popen("create", "--name", "k", "--userns", "auto", "--network", "none", "many",
+                  "true", env=env)
+    deadline, partial = time.monotonic() + 60, []
+    while not partial and time.monotonic() < deadline and p.poll() is None:
+        partial = [e for e in shifted_entries(ctr) if ".tmp-" in e]
+        time.sleep(0.002)
+    assert partial, "never saw the copy being made"
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=10)
+    # what the kill left: the copy's temporary folder, never a copy that looks whole
+    assert [e for e in shifted_entries(ctr) if ".tmp-" in e] == partial
+    assert not os.path.exists(partial[0].split(".tmp-")[0])
+    ctr("rm", "-f", "k", check=True)
+    # the next copy of it sweeps it
+    r = ctr("run", "--rm", "--userns", "auto", "--network", "none", "many", "sh", "-c",
+            "ls /many/39 | wc -l; stat -c %u /many/0/0", env=env)
+    assert r.stdout.split() == ["500", "0"], r.stderr
+    assert not [e for e in shifted_entries(ctr) if ".tmp-" in e]
+    # and image prune what a kill left where no copy followed
+    os.mkdir(partial[0])
+    ctr("image", "prune", check=True)
+    assert not os.path.exists(ctr.path("layers", "shifted"))
+    ctr("image", "rm", "many", check=True)
 
 
 def test_a_bad_idmap_override_is_refused(ctr, subids):
@@ -302,5 +500,5 @@ def test_a_filesystem_without_idmapped_mounts_gets_shifted_copies(ctr, subids, t
     probed = json.loads(r.stdout[:r.stdout.index("}") + 1])
     assert probed["idmap"] is False and "mount_setattr" in probed["reason"] \
         and "Invalid argument" in probed["reason"]
-    assert "lower" in r.stdout.split()  # the shifted copy of its one layer
+    assert "layers" in r.stdout.split()  # its link to the shifted copy of its one layer
     assert os.listdir(root) == []  # the ramfs went with the namespace
