@@ -94,6 +94,26 @@ def _verb_given(args):
     return bool(rest)
 
 
+def _exit(code):
+    """For ctr's own process: sys.exit(code), without the interpreter's teardown
+    when nothing needs it: freeing every module and object costs a short command
+    like `ctr run --rm` ~10 ms. The streams are flushed first; the normal exit is
+    kept when a flush fails (it reports that), when a thread that is not a daemon
+    still runs (the exit waits for it), or when an atexit function was registered."""
+    import atexit
+    import threading
+
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        sys.exit(code)
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    if atexit._ncallbacks() or any(not t.daemon for t in others):
+        sys.exit(code)
+    os._exit(code)
+
+
 def main(argv=None):
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
@@ -129,4 +149,7 @@ def main(argv=None):
             raise
         where = f" ({err.filename})" if err.filename else ""
         sys.exit(_fail(f"{err.strerror or err}{where}"))
-    sys.exit(rv if isinstance(rv, int) else 0)
+    code = rv if isinstance(rv, int) else 0
+    if argv is None:  # ctr's own process (its console script), not a caller's
+        _exit(code)
+    sys.exit(code)
