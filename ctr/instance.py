@@ -347,10 +347,11 @@ class Instances:
         is its monitor, which applies the policy)."""
         spec = rec.spec
         oom = _oom_killed(proc.cgroup)
+        released = True
         try:
             proc.cgroup.destroy()
         except CtrError:
-            pass  # `rm` retries; never lose the exit status over it
+            released = False  # `rm` retries; never lose the exit status over it
         _detach(rec, spec, proc.net)
         try:
             with rec.lock():
@@ -368,7 +369,7 @@ class Instances:
         except (NotFound, StateError):
             return False  # removed meanwhile (rm -f)
         if spec.remove:
-            self._remove(rec, spec, volumes=True)
+            self._remove(rec, spec, volumes=True, released=released)
         return restart
 
     def restarting(self, rec):
@@ -616,8 +617,10 @@ class Instances:
                 _await_stopped(rec, state, 30)
         self._remove(rec, spec, state, force=force, volumes=volumes)
 
-    def _remove(self, rec, spec, state=None, force=True, volumes=False):
-        if spec is not None or (state or {}).get("cgroups"):
+    def _remove(self, rec, spec, state=None, force=True, volumes=False, released=False):
+        """`released`: the run's cgroup is gone and its network returned (finish
+        just did both), so there is nothing left to look for."""
+        if not released and (spec is not None or (state or {}).get("cgroups")):
             cg = cgroup_of(rec, state)
             if cg.pids() and not force:
                 raise Conflict(f"instance {rec.name} still has processes: use rm -f")
