@@ -448,13 +448,57 @@ class Record:
         return reaped
 
     def remove(self):
-        import shutil
-
         self.forget_rename()
         try:
-            shutil.rmtree(self.dir)
+            remove_tree(self.dir)
+        except OSError as err:
+            raise StateError(f"cannot remove {self.dir}: {err.strerror}") from err
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def remove_tree(path):
+    """rm -rf of a folder of the state root (an instance's record, with what its
+    container wrote in upper/): each folder is opened relative to its parent
+    and never through a symbolic link, so nothing outside is followed. An
+    entry already gone is skipped, not an error: a container's overlay may
+    still be tidying its work folder while its record goes. (shutil.rmtree,
+    with its archive modules, is a start's dearest import.)"""
+    try:
+        fd = os.open(path, _DIR_FLAGS)
+    except FileNotFoundError:
+        return
+    try:
+        _empty_folder(fd)
+    finally:
+        os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(path)
+
+
+def _empty_folder(fd):
+    with os.scandir(fd) as it:
+        entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+    for name, is_dir in entries:
+        if is_dir:
+            try:
+                sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                if err.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                is_dir = False  # replaced meanwhile by a link or a file
+            else:
+                try:
+                    _empty_folder(sub)
+                finally:
+                    os.close(sub)
+        try:
+            if is_dir:
+                os.rmdir(name, dir_fd=fd)
+            else:
+                os.unlink(name, dir_fd=fd)
         except FileNotFoundError:
             pass
-        except OSError as err:
-            if err.errno != errno.ENOENT:
-                raise StateError(f"cannot remove {self.dir}: {err.strerror}") from err
