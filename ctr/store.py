@@ -8,7 +8,8 @@ Layout under the root (default /var/lib/ctr, --root or CTR_ROOT to override):
     instances/NAME/{spec.json, state.json, lock, log, upper/, work/, rootfs/, lower/}
 
 A record is written atomically (temp file, fsync, rename), so a crash leaves
-either the old or the new file. A record whose process died
+either the old or the new file (not synced for an instance run with --rm,
+whose record goes when its run ends). A record whose process died
 without anyone noticing (kill -9 of ctr, of the monitor, a host crash) is
 reconciled to `stopped` the next time anyone reads it.
 """
@@ -163,9 +164,10 @@ class Store:
             revert.add(rec.remove)
             for sub in ("upper", "work", "rootfs"):
                 os.mkdir(os.path.join(path, sub), 0o755)
-            atomic_write_json(rec.spec_path, spec.to_dict())
+            durable = not spec.remove  # see Record.write_state
+            atomic_write_json(rec.spec_path, spec.to_dict(), durable)
             atomic_write_json(rec.state_path, {"status": CREATED, "created": now(),
-                                               "id": spec.id})
+                                               "id": spec.id}, durable)
             revert.success()
         return rec
 
@@ -394,8 +396,12 @@ class Record:
         return state
 
     def write_state(self, state):
+        """Atomic, and synced, but for an instance run with --rm: its record goes
+        when its run ends, and a host crash that left a torn one has it listed
+        as corrupt, which `ctr rm` removes."""
+        durable = self._spec is None or not self._spec.remove
         try:
-            atomic_write_json(self.state_path, state)
+            atomic_write_json(self.state_path, state, durable)
         except FileNotFoundError:
             raise NotFound(f"no such instance: {self.name}") from None
 
