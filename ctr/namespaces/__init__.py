@@ -164,14 +164,13 @@ def _prctl():
 def process_setup(spec):
     """What the last steps need from ctr's own files, loaded while they are in
     reach (before pivot_root or setns): the seccomp filter, built, the sealed
-    exec stub, and the resource module. The process turns non-dumpable: until
+    exec stub, and the resource module. The caller turns the process
+    non-dumpable first (prctl.set_dumpable(0)), once it is in its cgroup: until
     it execs, nothing in the container may open its /proc/PID/exe (the host's
     interpreter) or its memory."""
-    prctl = _prctl()
     from ctr import seccomp
     from ctr.native import sealed_exec_stub
 
-    prctl.set_dumpable(0)
     if spec.ulimits:
         import resource  # noqa: F401
     return seccomp.for_instance(spec), sealed_exec_stub()
@@ -415,6 +414,18 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
     step = report.WAIT
     try:
         reset_signals()
+        # The parent's move of this process into its cgroup waits for an RCU grace
+        # period (~10 ms here): the seccomp filter and the exec stub are made
+        # meanwhile, when there is no user namespace waiting for its maps. A
+        # failure is reported where it was before: after the go, as this step's.
+        # The process turns non-dumpable after the go, as before (the parent's
+        # network setup opens its /proc/PID/ns/net meanwhile).
+        early = None
+        if not spec.userns:
+            try:
+                early = process_setup(spec)
+            except Exception as err:  # noqa: BLE001 - reported below, at its step
+                early = err
         if os.read(go_fd, 1) != b"G":
             os._exit(EXIT_CTR)  # the parent gave up; it cleans up
         if root_fd is None:
@@ -431,7 +442,10 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         if spec.cgroupns != "host":
             unshare(CLONE_NEWCGROUP)
         step = report.SECCOMP
-        seccomp_filter, stub = process_setup(spec)
+        _prctl().set_dumpable(0)
+        if isinstance(early, Exception):
+            raise early
+        seccomp_filter, stub = early or process_setup(spec)
         if netns_fd is not None:
             step = report.NETNS
             setns(netns_fd, CLONE_NEWNET)
@@ -509,6 +523,7 @@ def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_sock, rep
     try:
         reset_signals()
         step = report.SECCOMP
+        _prctl().set_dumpable(0)
         seccomp_filter, stub = process_setup(spec)
         step = report.JOIN
         fds = []
