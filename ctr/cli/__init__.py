@@ -26,10 +26,10 @@ if _GC_ENABLED:
 
 # Every verb: its name, and where it is defined (a module of ctr.cli and the
 # click command's attribute in it). A verb's module is imported only when that
-# verb runs (`ctr run` imports ctr.cli.instances and nothing of the others), or
+# verb runs (`ctr run` imports ctr.cli.run and nothing of the others), or
 # when help or completion lists them all. A new verb is one line here.
 COMMANDS = {
-    "run": "instances:run", "create": "instances:create", "start": "instances:start",
+    "run": "run:run", "create": "instances:create", "start": "instances:start",
     "stop": "instances:stop", "kill": "instances:kill", "rm": "instances:rm",
     "ls": "instances:ls", "inspect": "instances:inspect", "logs": "instances:logs",
     "exec": "instances:exec_", "update": "instances:update", "pause": "instances:pause",

@@ -109,7 +109,7 @@ def test_lower_layers_never_import_the_cli_or_the_instance_layer():
 
 # What a foreground `ctr run` imports in ctr's own process (the CLI, the verb's
 # module, and the layers a container's start and end go through).
-RUN_PATH = ("ctr.cli", "ctr.cli.instances", "ctr.instance", "ctr.drivers.container",
+RUN_PATH = ("ctr.cli", "ctr.cli.run", "ctr.instance", "ctr.drivers.container",
             "ctr.images.store", "ctr.images.config", "ctr.images.layerstore", "ctr.store",
             "ctr.health", "ctr.sdnotify", "ctr.signals", "ctr.net.attach", "ctr.host",
             "ctr.namespaces", "ctr.rootfs", "ctr.cgroups.v1", "ctr.events", "ctr.report")
