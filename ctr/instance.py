@@ -13,7 +13,6 @@ uses an image or a network) are ctr.query's.
 """
 
 import os
-import select
 import signal
 import time
 
@@ -59,6 +58,8 @@ def wait_exit(pid, starttime, timeout):
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
         return True
+    import select
+
     try:
         if not alive(pid, starttime):  # the pid was reused before we opened it
             return True
@@ -417,11 +418,14 @@ class Instances:
                 raise
             notify.started(proc)
             forwarder.attach(proc)
-            from ctr import health
+            checks = None
+            if rec.spec.healthcheck:  # ctr.health, only for an instance with a check
+                from ctr import health
 
-            checks = health.start_timer(self.store.root, rec)
+                checks = health.start_timer(self.store.root, rec)
             code = proc.wait()
-            health.stop_timer(checks)
+            if checks:
+                health.stop_timer(checks)
             self.finish(rec, proc, code)
         return code
 

@@ -29,7 +29,6 @@ import errno
 import fcntl
 import os
 import signal
-import termios
 
 from ctr import report
 from ctr.errors import EXIT_CANNOT_INVOKE, EXIT_CTR, StartError
@@ -353,6 +352,7 @@ def _import_pty_modules():
     """What hand_over_pty needs, imported while ctr's own files are still in
     reach (before pivot_root or setns into the mount namespace)."""
     import socket  # noqa: F401
+    import termios  # noqa: F401 - _stdio's
 
     import ctr.tty  # noqa: F401
 
@@ -376,6 +376,8 @@ def hand_over_pty(sock, master, slave_path):
 def _stdio(tty_slave, stdio):
     if tty_slave is not None:
         os.setsid()
+        import termios  # imported before pivot_root: _import_pty_modules
+
         fcntl.ioctl(tty_slave, termios.TIOCSCTTY, 0)
         fds = (tty_slave, tty_slave, tty_slave)
     else:
