@@ -150,21 +150,17 @@ def _become_userns_root():
     os.setresuid(0, 0, 0)
 
 
-def _prctl():
-    """python-prctl. The child imports it before it waits for the parent's go:
-    the import then overlaps the parent's cgroup and network work, and it
-    must happen before pivot_root or setns put the host's files out of reach
-    (after that, this only fetches the loaded module)."""
-    import prctl
+def _set_dumpable(value):
+    from ctr.native import PR_SET_DUMPABLE, _native
 
-    return prctl
+    _native.prctl_set(PR_SET_DUMPABLE, value)
 
 
 def process_setup(spec):
     """What the last steps need from ctr's own files, loaded while they are in
     reach (before pivot_root or setns): the seccomp filter, built, the sealed
     exec stub, and the resource module. The caller turns the process
-    non-dumpable first (prctl.set_dumpable(0)), once it is in its cgroup: until
+    non-dumpable first (_set_dumpable(0)), once it is in its cgroup: until
     it execs, nothing in the container may open its /proc/PID/exe (the host's
     interpreter) or its memory."""
     from ctr import seccomp
@@ -198,25 +194,24 @@ def drop_privileges(uid, gid, groups, spec, seccomp_filter=None, pdeathsig=None)
     filter comes last so it never stands in the way of the steps before it.
     Without no_new_privs the filter goes first, while CAP_SYS_ADMIN (which
     loading one then needs) is still held."""
-    prctl = _prctl()
     from ctr import seccomp
+    from ctr.native import PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, _native
 
     if seccomp_filter is not None and not spec.no_new_privs:
         seccomp.load(seccomp_filter)
     keep = [ALL_CAPS.index(c) for c in spec.caps]
-    prctl.capbset.limit(*keep)
+    _native.capbset_limit(keep)
     os.setgroups(groups)
     os.setgid(gid)
     os.setuid(uid)  # from root to non-root clears permitted and effective
-    if uid == 0:
-        prctl.cap_effective.limit(*keep)  # effective must stay within permitted
-        prctl.cap_permitted.limit(*keep)
-    prctl.cap_inheritable.limit()
+    # Inheritable emptied; as root, effective and permitted limited to `keep`
+    # (effective must stay within permitted: both at once).
+    _native.caps_limit(keep, uid == 0)
     if pdeathsig:
         # After setuid, which clears it.
-        prctl.set_pdeathsig(pdeathsig)
+        _native.prctl_set(PR_SET_PDEATHSIG, pdeathsig)
     if spec.no_new_privs:
-        prctl.set_no_new_privs(1)
+        _native.prctl_set(PR_SET_NO_NEW_PRIVS, 1)
         if seccomp_filter is not None:
             seccomp.load(seccomp_filter)
 
@@ -409,7 +404,6 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
     from ctr.native import SYSCALLS, setns, unshare
     from ctr.net import loopback_up
 
-    _prctl()
     if tty_sock is not None:
         _import_pty_modules()
 
@@ -444,7 +438,7 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         if spec.cgroupns != "host":
             unshare(CLONE_NEWCGROUP)
         step = report.SECCOMP
-        _prctl().set_dumpable(0)
+        _set_dumpable(0)
         if isinstance(early, Exception):
             raise early
         seccomp_filter, stub = early or process_setup(spec)
@@ -525,7 +519,7 @@ def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_sock, rep
     try:
         reset_signals()
         step = report.SECCOMP
-        _prctl().set_dumpable(0)
+        _set_dumpable(0)
         seccomp_filter, stub = process_setup(spec)
         step = report.JOIN
         fds = []
