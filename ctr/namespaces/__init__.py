@@ -5,8 +5,11 @@ Sync protocol between the parent (ctr) and the child (the container's init):
 
   parent                              child (after clone, in new namespaces)
   ------                              -----
-  clone(flags)  ---------------------> blocks reading the go pipe
-  moves the child into its cgroup
+  clone(flags), into the cgroup2 ---> moves itself into its v1 cgroups
+  folder (clone3, Linux 5.7)          (tasks, "0"), then blocks reading the
+  moves the child into the cgroups    go pipe
+  it is not in yet (its v1 ones with
+  a user namespace)
   writes b"G" to the go pipe --------> unshare(CLONE_NEWCGROUP), mounts,
                                        pivot_root, hostname, user, caps,
                                        execve(command)
@@ -31,7 +34,7 @@ import os
 import signal
 
 from ctr import report
-from ctr.errors import EXIT_CANNOT_INVOKE, EXIT_CTR, StartError
+from ctr.errors import EXIT_CANNOT_INVOKE, EXIT_CTR, CgroupError, StartError
 from ctr.native import (
     CLONE_NEWCGROUP,
     CLONE_NEWIPC,
@@ -386,7 +389,7 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
                    stdio=(None, None, None), tty_sock=None, pdeathsig=None, binds=(),
                    netns_fd=None, own_netns=True, gate=None, joins=(), root_fd=None,
                    cgroup_view=None, lxcfs=None, shm_source=None, shm_from=None,
-                   idmapped=()):
+                   idmapped=(), cgroup=None):
     """The child's side of a container start. Never returns. `own_netns`: the
     clone made a network namespace (lo is brought up here; a bridge's eth0 is
     configured by the parent before it says go); `netns_fd`: join that one
@@ -398,7 +401,9 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
     createRuntime hooks then); `cgroup_view`, `lxcfs`: what ctr.rootfs.prepare
     mounts of them; `shm_source`: what /dev/shm binds (--ipc host); `shm_from`:
     the mount namespace whose /dev/shm it takes (--ipc container:NAME);
-    `idmapped`: the idmapped layers to attach (ctr.rootfs.prepare).
+    `idmapped`: the idmapped layers to attach (ctr.rootfs.prepare); `cgroup`:
+    the instance's, whose v1 folders this process moves itself into first (the
+    parent moves it otherwise; see ctr.drivers.container).
     """
     from ctr import rootfs as rootfs_mod
     from ctr.native import SYSCALLS, setns, unshare
@@ -410,20 +415,31 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
     step = report.WAIT
     try:
         reset_signals()
-        # The parent's move of this process into its cgroup waits for an RCU grace
-        # period (~10 ms here): the seccomp filter and the exec stub are made
-        # meanwhile, when there is no user namespace waiting for its maps. A
-        # failure is reported where it was before: after the go, as this step's.
-        # The process turns non-dumpable after the go, as before (the parent's
-        # network setup opens its /proc/PID/ns/net meanwhile).
+        joined = None
+        if cgroup is not None:  # first: what it does next is the container's
+            try:
+                cgroup.join_self()
+            except CgroupError as err:  # reported after the go, as the parent waits for it
+                joined = InitFailure(str(err), err.errno)
+        # Until the go the parent sets up the network, and moves this process into
+        # the cgroups it is not in yet (with a user namespace, or with no clone3:
+        # a move that waits for an RCU grace period, ~10 ms here). The seccomp
+        # filter and the exec stub are made meanwhile, when there is no user
+        # namespace waiting for its maps. A failure is reported where it was
+        # before: after the go, as this step's. The process turns non-dumpable
+        # after the go, as before (the parent's network setup opens its
+        # /proc/PID/ns/net meanwhile).
         early = None
-        if not spec.userns:
+        if not spec.userns and joined is None:
             try:
                 early = process_setup(spec)
             except Exception as err:  # noqa: BLE001 - reported below, at its step
                 early = err
         if os.read(go_fd, 1) != b"G":
             os._exit(EXIT_CTR)  # the parent gave up; it cleans up
+        if joined is not None:
+            step = report.CGROUP
+            raise joined
         if root_fd is None:
             os.close(go_fd)
         if spec.oci.get("hooks"):

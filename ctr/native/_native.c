@@ -2,7 +2,9 @@
  * ctr._native: the few system calls a Python process cannot make safely or
  * at all on Python 3.11.
  *
- *   clone(flags)        fork into new namespaces (pid, mount, uts, ipc, net).
+ *   clone(flags[, cgroup_fd])
+ *                       fork into new namespaces (pid, mount, uts, ipc, net);
+ *                       with cgroup_fd, born in that cgroup2 folder (clone3).
  *                       The child continues in Python, like os.fork(): the
  *                       interpreter's fork hooks run around the raw syscall, so
  *                       the child is as consistent as after os.fork().
@@ -61,14 +63,25 @@
 #include <linux/seccomp.h>
 #include <sys/mman.h>
 
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+#define CTR_CLONE_INTO_CGROUP 0x200000000ULL
+
+/* clone3(2)'s arguments, up to `cgroup` (CLONE_ARGS_SIZE_VER2). */
+struct ctr_clone_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+    uint64_t set_tid, set_tid_size, cgroup;
+};
+
 static PyObject *
 native_clone(PyObject *self, PyObject *args)
 {
     unsigned long flags;
     long pid;
-    int saved_errno;
+    int saved_errno, cgroup_fd = -1;
 
-    if (!PyArg_ParseTuple(args, "k", &flags))
+    if (!PyArg_ParseTuple(args, "k|i", &flags, &cgroup_fd))
         return NULL;
     /* Only namespace flags: anything sharing memory or files with the parent
      * would break the interpreter's assumptions. */
@@ -79,9 +92,20 @@ native_clone(PyObject *self, PyObject *args)
         return NULL;
     }
     PyOS_BeforeFork();
-    /* x86_64 argument order: flags, stack, parent_tid, child_tid, tls.
-     * A NULL stack makes this a fork with namespace flags. */
-    pid = syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
+    if (cgroup_fd >= 0) {
+        /* Born in the cgroup2 folder `cgroup_fd` (CLONE_INTO_CGROUP, Linux 5.7):
+         * no move afterwards, which waits for an RCU grace period. */
+        struct ctr_clone_args ca;
+        memset(&ca, 0, sizeof(ca));
+        ca.flags = flags | CTR_CLONE_INTO_CGROUP;
+        ca.exit_signal = SIGCHLD;
+        ca.cgroup = (uint64_t)cgroup_fd;
+        pid = syscall(SYS_clone3, &ca, sizeof(ca));
+    } else {
+        /* x86_64 argument order: flags, stack, parent_tid, child_tid, tls.
+         * A NULL stack makes this a fork with namespace flags. */
+        pid = syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
+    }
     saved_errno = errno;
     if (pid == 0) {
         PyOS_AfterFork_Child();
@@ -716,7 +740,8 @@ static PyMethodDef native_methods[] = {
     {"sethostname", native_sethostname, METH_VARARGS, "sethostname(name)"},
     {"setfsids", native_setfsids, METH_VARARGS, "setfsids(uid, gid): setfsuid, setfsgid"},
     {"link_up", native_link_up, METH_VARARGS, "link_up(ifname): set IFF_UP"},
-    {"clone", native_clone, METH_VARARGS, "clone(flags) -> pid (0 in the child)"},
+    {"clone", native_clone, METH_VARARGS,
+     "clone(flags[, cgroup_fd]) -> pid (0 in the child)"},
     {"unshare", native_unshare, METH_VARARGS, "unshare(flags)"},
     {"setns", native_setns, METH_VARARGS, "setns(fd, nstype)"},
     {"pivot_root", native_pivot_root, METH_VARARGS, "pivot_root(new_root, put_old)"},
