@@ -139,9 +139,12 @@ class Store:
         try:
             os.makedirs(self.instances_dir, 0o711, exist_ok=True)
             os.makedirs(self.images_dir, 0o711, exist_ok=True)
-            probe = os.path.join(self.instances_dir, f".probe.{os.getpid()}")
-            os.mkdir(probe)
-            os.rmdir(probe)
+            # access(2) answers for permissions and a read-only filesystem
+            # without making a folder; when it says no, the probe says why.
+            if not os.access(self.instances_dir, os.W_OK | os.X_OK):
+                probe = os.path.join(self.instances_dir, f".probe.{os.getpid()}")
+                os.mkdir(probe)
+                os.rmdir(probe)
         except OSError as err:
             raise StateError(
                 f"state root {self.root} is not usable: {err.strerror or err}"
