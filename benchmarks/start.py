@@ -6,15 +6,19 @@ In one run, alternating, on the same busybox root filesystem:
   crun    crun run on an OCI bundle of that rootfs (namespaces as ctr's)
   runc    runc run on the same bundle
   floor   unshare -fpimun --mount-proc chroot ROOTFS /bin/true
-  python  ctr's own interpreter doing nothing (`python -c pass`)
+  python  ctr's own interpreter doing nothing (`python -P -c pass`)
   click   that interpreter importing click, before ctr does anything
+          (`python -P -c "import click"`: the floor of ctr's start)
   ctr+limits, crun+limits: the same with `-m 64m --pids-limit 64 --cpus 1`
           (crun given the same limits in its config.json), for what limits cost
 
-Reports medians, p90 and the ratios ctr/crun and ctr/runc. Run as root:
+Reports medians, p90, min, the median CPU time (user + system of the command
+and the children it reaped: steadier than wall time on a loaded host) and the
+ratios ctr/crun, ctr/runc and ctr/click (wall and CPU). Run as root:
 
     make bench                       # or: python3 benchmarks/start.py --runs 40
     python3 benchmarks/start.py --format json
+    python3 benchmarks/start.py --only ctr,click --runs 20   # ctr against its floor
 
 The whole benchmark runs in a private mount namespace with a tmpfs over
 /sys/fs/cgroup/unified: crun refuses hybrid hosts whose cgroup2 mount lists a
@@ -24,6 +28,7 @@ controller, and all three runtimes then use the same v1 hierarchies.
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -100,6 +105,15 @@ def timed(cmd, **kw):
     return dt
 
 
+def timed_cpu(cmd, **kw):
+    """(wall, CPU) seconds of one command: CPU is user + system of it and of the
+    children it reaped (a container's processes are ctr's)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = timed(cmd, **kw)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def cgroup_dirs(name):
     # "unified" is our private tmpfs during the run: it vanishes with the namespace.
     return {os.path.join("/sys/fs/cgroup", h, name) for h in os.listdir("/sys/fs/cgroup")
@@ -126,11 +140,21 @@ def summarize(samples):
     }
 
 
+def summarize_cpu(pairs):
+    """summarize() of the wall times, and the median CPU time."""
+    out = summarize([wall for wall, _ in pairs])
+    out["cpu_median_ms"] = round(statistics.median(cpu for _, cpu in pairs) * 1000, 1)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--format", choices=["table", "json"], default="table")
+    ap.add_argument("--only", metavar="NAME,...",
+                    help="Only these rows (ctr, crun, runc, floor, python, click, ctr+limits, "
+                         "crun+limits).")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("benchmarks/start.py: run as root")
@@ -152,19 +176,23 @@ def main():
             "crun": (["crun", "run", "--bundle", bundle, "bench-crun"], {}),
             "runc": (["runc", "run", "--bundle", bundle, "bench-runc"], {}),
             "floor": (["unshare", "-fpimun", "--mount-proc", "chroot", rootfs, "/bin/true"], {}),
-            "python": ([ctr_python(), "-c", "pass"], {}),
-            "click": ([ctr_python(), "-c", "import click"], {}),
+            "python": ([ctr_python(), "-P", "-c", "pass"], {}),
+            "click": ([ctr_python(), "-P", "-c", "import click"], {}),
             "ctr+limits": ([CTR, "run", "--rm", *NONE, *LIMITS, "busybox", "/bin/true"],
                            {"env": env}),
             "crun+limits": (["crun", "run", "--bundle", limited, "bench-crun"], {}),
         }
-        available = {k: v for k, v in peers.items() if shutil.which(v[0][0])}
+        only = set(args.only.split(",")) if args.only else set(peers)
+        if only - set(peers):
+            raise SystemExit(f"benchmarks/start.py: no row {', '.join(sorted(only - set(peers)))}")
+        available = {k: v for k, v in peers.items() if k in only and shutil.which(v[0][0])}
         samples = {k: [] for k in available}
         total = (args.warmup + args.runs) * len(available)
         done = 0
         for i in range(args.warmup + args.runs):
-            for name, (cmd, kw) in available.items():  # alternating, in one run
-                dt = timed(cmd, **kw)
+            order = list(available.items())
+            for name, (cmd, kw) in order if i % 2 == 0 else order[::-1]:  # alternating
+                dt = timed_cpu(cmd, **kw)
                 if i >= args.warmup:
                     samples[name].append(dt)
                 done += 1
@@ -174,24 +202,29 @@ def main():
         remove_cgroup_parents(keep)
         shutil.rmtree(work, ignore_errors=True)
 
-    result = {name: summarize(s) for name, s in samples.items()}
+    result = {name: summarize_cpu(s) for name, s in samples.items()}
     ratios = {}
-    for peer in ("crun", "runc", "floor"):
+    for peer in ("crun", "runc", "floor", "click"):
         if peer in result and "ctr" in result:
             ratios[f"ctr/{peer}"] = round(result["ctr"]["median_ms"] / result[peer]["median_ms"],
                                           2)
+    if "click" in result and "ctr" in result:
+        ratios["ctr/click CPU"] = round(result["ctr"]["cpu_median_ms"]
+                                        / result["click"]["cpu_median_ms"], 2)
     for rt in ("ctr", "crun"):
         if rt in result and f"{rt}+limits" in result:
             ratios[f"{rt}+limits/{rt}"] = round(
                 result[f"{rt}+limits"]["median_ms"] / result[rt]["median_ms"], 2)
-    out = {"benchmark": "start", "version": 1, "command": "/bin/true", "image": "busybox",
+    out = {"benchmark": "start", "version": 2, "command": "/bin/true", "image": "busybox",
            "results": result, "ratios": ratios}
     if args.format == "json":
         print(json.dumps(out, indent=2))
         return
-    print(f"{'runtime':12} {'median':>9} {'p90':>9} {'min':>9}   (ms, {args.runs} runs each)")
+    print(f"{'runtime':12} {'median':>9} {'p90':>9} {'min':>9} {'CPU':>9}"
+          f"   (ms, {args.runs} runs each)")
     for name, r in result.items():
-        print(f"{name:12} {r['median_ms']:9.1f} {r['p90_ms']:9.1f} {r['min_ms']:9.1f}")
+        print(f"{name:12} {r['median_ms']:9.1f} {r['p90_ms']:9.1f} {r['min_ms']:9.1f} "
+              f"{r['cpu_median_ms']:9.1f}")
     print("  ".join(f"{k} = {v}x" for k, v in ratios.items()))
 
 

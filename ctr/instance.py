@@ -13,7 +13,6 @@ uses an image or a network) are ctr.query's.
 """
 
 import os
-import select
 import signal
 import time
 
@@ -59,6 +58,8 @@ def wait_exit(pid, starttime, timeout):
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
         return True
+    import select
+
     try:
         if not alive(pid, starttime):  # the pid was reused before we opened it
             return True
@@ -347,10 +348,11 @@ class Instances:
         is its monitor, which applies the policy)."""
         spec = rec.spec
         oom = _oom_killed(proc.cgroup)
+        released = True
         try:
             proc.cgroup.destroy()
         except CtrError:
-            pass  # `rm` retries; never lose the exit status over it
+            released = False  # `rm` retries; never lose the exit status over it
         _detach(rec, spec, proc.net)
         try:
             with rec.lock():
@@ -368,7 +370,7 @@ class Instances:
         except (NotFound, StateError):
             return False  # removed meanwhile (rm -f)
         if spec.remove:
-            self._remove(rec, spec, volumes=True)
+            self._remove(rec, spec, volumes=True, released=released)
         return restart
 
     def restarting(self, rec):
@@ -416,11 +418,14 @@ class Instances:
                 raise
             notify.started(proc)
             forwarder.attach(proc)
-            from ctr import health
+            checks = None
+            if rec.spec.healthcheck:  # ctr.health, only for an instance with a check
+                from ctr import health
 
-            checks = health.start_timer(self.store.root, rec)
+                checks = health.start_timer(self.store.root, rec)
             code = proc.wait()
-            health.stop_timer(checks)
+            if checks:
+                health.stop_timer(checks)
             self.finish(rec, proc, code)
         return code
 
@@ -616,8 +621,10 @@ class Instances:
                 _await_stopped(rec, state, 30)
         self._remove(rec, spec, state, force=force, volumes=volumes)
 
-    def _remove(self, rec, spec, state=None, force=True, volumes=False):
-        if spec is not None or (state or {}).get("cgroups"):
+    def _remove(self, rec, spec, state=None, force=True, volumes=False, released=False):
+        """`released`: the run's cgroup is gone and its network returned (finish
+        just did both), so there is nothing left to look for."""
+        if not released and (spec is not None or (state or {}).get("cgroups")):
             cg = cgroup_of(rec, state)
             if cg.pids() and not force:
                 raise Conflict(f"instance {rec.name} still has processes: use rm -f")

@@ -27,6 +27,7 @@ from ctr.process import InitFailure
 
 # -- steps: what the child was doing; the text prefixes an unexpected error's message
 WAIT = "wait"
+CGROUP = "cgroup"  # the init moving itself into its v1 cgroups (ctr.cgroups: join_self)
 CGROUP_NS = "cgroupns"
 SECCOMP = "seccomp"
 NETNS = "netns"
@@ -46,6 +47,7 @@ STARTED = "started"  # the monitor's word that the instance runs: code 0
 
 DOING = {
     WAIT: "waiting for the parent",
+    CGROUP: "joining the cgroup",
     CGROUP_NS: "entering the cgroup namespace",
     SECCOMP: "building the seccomp filter",
     NETNS: "joining the network namespace",

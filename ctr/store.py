@@ -8,7 +8,8 @@ Layout under the root (default /var/lib/ctr, --root or CTR_ROOT to override):
     instances/NAME/{spec.json, state.json, lock, log, upper/, work/, rootfs/, layers/}
 
 A record is written atomically (temp file, fsync, rename), so a crash leaves
-either the old or the new file. A record whose process died
+either the old or the new file (not synced for an instance run with --rm,
+whose record goes when its run ends). A record whose process died
 without anyone noticing (kill -9 of ctr, of the monitor, a host crash) is
 reconciled to `stopped` the next time anyone reads it.
 """
@@ -138,9 +139,12 @@ class Store:
         try:
             os.makedirs(self.instances_dir, 0o711, exist_ok=True)
             os.makedirs(self.images_dir, 0o711, exist_ok=True)
-            probe = os.path.join(self.instances_dir, f".probe.{os.getpid()}")
-            os.mkdir(probe)
-            os.rmdir(probe)
+            # access(2) answers for permissions and a read-only filesystem
+            # without making a folder; when it says no, the probe says why.
+            if not os.access(self.instances_dir, os.W_OK | os.X_OK):
+                probe = os.path.join(self.instances_dir, f".probe.{os.getpid()}")
+                os.mkdir(probe)
+                os.rmdir(probe)
         except OSError as err:
             raise StateError(
                 f"state root {self.root} is not usable: {err.strerror or err}"
@@ -163,9 +167,10 @@ class Store:
             revert.add(rec.remove)
             for sub in ("upper", "work", "rootfs"):
                 os.mkdir(os.path.join(path, sub), 0o755)
-            atomic_write_json(rec.spec_path, spec.to_dict())
+            durable = not spec.remove  # see Record.write_state
+            atomic_write_json(rec.spec_path, spec.to_dict(), durable)
             atomic_write_json(rec.state_path, {"status": CREATED, "created": now(),
-                                               "id": spec.id})
+                                               "id": spec.id}, durable)
             revert.success()
         return rec
 
@@ -396,8 +401,12 @@ class Record:
         return state
 
     def write_state(self, state):
+        """Atomic, and synced, but for an instance run with --rm: its record goes
+        when its run ends, and a host crash that left a torn one has it listed
+        as corrupt, which `ctr rm` removes."""
+        durable = self._spec is None or not self._spec.remove
         try:
-            atomic_write_json(self.state_path, state)
+            atomic_write_json(self.state_path, state, durable)
         except FileNotFoundError:
             raise NotFound(f"no such instance: {self.name}") from None
 
@@ -450,13 +459,57 @@ class Record:
         return reaped
 
     def remove(self):
-        import shutil
-
         self.forget_rename()
         try:
-            shutil.rmtree(self.dir)
+            remove_tree(self.dir)
+        except OSError as err:
+            raise StateError(f"cannot remove {self.dir}: {err.strerror}") from err
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def remove_tree(path):
+    """rm -rf of a folder of the state root (an instance's record, with what its
+    container wrote in upper/): each folder is opened relative to its parent
+    and never through a symbolic link, so nothing outside is followed. An
+    entry already gone is skipped, not an error: a container's overlay may
+    still be tidying its work folder while its record goes. (shutil.rmtree,
+    with its archive modules, is a start's dearest import.)"""
+    try:
+        fd = os.open(path, _DIR_FLAGS)
+    except FileNotFoundError:
+        return
+    try:
+        _empty_folder(fd)
+    finally:
+        os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(path)
+
+
+def _empty_folder(fd):
+    with os.scandir(fd) as it:
+        entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+    for name, is_dir in entries:
+        if is_dir:
+            try:
+                sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                if err.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                is_dir = False  # replaced meanwhile by a link or a file
+            else:
+                try:
+                    _empty_folder(sub)
+                finally:
+                    os.close(sub)
+        try:
+            if is_dir:
+                os.rmdir(name, dir_fd=fd)
+            else:
+                os.unlink(name, dir_fd=fd)
         except FileNotFoundError:
             pass
-        except OSError as err:
-            if err.errno != errno.ENOENT:
-                raise StateError(f"cannot remove {self.dir}: {err.strerror}") from err

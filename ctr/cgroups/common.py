@@ -254,8 +254,9 @@ class BaseCgroup:
                 if err.errno != errno.ENOENT or attempt == attempts - 1:
                     raise
 
-    def add(self, pid, init_pid=None):
-        """Move a process (0: the caller) into every hierarchy's folder.
+    def add(self, pid, init_pid=None, skip=()):
+        """Move a process (0: the caller) into every hierarchy's folder but
+        those of the controllers in `skip` (where it already is).
 
         `init_pid`, for `ctr exec`: on cgroup2 a folder whose children have
         controllers enabled takes no process (EBUSY), which is what an init in
@@ -264,6 +265,8 @@ class BaseCgroup:
         runc does."""
         op = f"add process {pid} to the cgroup"
         for ctrls, path in self.dirs.items():
+            if ctrls in skip:
+                continue
             try:
                 write(op, os.path.join(path, "cgroup.procs"), pid)
             except CgroupError as err:
@@ -276,6 +279,21 @@ class BaseCgroup:
                         except CgroupError:
                             pass
                 raise
+
+    def v1_controllers(self):
+        """The controllers of the folders in cgroup v1 hierarchies."""
+        return {ctrls for ctrls in self.dirs if ctrls != ("unified",)}
+
+    def join_self(self):
+        """Move the calling process, single-threaded, into its folder of every
+        v1 hierarchy, by the tasks file and "0": a thread that moves itself is
+        not waited for as a process another moves is (cgroup.procs waits for an
+        RCU grace period, ~10 ms here). The cgroup2 folder is the caller's to
+        join (a clone made into it, or add())."""
+        op = f"add process {os.getpid()} to the cgroup"
+        for ctrls, path in self.dirs.items():
+            if ctrls != ("unified",):
+                write(op, os.path.join(path, "tasks"), 0)
 
     def pids(self):
         """Every process of the instance, also those in cgroups an init inside

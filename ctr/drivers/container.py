@@ -127,21 +127,44 @@ def _open_ns(pid, kind):
                          f"{err.strerror}", errno=err.errno) from err
 
 
-def _clone_in(flags, target=None, own=None):
+def _clone_into(flags, cgroup_fd):
+    """(pid, born in the cgroup2 folder `cgroup_fd`): clone3 into it when the
+    kernel can (Linux 5.7), else a plain clone, which the caller moves."""
+    if cgroup_fd is not None:
+        try:
+            return clone(flags, cgroup_fd), True
+        except OSError:
+            pass  # no clone3 or CLONE_INTO_CGROUP here: moved afterwards
+    return clone(flags), False
+
+
+def _clone_in(flags, target=None, own=None, cgroup_fd=None):
     """clone(), within the pid namespace `target` (an fd) when one is given:
     setns(CLONE_NEWPID) applies to the children made next, so the parent goes
-    back to its `own` at once (the child cannot, nor needs to)."""
+    back to its `own` at once (the child cannot, nor needs to). Returns (pid,
+    whether it was born in the cgroup2 folder `cgroup_fd`)."""
     if target is None:
-        return clone(flags)
+        return _clone_into(flags, cgroup_fd)
     setns(target, CLONE_NEWPID)
     try:
-        pid = clone(flags)
+        pid, into = _clone_into(flags, cgroup_fd)
     except BaseException:
         setns(own, CLONE_NEWPID)
         raise
     if pid != 0:
         setns(own, CLONE_NEWPID)
-    return pid
+    return pid, into
+
+
+def _open_cgroup2(cg):
+    """An fd of the cgroup's cgroup2 folder, to clone into; None without one."""
+    path = cg.dir_of("unified")
+    if path is None:
+        return None
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None  # the clone is moved afterwards, which says what is wrong
 
 
 def _receive_pty(sock):
@@ -236,27 +259,33 @@ class ContainerDriver:
             go_r, go_w = fds.pipe()
             rep_r, rep_w = fds.pipe()
             root_r, root_w = fds.pipe() if on_root else (None, None)
+            # Moving the child into its cgroup waits for an RCU grace period
+            # (~10 ms). It is born in its cgroup2 folder instead, and moves
+            # itself into the v1 ones (with a user namespace, the parent does).
+            cgroup2_fd = fds.add(_open_cgroup2(cg))
+            joins_itself = not spec.userns
             try:
-                pid = _clone_in(flags, *pid_fds)
+                pid, born_in = _clone_in(flags, *pid_fds, cgroup_fd=cgroup2_fd)
             except OSError as err:
                 raise StartError(f"clone: {err.strerror}", errno=err.errno) from err
             if pid == 0:
-                fds.close(go_w, rep_r, root_r)
+                fds.close(go_w, rep_r, root_r, cgroup2_fd)
                 namespaces.container_init(
                     go_r, rep_w, spec=spec, lower=lower, rootfs=rec.rootfs, upper=rec.upper,
                     work=rec.work, stdio=stdio, tty_sock=child_sock, pdeathsig=pdeathsig,
                     binds=plan.binds, netns_fd=join_fd, own_netns=plan.new_netns, gate=gate,
                     joins=joins, root_fd=root_w, cgroup_view=view, lxcfs=lxcfs,
                     shm_source=shared.shm_source if shared else None, shm_from=shm_from,
-                    idmapped=idmapped)
+                    idmapped=idmapped, cgroup=cg if joins_itself else None)
             revert.add(common.kill, pid)
             fds.close(go_r, rep_w, join_fd, child_sock, root_w, *(fd for fd, _ in joins),
-                      *pid_fds, shm_from, *(fd for fd, _ in idmapped))
+                      *pid_fds, shm_from, *(fd for fd, _ in idmapped), cgroup2_fd)
             if spec.userns:
                 from ctr.userns import write_maps
 
                 write_maps(pid, spec.userns, spec.oci.get("id_mappings"))
-            cg.add(pid)
+            cg.add(pid, skip={*(cg.v1_controllers() if joins_itself else ()),
+                              *((("unified",),) if born_in else ())})
             net = plan.attach(pid, proc_starttime(pid))
             os.write(go_w, b"G")
             master = _receive_pty(sock)

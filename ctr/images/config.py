@@ -23,14 +23,14 @@ hands to ctr.spec.new_spec: nothing here is a CLI string.
 
 import dataclasses
 import os
-import re
 
+from ctr import lazyre
 from ctr.errors import InvalidSpec
 from ctr.spec import Frozen, check_user, parse_signal, signal_name
 
 MAX_ITEMS = 1024  # entries of any one list or object (Env, Cmd, ExposedPorts, Labels...)
 MAX_STRING = 128 << 10  # bytes of one string: the kernel's MAX_ARG_STRLEN
-PORT_KEY_RE = re.compile(r"(\d{1,5})(?:-(\d{1,5}))?(?:/([a-zA-Z]+))?")
+PORT_KEY_RE = lazyre.compile(r"(\d{1,5})(?:-(\d{1,5}))?(?:/([a-zA-Z]+))?")
 PROTOCOLS = ("tcp", "udp")
 KERNEL_FILESYSTEMS = ("/proc", "/sys", "/dev")  # as ctr.rootfs's (not imported: it loads native)
 IGNORED_PROTOCOLS = ("sctp",)  # docker's third protocol: ctr's nft rules publish tcp and udp

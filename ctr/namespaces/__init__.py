@@ -5,8 +5,11 @@ Sync protocol between the parent (ctr) and the child (the container's init):
 
   parent                              child (after clone, in new namespaces)
   ------                              -----
-  clone(flags)  ---------------------> blocks reading the go pipe
-  moves the child into its cgroup
+  clone(flags), into the cgroup2 ---> moves itself into its v1 cgroups
+  folder (clone3, Linux 5.7)          (tasks, "0"), then blocks reading the
+  moves the child into the cgroups    go pipe
+  it is not in yet (its v1 ones with
+  a user namespace)
   writes b"G" to the go pipe --------> unshare(CLONE_NEWCGROUP), mounts,
                                        pivot_root, hostname, user, caps,
                                        execve(command)
@@ -29,10 +32,9 @@ import errno
 import fcntl
 import os
 import signal
-import termios
 
 from ctr import report
-from ctr.errors import EXIT_CANNOT_INVOKE, EXIT_CTR, StartError
+from ctr.errors import EXIT_CANNOT_INVOKE, EXIT_CTR, CgroupError, StartError
 from ctr.native import (
     CLONE_NEWCGROUP,
     CLONE_NEWIPC,
@@ -151,27 +153,22 @@ def _become_userns_root():
     os.setresuid(0, 0, 0)
 
 
-def _prctl():
-    """python-prctl. The child imports it before it waits for the parent's go:
-    the import then overlaps the parent's cgroup and network work, and it
-    must happen before pivot_root or setns put the host's files out of reach
-    (after that, this only fetches the loaded module)."""
-    import prctl
+def _set_dumpable(value):
+    from ctr.native import PR_SET_DUMPABLE, _native
 
-    return prctl
+    _native.prctl_set(PR_SET_DUMPABLE, value)
 
 
 def process_setup(spec):
     """What the last steps need from ctr's own files, loaded while they are in
     reach (before pivot_root or setns): the seccomp filter, built, the sealed
-    exec stub, and the resource module. The process turns non-dumpable: until
+    exec stub, and the resource module. The caller turns the process
+    non-dumpable first (_set_dumpable(0)), once it is in its cgroup: until
     it execs, nothing in the container may open its /proc/PID/exe (the host's
     interpreter) or its memory."""
-    prctl = _prctl()
     from ctr import seccomp
     from ctr.native import sealed_exec_stub
 
-    prctl.set_dumpable(0)
     if spec.ulimits:
         import resource  # noqa: F401
     return seccomp.for_instance(spec), sealed_exec_stub()
@@ -210,31 +207,30 @@ def drop_privileges(uid, gid, groups, spec, seccomp_filter=None, pdeathsig=None)
     one gets the bounding and inheritable sets. Every other instance: effective
     and permitted within the bounding set (`spec.caps`) for root, none for
     another user (setuid clears them), no inheritable ones."""
-    prctl = _prctl()
     from ctr import seccomp
+    from ctr.native import PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, _native
 
     if seccomp_filter is not None and not spec.no_new_privs:
         seccomp.load(seccomp_filter)
     sets = spec.oci.get("capabilities")
     keep = [ALL_CAPS.index(c) for c in spec.caps]
-    prctl.capbset.limit(*keep)
+    _native.capbset_limit(keep)
     os.setgroups(groups)
     os.setgid(gid)
     if sets is not None and uid != 0:
-        prctl.set_keepcaps(True)  # cleared again by execve
+        _native.prctl_set(PR_SET_KEEPCAPS, 1)  # cleared again by execve
     os.setuid(uid)  # from root to non-root clears permitted (unless kept) and effective
     if sets is not None:
         _set_capabilities(sets)
     else:
-        if uid == 0:
-            prctl.cap_effective.limit(*keep)  # effective must stay within permitted
-            prctl.cap_permitted.limit(*keep)
-        prctl.cap_inheritable.limit()
+        # Inheritable emptied; as root, effective and permitted limited to
+        # `keep` (effective must stay within permitted: both at once).
+        _native.caps_limit(keep, uid == 0)
     if pdeathsig:
         # After setuid, which clears it.
-        prctl.set_pdeathsig(pdeathsig)
+        _native.prctl_set(PR_SET_PDEATHSIG, pdeathsig)
     if spec.no_new_privs:
-        prctl.set_no_new_privs(1)
+        _native.prctl_set(PR_SET_NO_NEW_PRIVS, 1)
         if seccomp_filter is not None:
             seccomp.load(seccomp_filter)
 
@@ -243,18 +239,12 @@ def _set_capabilities(sets):
     """Permitted, effective and inheritable set exactly (one capset(2)), then
     the ambient set (which needs each of its capabilities permitted and
     inheritable: ctr.oci.config leaves out the others)."""
-    from ctr.native import cap_ambient_clear, cap_ambient_raise
+    from ctr.native import _native, cap_ambient_clear, cap_ambient_raise
 
-    prctl = _prctl()
-
-    args = []
-    for name, flag in (("permitted", prctl.CAP_PERMITTED), ("effective", prctl.CAP_EFFECTIVE),
-                       ("inheritable", prctl.CAP_INHERITABLE)):
-        given = {ALL_CAPS.index(c) for c in sets[name]}
-        args += [(sorted(given), flag, True),
-                 ([c for c in prctl.ALL_CAPS if c not in given], flag, False)]
+    masks = [[ALL_CAPS.index(c) for c in sets[name]]
+             for name in ("permitted", "effective", "inheritable")]
     try:
-        prctl.set_caps(*args)
+        _native.caps_set(*masks)
     except OSError as err:
         raise InitFailure(f"process.capabilities: cannot set the permitted, effective and "
                           f"inheritable sets: {err.strerror}", err.errno) from err
@@ -399,6 +389,7 @@ def _import_pty_modules():
     """What hand_over_pty needs, imported while ctr's own files are still in
     reach (before pivot_root or setns into the mount namespace)."""
     import socket  # noqa: F401
+    import termios  # noqa: F401 - _stdio's
 
     import ctr.tty  # noqa: F401
 
@@ -422,6 +413,8 @@ def hand_over_pty(sock, master, slave_path):
 def _stdio(tty_slave, stdio):
     if tty_slave is not None:
         os.setsid()
+        import termios  # imported before pivot_root: _import_pty_modules
+
         fcntl.ioctl(tty_slave, termios.TIOCSCTTY, 0)
         fds = (tty_slave, tty_slave, tty_slave)
     else:
@@ -435,7 +428,7 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
                    stdio=(None, None, None), tty_sock=None, pdeathsig=None, binds=(),
                    netns_fd=None, own_netns=True, gate=None, joins=(), root_fd=None,
                    cgroup_view=None, lxcfs=None, shm_source=None, shm_from=None,
-                   idmapped=()):
+                   idmapped=(), cgroup=None):
     """The child's side of a container start. Never returns. `own_netns`: the
     clone made a network namespace (lo is brought up here; a bridge's eth0 is
     configured by the parent before it says go); `netns_fd`: join that one
@@ -447,21 +440,45 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
     createRuntime hooks then); `cgroup_view`, `lxcfs`: what ctr.rootfs.prepare
     mounts of them; `shm_source`: what /dev/shm binds (--ipc host); `shm_from`:
     the mount namespace whose /dev/shm it takes (--ipc container:NAME);
-    `idmapped`: the idmapped layers to attach (ctr.rootfs.prepare).
+    `idmapped`: the idmapped layers to attach (ctr.rootfs.prepare); `cgroup`:
+    the instance's, whose v1 folders this process moves itself into first (the
+    parent moves it otherwise; see ctr.drivers.container).
     """
     from ctr import rootfs as rootfs_mod
     from ctr.native import SYSCALLS, setns, unshare
     from ctr.net import loopback_up
 
-    _prctl()
     if tty_sock is not None:
         _import_pty_modules()
 
     step = report.WAIT
     try:
         reset_signals()
+        joined = None
+        if cgroup is not None:  # first: what it does next is the container's
+            try:
+                cgroup.join_self()
+            except CgroupError as err:  # reported after the go, as the parent waits for it
+                joined = InitFailure(str(err), err.errno)
+        # Until the go the parent sets up the network, and moves this process into
+        # the cgroups it is not in yet (with a user namespace, or with no clone3:
+        # a move that waits for an RCU grace period, ~10 ms here). The seccomp
+        # filter and the exec stub are made meanwhile, when there is no user
+        # namespace waiting for its maps. A failure is reported where it was
+        # before: after the go, as this step's. The process turns non-dumpable
+        # after the go, as before (the parent's network setup opens its
+        # /proc/PID/ns/net meanwhile).
+        early = None
+        if not spec.userns and joined is None:
+            try:
+                early = process_setup(spec)
+            except Exception as err:  # noqa: BLE001 - reported below, at its step
+                early = err
         if os.read(go_fd, 1) != b"G":
             os._exit(EXIT_CTR)  # the parent gave up; it cleans up
+        if joined is not None:
+            step = report.CGROUP
+            raise joined
         if root_fd is None:
             os.close(go_fd)
         if spec.oci.get("hooks"):
@@ -476,7 +493,10 @@ def container_init(go_fd, report_fd, *, spec, lower, rootfs, upper, work,
         if spec.cgroupns != "host":
             unshare(CLONE_NEWCGROUP)
         step = report.SECCOMP
-        seccomp_filter, stub = process_setup(spec)
+        _set_dumpable(0)
+        if isinstance(early, Exception):
+            raise early
+        seccomp_filter, stub = early or process_setup(spec)
         if netns_fd is not None:
             step = report.NETNS
             setns(netns_fd, CLONE_NEWNET)
@@ -554,6 +574,7 @@ def join(pid, *, cgroup, spec, command, env, workdir, user, stdio, tty_sock, rep
     try:
         reset_signals()
         step = report.SECCOMP
+        _set_dumpable(0)
         seccomp_filter, stub = process_setup(spec)
         step = report.JOIN
         fds = []

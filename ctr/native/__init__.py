@@ -37,6 +37,9 @@ MS_UNBINDABLE = 1 << 17
 MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
 
+# linux/prctl.h, for prctl_set
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS = 1, 4, 8, 38
+
 clone = _native.clone
 unshare = _native.unshare
 setns = _native.setns

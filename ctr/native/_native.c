@@ -2,7 +2,9 @@
  * ctr._native: the few system calls a Python process cannot make safely or
  * at all on Python 3.11.
  *
- *   clone(flags)        fork into new namespaces (pid, mount, uts, ipc, net).
+ *   clone(flags[, cgroup_fd])
+ *                       fork into new namespaces (pid, mount, uts, ipc, net);
+ *                       with cgroup_fd, born in that cgroup2 folder (clone3).
  *                       The child continues in Python, like os.fork(): the
  *                       interpreter's fork hooks run around the raw syscall, so
  *                       the child is as consistent as after os.fork().
@@ -21,10 +23,14 @@
  *   sethostname(name), link_up(ifname)
  *                       one syscall each; in C because importing `socket` for
  *                       them cost ~3 ms on every container start.
- *   seccomp_load(default, arches, rules)
+ *   capbset_limit(keep), caps_limit(keep, effective_permitted), prctl_set(op, v)
+ *                       the capabilities and process flags a container's init
+ *                       sets last (python-prctl's import cost ~2 ms a start).
+ *   seccomp_compile(default, arches, rules), seccomp_install(program)
  *                       build a seccomp filter with libseccomp (what runc and
  *                       crun use: it knows every arch's syscall numbers and
- *                       emits the BPF) and load it into the calling thread.
+ *                       emits the BPF), and later load that BPF into the
+ *                       calling thread.
  *
  * Every failure raises OSError(errno, strerror, path): the Python side sends
  * it to the parent through the sync pipe as (errno, message). mount and
@@ -52,15 +58,30 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <seccomp.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/mman.h>
+
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+#define CTR_CLONE_INTO_CGROUP 0x200000000ULL
+
+/* clone3(2)'s arguments, up to `cgroup` (CLONE_ARGS_SIZE_VER2). */
+struct ctr_clone_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+    uint64_t set_tid, set_tid_size, cgroup;
+};
 
 static PyObject *
 native_clone(PyObject *self, PyObject *args)
 {
     unsigned long flags;
     long pid;
-    int saved_errno;
+    int saved_errno, cgroup_fd = -1;
 
-    if (!PyArg_ParseTuple(args, "k", &flags))
+    if (!PyArg_ParseTuple(args, "k|i", &flags, &cgroup_fd))
         return NULL;
     /* Only namespace flags: anything sharing memory or files with the parent
      * would break the interpreter's assumptions. */
@@ -71,9 +92,20 @@ native_clone(PyObject *self, PyObject *args)
         return NULL;
     }
     PyOS_BeforeFork();
-    /* x86_64 argument order: flags, stack, parent_tid, child_tid, tls.
-     * A NULL stack makes this a fork with namespace flags. */
-    pid = syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
+    if (cgroup_fd >= 0) {
+        /* Born in the cgroup2 folder `cgroup_fd` (CLONE_INTO_CGROUP, Linux 5.7):
+         * no move afterwards, which waits for an RCU grace period. */
+        struct ctr_clone_args ca;
+        memset(&ca, 0, sizeof(ca));
+        ca.flags = flags | CTR_CLONE_INTO_CGROUP;
+        ca.exit_signal = SIGCHLD;
+        ca.cgroup = (uint64_t)cgroup_fd;
+        pid = syscall(SYS_clone3, &ca, sizeof(ca));
+    } else {
+        /* x86_64 argument order: flags, stack, parent_tid, child_tid, tls.
+         * A NULL stack makes this a fork with namespace flags. */
+        pid = syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
+    }
     saved_errno = errno;
     if (pid == 0) {
         PyOS_AfterFork_Child();
@@ -300,30 +332,35 @@ seccomp_fail(scmp_filter_ctx ctx, int rc, const char *what)
     return NULL;
 }
 
-/* seccomp_load((action, errno), [arch names], [(syscall, action, errno,
- * [(index, op, value, value_two)])]) -> number of rules loaded.
- * A syscall unknown on this kernel's arches is skipped, as docker does; its
- * name is not an error. The caller has set no_new_privs or holds
- * CAP_SYS_ADMIN. */
-static PyObject *
-native_seccomp_load(PyObject *self, PyObject *args)
+static scmp_filter_ctx
+seccomp_fail_ctx(scmp_filter_ctx ctx, int rc, const char *what)
+{
+    seccomp_fail(ctx, rc, what);
+    return NULL;
+}
+
+/* The filter of (action, errno), [arch names], [(syscall, action, errno,
+ * [(index, op, value, value_two)])], built with libseccomp; NULL with an
+ * exception set on failure. A syscall unknown on this kernel's arches is
+ * skipped, as docker does; its name is not an error. */
+static scmp_filter_ctx
+seccomp_build(PyObject *args)
 {
     const char *def_name;
     int def_errno, ok, rc;
     PyObject *arches, *rules;
     scmp_filter_ctx ctx;
     uint32_t def_action;
-    long loaded = 0;
 
     if (!PyArg_ParseTuple(args, "(si)O!O!", &def_name, &def_errno, &PyList_Type, &arches,
                           &PyList_Type, &rules))
         return NULL;
     def_action = seccomp_action(def_name, def_errno, &ok);
     if (!ok)
-        return seccomp_fail(NULL, 0, "unknown default action");
+        return seccomp_fail_ctx(NULL, 0, "unknown default action");
     ctx = seccomp_init(def_action);
     if (ctx == NULL)
-        return seccomp_fail(NULL, -ENOMEM, "seccomp_init");
+        return seccomp_fail_ctx(NULL, -ENOMEM, "seccomp_init");
     /* The filter must not stop a syscall the default lets through only
      * because ctr set no_new_privs itself. */
     seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
@@ -331,13 +368,13 @@ native_seccomp_load(PyObject *self, PyObject *args)
         const char *name = PyUnicode_AsUTF8(PyList_GET_ITEM(arches, i));
         uint32_t arch;
         if (name == NULL)
-            return seccomp_fail(ctx, 0, "arch names are strings");
+            return seccomp_fail_ctx(ctx, 0, "arch names are strings");
         arch = seccomp_arch_resolve_name(name);
         if (arch == 0)
             continue;  /* an arch libseccomp does not know: nothing to filter */
         rc = seccomp_arch_add(ctx, arch);
         if (rc < 0 && rc != -EEXIST)
-            return seccomp_fail(ctx, rc, name);
+            return seccomp_fail_ctx(ctx, rc, name);
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rules); i++) {
         const char *name, *act_name;
@@ -356,7 +393,7 @@ native_seccomp_load(PyObject *self, PyObject *args)
             continue;
         n = PyList_GET_SIZE(conds);
         if (n > 6)
-            return seccomp_fail(ctx, 0, "a rule has more than 6 argument conditions");
+            return seccomp_fail_ctx(ctx, 0, "a rule has more than 6 argument conditions");
         for (Py_ssize_t j = 0; j < n; j++) {
             const char *op_name;
             unsigned int index;
@@ -367,7 +404,7 @@ native_seccomp_load(PyObject *self, PyObject *args)
                 return NULL;
             }
             if (index > 5 || !seccomp_op(op_name, &cmp[j].op))
-                return seccomp_fail(ctx, 0, "bad argument condition");
+                return seccomp_fail_ctx(ctx, 0, "bad argument condition");
             cmp[j].arg = index;
             cmp[j].datum_a = value;
             cmp[j].datum_b = value2;
@@ -375,7 +412,7 @@ native_seccomp_load(PyObject *self, PyObject *args)
         {
             uint32_t action = seccomp_action(act_name, err, &ok);
             if (!ok)
-                return seccomp_fail(ctx, 0, "unknown action");
+                return seccomp_fail_ctx(ctx, 0, "unknown action");
             if (action == def_action)
                 continue;  /* libseccomp refuses a rule that repeats the default */
             rc = seccomp_rule_add_array(ctx, action, nr, (unsigned int)n, cmp);
@@ -383,14 +420,89 @@ native_seccomp_load(PyObject *self, PyObject *args)
         if (rc == -EDOM)  /* multiplexed (socketcall) on a 32-bit arch: exact match only */
             rc = 0;
         if (rc < 0)
-            return seccomp_fail(ctx, rc, name);
-        loaded++;
+            return seccomp_fail_ctx(ctx, rc, name);
     }
-    rc = seccomp_load(ctx);
-    if (rc < 0)
-        return seccomp_fail(ctx, rc, "seccomp_load");
+    return ctx;
+}
+
+/* seccomp_compile(filter) -> bytes: the BPF program (struct sock_filter[]) of
+ * the filter, what seccomp_load() of libseccomp would load. Compiling is the
+ * dear part (~1.5 ms): a container's init does it while it waits for its go,
+ * and loads the program as its last step (seccomp_install). */
+static PyObject *
+native_seccomp_compile(PyObject *self, PyObject *args)
+{
+    scmp_filter_ctx ctx = seccomp_build(args);
+    PyObject *out;
+    off_t size;
+    int fd, rc;
+
+    if (ctx == NULL)
+        return NULL;
+    fd = memfd_create("ctr-seccomp", MFD_CLOEXEC);
+    if (fd < 0) {
+        seccomp_release(ctx);
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, "memfd_create");
+    }
+    rc = seccomp_export_bpf(ctx, fd);
     seccomp_release(ctx);
-    return PyLong_FromLong(loaded);
+    if (rc < 0) {
+        close(fd);
+        errno = -rc;
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, "seccomp_export_bpf");
+    }
+    size = lseek(fd, 0, SEEK_END);
+    if (size < 0 || size % sizeof(struct sock_filter) != 0 || lseek(fd, 0, SEEK_SET) < 0) {
+        close(fd);
+        errno = size < 0 ? errno : EINVAL;
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, "seccomp_export_bpf");
+    }
+    out = PyBytes_FromStringAndSize(NULL, size);
+    if (out == NULL) {
+        close(fd);
+        return NULL;
+    }
+    for (off_t done = 0; done < size;) {
+        ssize_t n = read(fd, PyBytes_AS_STRING(out) + done, (size_t)(size - done));
+        if (n <= 0) {
+            close(fd);
+            Py_DECREF(out);
+            errno = n < 0 ? errno : EIO;
+            return PyErr_SetFromErrnoWithFilename(PyExc_OSError, "seccomp_export_bpf");
+        }
+        done += n;
+    }
+    close(fd);
+    return out;
+}
+
+/* seccomp_install(program): load a program of seccomp_compile into the
+ * calling thread, as libseccomp's seccomp_load does (no flags). The caller
+ * has set no_new_privs or holds CAP_SYS_ADMIN. */
+static PyObject *
+native_seccomp_install(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    struct sock_fprog prog;
+    int rc;
+
+    if (!PyArg_ParseTuple(args, "y*", &buf))
+        return NULL;
+    prog.len = (unsigned short)(buf.len / sizeof(struct sock_filter));
+    prog.filter = buf.buf;
+    if (buf.len % sizeof(struct sock_filter) != 0 || prog.len == 0
+            || buf.len / sizeof(struct sock_filter) > BPF_MAXINSNS) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_ValueError, "seccomp: not a BPF program");
+        return NULL;
+    }
+    rc = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+    if (rc < 0 && errno == ENOSYS)
+        rc = prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+    PyBuffer_Release(&buf);
+    if (rc < 0)
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, "seccomp_load");
+    Py_RETURN_NONE;
 }
 
 #ifndef SYS_open_tree
@@ -529,9 +641,148 @@ native_idmap_tree(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* The kernel's highest capability number (PR_CAPBSET_READ fails past it). */
+static int
+last_cap(void)
+{
+    int last = 0;
+    while (last < 63 && prctl(PR_CAPBSET_READ, last + 1, 0, 0, 0) >= 0)
+        last++;
+    return last;
+}
+
+/* A sequence of capability numbers (0-63) -> their bit mask; -1 with an
+ * exception set if it is not one. */
+static int
+cap_mask(PyObject *seq, uint64_t *mask)
+{
+    PyObject *fast = PySequence_Fast(seq, "capabilities are a sequence of numbers");
+    if (fast == NULL)
+        return -1;
+    *mask = 0;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(fast); i++) {
+        long cap = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
+        if (cap == -1 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            return -1;
+        }
+        if (cap < 0 || cap > 63) {
+            Py_DECREF(fast);
+            PyErr_Format(PyExc_ValueError, "no capability number %ld", cap);
+            return -1;
+        }
+        *mask |= (uint64_t)1 << cap;
+    }
+    Py_DECREF(fast);
+    return 0;
+}
+
+/* capbset_limit(keep): drop from the bounding set every capability the kernel
+ * has but those numbered in `keep` (PR_CAPBSET_DROP; needs CAP_SETPCAP). */
+static PyObject *
+native_capbset_limit(PyObject *self, PyObject *args)
+{
+    PyObject *keep;
+    uint64_t mask;
+    int last;
+
+    if (!PyArg_ParseTuple(args, "O", &keep) || cap_mask(keep, &mask) < 0)
+        return NULL;
+    last = last_cap();
+    if (last < 63 && mask >> (last + 1)) {  /* as python-prctl refused it before */
+        int cap = last + 1;
+        while (!(mask & ((uint64_t)1 << cap)))
+            cap++;
+        PyErr_Format(PyExc_ValueError, "Unknown capability: %d", cap);
+        return NULL;
+    }
+    for (int cap = 0; cap <= last; cap++)
+        if (!(mask & ((uint64_t)1 << cap)) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
+            return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+/* caps_limit(keep, effective_permitted): the inheritable set emptied (which
+ * empties the ambient set too) and, with effective_permitted, the effective
+ * and permitted sets limited to `keep`; one capset(2). */
+static PyObject *
+native_caps_limit(PyObject *self, PyObject *args)
+{
+    PyObject *keep;
+    int effective_permitted;
+    uint64_t mask;
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+
+    if (!PyArg_ParseTuple(args, "Op", &keep, &effective_permitted)
+            || cap_mask(keep, &mask) < 0)
+        return NULL;
+    if (syscall(SYS_capget, &hdr, data) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    for (int i = 0; i < _LINUX_CAPABILITY_U32S_3; i++) {
+        uint32_t kept = (uint32_t)(mask >> (32 * i));
+        if (effective_permitted) {
+            data[i].effective &= kept;
+            data[i].permitted &= kept;
+        }
+        data[i].inheritable = 0;
+    }
+    if (syscall(SYS_capset, &hdr, data) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+/* caps_set(permitted, effective, inheritable): the three capability sets set
+ * to exactly the numbers given (an OCI process's; one capset(2)). */
+static PyObject *
+native_caps_set(PyObject *self, PyObject *args)
+{
+    PyObject *seqs[3];
+    uint64_t masks[3];
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+
+    if (!PyArg_ParseTuple(args, "OOO", &seqs[0], &seqs[1], &seqs[2]))
+        return NULL;
+    for (int k = 0; k < 3; k++)
+        if (cap_mask(seqs[k], &masks[k]) < 0)
+            return NULL;
+    memset(data, 0, sizeof data);
+    for (int i = 0; i < _LINUX_CAPABILITY_U32S_3; i++) {
+        data[i].permitted = (uint32_t)(masks[0] >> (32 * i));
+        data[i].effective = (uint32_t)(masks[1] >> (32 * i));
+        data[i].inheritable = (uint32_t)(masks[2] >> (32 * i));
+    }
+    if (syscall(SYS_capset, &hdr, data) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+/* prctl_set(option, value): prctl(2) with one argument (PR_SET_DUMPABLE,
+ * PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS). */
+static PyObject *
+native_prctl_set(PyObject *self, PyObject *args)
+{
+    int option;
+    unsigned long value;
+
+    if (!PyArg_ParseTuple(args, "ik", &option, &value))
+        return NULL;
+    if (prctl(option, value, 0, 0, 0) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef native_methods[] = {
-    {"seccomp_load", native_seccomp_load, METH_VARARGS,
-     "seccomp_load((default action, errno), arches, rules) -> rules loaded"},
+    {"capbset_limit", native_capbset_limit, METH_VARARGS,
+     "capbset_limit(keep): drop every other capability from the bounding set"},
+    {"caps_limit", native_caps_limit, METH_VARARGS,
+     "caps_limit(keep, effective_permitted): inheritable emptied, E and P limited to keep"},
+    {"prctl_set", native_prctl_set, METH_VARARGS, "prctl_set(option, value)"},
+    {"seccomp_compile", native_seccomp_compile, METH_VARARGS,
+     "seccomp_compile((default action, errno), arches, rules) -> BPF program (bytes)"},
+    {"seccomp_install", native_seccomp_install, METH_VARARGS,
+     "seccomp_install(program): load a program of seccomp_compile"},
     {"open_pty", native_open_pty, METH_VARARGS, "open_pty(ptmx) -> (master fd, pty number)"},
     {"sethostname", native_sethostname, METH_VARARGS, "sethostname(name)"},
     {"setfsids", native_setfsids, METH_VARARGS, "setfsids(uid, gid): setfsuid, setfsgid"},
@@ -540,7 +791,10 @@ static PyMethodDef native_methods[] = {
      "cap_ambient_clear(): empty the ambient capability set"},
     {"cap_ambient_raise", native_cap_ambient_raise, METH_VARARGS,
      "cap_ambient_raise(cap): add capability number cap to the ambient set"},
-    {"clone", native_clone, METH_VARARGS, "clone(flags) -> pid (0 in the child)"},
+    {"caps_set", native_caps_set, METH_VARARGS,
+     "caps_set(permitted, effective, inheritable): the three sets exactly, one capset"},
+    {"clone", native_clone, METH_VARARGS,
+     "clone(flags[, cgroup_fd]) -> pid (0 in the child)"},
     {"unshare", native_unshare, METH_VARARGS, "unshare(flags)"},
     {"setns", native_setns, METH_VARARGS, "setns(fd, nstype)"},
     {"pivot_root", native_pivot_root, METH_VARARGS, "pivot_root(new_root, put_old)"},

@@ -4,7 +4,8 @@ A profile is checked when the instance is created (`check`), kept in its spec,
 and turned at start into the rules of this instance (`build`): the entries
 whose `includes`/`excludes` match its capabilities and this machine's arch and
 kernel. The C helper hands them to libseccomp, which knows each arch's syscall
-numbers and emits the BPF program (ctr/native/_native.c: seccomp_load).
+numbers and emits the BPF program (ctr/native/_native.c: seccomp_compile), loaded
+as the process's last step before its exec (seccomp_install).
 
 The default profile (default.json) allows every system call but the dangerous
 ones, which fail with EPERM unless the instance holds the capability that makes
@@ -135,15 +136,19 @@ def build(profile, caps, machine=None):
 
 
 def for_instance(spec):
-    """The built filter of an instance (None: unconfined). Called while ctr's
-    own files are still in reach, before pivot_root or setns."""
+    """The filter of an instance, built and compiled to BPF (None: unconfined).
+    Called while ctr's own files are still in reach, before pivot_root or setns."""
     if spec.seccomp == UNCONFINED:
         return None
-    return build(default_profile() if spec.seccomp == DEFAULT else spec.seccomp, spec.caps)
-
-
-def load(built):
-    """Load a built filter into the calling process (the last step before exec)."""
     from ctr.native import _native
 
-    return _native.seccomp_load(*built)
+    built = build(default_profile() if spec.seccomp == DEFAULT else spec.seccomp, spec.caps)
+    return _native.seccomp_compile(*built)
+
+
+def load(program):
+    """Load a filter of for_instance into the calling process (the last step
+    before exec)."""
+    from ctr.native import _native
+
+    _native.seccomp_install(program)

@@ -17,7 +17,8 @@ Every input is checked here, once; the layers below trust a spec.
 Nothing here reads the host: what a check needs to know of it (CPUs online,
 memory, a block device's number, a seccomp profile file, the image's init) is
 asked of the `host` the caller passes (ctr.host.HostFacts). This package
-imports nothing of ctr but ctr.errors.
+imports nothing of ctr but ctr.errors (and ctr.lazyre: its patterns are
+compiled on first use).
 """
 
 from ctr.spec.build import (

@@ -5,13 +5,12 @@ test, each other option replaces that one value, --no-healthcheck turns the
 image's off (and cannot be given with the others). Running checks is ctr.health's.
 """
 
-import re
-
+from ctr import lazyre
 from ctr.errors import InvalidSpec
 from ctr.spec.model import Healthcheck
 
 # Go's time.ParseDuration, as docker's flags take them: 30s, 1m30s, 500ms, 1.5h
-DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+DURATION_PART = lazyre.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
          "m": 60_000_000_000, "h": 3_600_000_000_000}
 MAX_DURATION = 1 << 62  # ns: Go's durations are int64

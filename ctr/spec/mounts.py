@@ -18,11 +18,12 @@ Each bad value is one InvalidSpec naming the option as the user typed it.
 import os
 import re
 
+from ctr import lazyre
 from ctr.errors import InvalidSpec
 from ctr.spec.model import Tmpfs, Volume
 
 # docker's local volume names: at least two characters.
-VOLUME_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+VOLUME_NAME_RE = lazyre.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 _NAME_RULE = '"[a-zA-Z0-9][a-zA-Z0-9_.-]"'
 # Mount propagation: the container's mounts are private (runc's rprivate default);
 # shared or slave ones would need the host's side kept in a peer group.

@@ -9,17 +9,17 @@ rest: a sysctl needs the namespace it lives in, a VM takes only some).
 """
 
 import os
-import re
 
+from ctr import lazyre
 from ctr.errors import InvalidSpec
 from ctr.spec.model import Device, RunOptions
 from ctr.spec.parse import HOSTNAME_RE, int_in, need_host, parse_int, parse_size
 
 HOST_GATEWAY = "host-gateway"  # docker's --add-host value: the network's gateway
-GROUP_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_.-]*")
-DOMAIN_RE = re.compile(r"[^\s\0]{1,253}")
-ACCESS_RE = re.compile(r"[rwm]{1,3}")
-SYSCTL_RE = re.compile(r"[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_/:-]+)+")
+GROUP_RE = lazyre.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_.-]*")
+DOMAIN_RE = lazyre.compile(r"[^\s\0]{1,253}")
+ACCESS_RE = lazyre.compile(r"[rwm]{1,3}")
+SYSCTL_RE = lazyre.compile(r"[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_/:-]+)+")
 # The sysctls an IPC namespace holds (runc's list), beside fs.mqueue.*.
 SYSCTL_IPC = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
               "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")

@@ -12,6 +12,7 @@ passed in (see ctr.spec.model's Host and ctr.host).
 import os
 import re
 
+from ctr import lazyre
 from ctr.errors import InvalidSpec
 from ctr.spec.model import (
     LOG_DEFAULTS,
@@ -31,14 +32,14 @@ from ctr.spec.model import (
     add_tmpfs,
 )
 
-NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+NAME_RE = lazyre.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 HOSTNAME_LABEL = r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
-HOSTNAME_RE = re.compile(rf"{HOSTNAME_LABEL}(\.{HOSTNAME_LABEL})*")
-ENV_KEY_RE = re.compile(r"[^=\0]+")
-USER_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_.-]*(:[a-zA-Z0-9_][a-zA-Z0-9_.-]*)?")
-SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?", re.IGNORECASE)
+HOSTNAME_RE = lazyre.compile(rf"{HOSTNAME_LABEL}(\.{HOSTNAME_LABEL})*")
+ENV_KEY_RE = lazyre.compile(r"[^=\0]+")
+USER_RE = lazyre.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_.-]*(:[a-zA-Z0-9_][a-zA-Z0-9_.-]*)?")
+SIZE_RE = lazyre.compile(r"(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?", re.IGNORECASE)
 SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-PORT_RE = re.compile(r"(?:(?P<ip>\d{1,3}(?:\.\d{1,3}){3}):)?(?P<host>\d{1,5}):(?P<port>\d{1,5})"
+PORT_RE = lazyre.compile(r"(?:(?P<ip>\d{1,3}(?:\.\d{1,3}){3}):)?(?P<host>\d{1,5}):(?P<port>\d{1,5})"
                      r"(?:/(?P<proto>tcp|udp))?")
 TMPFS_FLAGS = ("ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec")
 TMPFS_DATA = ("size", "mode", "uid", "gid", "nr_inodes")

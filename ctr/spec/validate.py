@@ -6,9 +6,9 @@ raising InvalidSpec with the option a user of the CLI would recognise.
 `validate(spec, host)` runs them all; ctr.spec.new_spec calls it.
 """
 
-import re
 from collections.abc import Mapping
 
+from ctr import lazyre
 from ctr.errors import InvalidSpec
 from ctr.spec.caps import ALL_CAPS
 from ctr.spec.model import (
@@ -46,7 +46,7 @@ from ctr.spec.parse import (
     ulimit_problem,
 )
 
-DEVNO_RE = re.compile(r"\d+:\d+")
+DEVNO_RE = lazyre.compile(r"\d+:\d+")
 
 
 def _own_netns(network):
@@ -108,8 +108,8 @@ def _weights(res, _host, _ncpus):
         int_in(entry[1], "a device's blkio weight", 10, 1000)
 
 
-HUGEPAGE_RE = re.compile(r"\d+[KMG]B")
-UNIFIED_KEY_RE = re.compile(r"[a-z0-9_]+\.[a-z0-9_.]+")
+HUGEPAGE_RE = lazyre.compile(r"\d+[KMG]B")
+UNIFIED_KEY_RE = lazyre.compile(r"[a-z0-9_]+\.[a-z0-9_.]+")
 
 
 def _hugepages(res, _host, _ncpus):

@@ -286,7 +286,8 @@ def test_a_unit_rebuilds_a_spec_of_an_oci_image():
     from test_unit_files import _comparable
 
     from ctr import systemd
-    from ctr.cli.instances import _command, run
+    from ctr.cli.run import run
+    from ctr.cli.runflags import _command
 
     spec = cli(RECORD, ["one", "two"], name="n", labels=["x=1"], publish_all=True,
                env=["LANG=de"])

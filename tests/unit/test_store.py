@@ -79,3 +79,22 @@ def test_unusable_root(tmp_path):
 def test_proc_starttime():
     assert proc_starttime(os.getpid()) > 0
     assert proc_starttime(2**22 + 1) is None
+
+
+def test_remove_takes_the_record_and_never_follows_links(store, tmp_path):
+    outside = tmp_path / "outside"
+    (outside / "keep").mkdir(parents=True)
+    (outside / "keep" / "file").write_text("x")
+    rec = store.create_record(spec())
+    deep = os.path.join(rec.upper, "etc", "a", "b")
+    os.makedirs(deep)
+    with open(os.path.join(deep, "f"), "w") as f:
+        f.write("y")
+    os.symlink(str(outside), os.path.join(rec.upper, "link-to-dir"))
+    os.symlink(str(outside / "keep" / "file"), os.path.join(deep, "link-to-file"))
+    os.mkfifo(os.path.join(rec.upper, "fifo"))
+    rec.remove()
+    assert not os.path.exists(rec.dir)
+    assert (outside / "keep" / "file").read_text() == "x"
+    rec.remove()  # already gone: nothing to do
+

@@ -8,7 +8,8 @@ import socket
 import pytest
 
 from ctr import sdnotify, systemd
-from ctr.cli.instances import _command, run
+from ctr.cli.run import run
+from ctr.cli.runflags import _command
 from ctr.errors import CgroupError, InvalidSpec
 from ctr.host import HostFacts
 from ctr.spec import build_spec as _build_spec
