@@ -152,6 +152,11 @@ def _monitor(instances, rec, report_w):
         report.write(report_w, report.MONITOR, str(err), getattr(err, "errno", 0), err.exit_code)
         return
     relay = _relay(rec)
+    try:  # `run -d` returns with the log there (`ctr logs`, `tail -f` at once)
+        os.close(os.open(rec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                         0o640))
+    except OSError:
+        pass  # the writer's own open says why, later
     report.write(report_w, report.STARTED, f"{rec.name} runs", code=0, pid=proc.pid)
     os.close(report_w)
     supervise(instances, rec, proc, run, relay, null, BACKOFF_FIRST)
