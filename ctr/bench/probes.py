@@ -17,6 +17,7 @@ import platform
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -143,9 +144,17 @@ class HostSide:
             with open(self.file, "w") as f:
                 f.write(self.token + "\n")
             # A process whose argv carries the token: argv[0] is free to choose.
-            self.marker = subprocess.Popen([self.token, "3600"], executable=shutil.which("sleep"),
-                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                           stderr=subprocess.DEVNULL, start_new_session=True)
+            # Ctrl-C between its fork and the assignment would leave it running
+            # with nobody to kill it: SIGINT and SIGTERM wait until it is ours
+            # (the marker inherits the mask; it only ever gets SIGKILL).
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            try:
+                self.marker = subprocess.Popen(
+                    [self.token, "3600"], executable=shutil.which("sleep"),
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, start_new_session=True)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
             self.listener = socket.create_server(("0.0.0.0", 0))
             self.listener.settimeout(0.5)
             self._thread = threading.Thread(target=self._serve, daemon=True)
