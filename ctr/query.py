@@ -194,13 +194,15 @@ def changes(rec, lowers):
 
 
 def disk_usage(store, images):
-    """`ctr system df`: images, instances (their upper directories) and volumes
-    (named and anonymous): how many, how many in use, their size, and what a
+    """`ctr system df`: images, instances (their upper directories), volumes
+    (named and anonymous) and the shifted copies of layers (--userns=auto
+    without idmapped mounts): how many, how many in use, their size, and what a
     prune would free."""
     import os
 
     from ctr import volumes
-    from ctr.volumes import du as _du
+    from ctr.store import du as _du
+    from ctr.userns import block_key
 
     listed = store.listing()
     used_images = {spec.image for _, spec, _ in listed if spec}
@@ -223,4 +225,28 @@ def disk_usage(store, images):
         {"type": "Local Volumes", "total": len(vol_sizes),
          "active": len(used.keys() & vol_sizes.keys()), "size": sum(vol_sizes.values()),
          "reclaimable": sum(s for v, s in vol_sizes.items() if v not in used)},
+        shifted_usage(images.layers, {lid for i in imgs for lid in i["layers"]},
+                      {block_key(spec) for _, spec, _ in listed} - {None}),
     ]
+
+
+def shifted_usage(layers, used, held):
+    """`system df`'s row of the shifted copies in the layer store `layers`: a
+    copy is active when `image prune` keeps it (an image has its layer, `used`,
+    and an instance holds its block, `held`), reclaimable otherwise; what killed
+    copies left counts in the size and the reclaimable, not as copies."""
+    from ctr.images.layerstore import TMP, kept
+    from ctr.store import du
+
+    total = active = size = free = 0
+    for layer_id, entry, path in layers.shifted_copies():
+        n = du(path)
+        size += n
+        whole = layer_id is not None and TMP not in entry
+        total += whole
+        if whole and kept(layer_id, entry, used, held):
+            active += 1
+        else:
+            free += n
+    return {"type": "Shifted layers", "total": total, "active": active, "size": size,
+            "reclaimable": free}

@@ -52,6 +52,22 @@ def atomic_write_json(path, data, durable=True):
     os.rename(tmp, path)
 
 
+def du(path):
+    """Bytes on disk under `path` (st_blocks, each inode once, never following
+    links): what `system df` shows and a prune frees."""
+    total, seen = 0, set()
+    for top, dirs, files in os.walk(path):
+        for name in dirs + files:
+            try:
+                st = os.lstat(os.path.join(top, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total
+
+
 @contextlib.contextmanager
 def flocked(path):
     """An exclusive flock on the file `path` (made if missing) while inside."""

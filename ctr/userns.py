@@ -35,6 +35,7 @@ and recorded in STATE_ROOT/userns-idmap.json:
   `image prune` (and every collection of unused layers) also removes the
   copies of a block no instance holds; `ctr rm` keeps them, so the next
   instance given the same block (the lowest free one) starts without copying.
+  `system df` shows them in a row of their own, and prunes count what they free.
 Either way the overlay is mounted by the container's root (unprivileged
 overlayfs, Linux 5.11+, userxattr: whiteouts are 0/0 character devices, opaque
 directories user.overlay.opaque), and its upper and work dirs are owned by the
@@ -201,17 +202,24 @@ def shifted_layer(layers, layer_id, folder, ids):
     return dest
 
 
+def block_key(spec):
+    """The shifted copies' key of the block the instance of `spec` holds, or
+    None (no block, or no spec: a damaged record)."""
+    u = spec.userns if spec else None
+    return shifted_key(u) if u and "uid" in u and "gid" in u else None
+
+
 def held_keys(store):
     """The shifted copies' keys of every block an instance of `store` holds;
     the caller holds `lock(store)`."""
     held = set()
     for rec in store.records():
         try:
-            u = rec.spec.userns
+            key = block_key(rec.spec)
         except CtrError:
             continue
-        if u and "uid" in u and "gid" in u:
-            held.add(shifted_key(u))
+        if key:
+            held.add(key)
     return held
 
 

@@ -22,7 +22,7 @@ import shutil
 from ctr import events
 from ctr.errors import Conflict, NotFound
 from ctr.rootfs.volumes import DATA, VOLUME_ID_RE, owned, volumes_dir
-from ctr.store import atomic_write_json, flocked, now, read_json
+from ctr.store import atomic_write_json, du, flocked, now, read_json
 
 META = "volume.json"
 
@@ -193,21 +193,6 @@ def users(store):
             if name:
                 out.setdefault(name, []).append(rec.name)
     return out
-
-
-def du(path):
-    """Bytes under `path` (each inode once, never following links)."""
-    total, seen = 0, set()
-    for top, dirs, files in os.walk(path):
-        for name in dirs + files:
-            try:
-                st = os.lstat(os.path.join(top, name))
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_blocks * 512
-    return total
 
 
 def _remove_folder(store, name):

@@ -165,11 +165,17 @@ def image_rm(obj, force, names):
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @click.pass_obj
 def image_prune(obj, fmt):
-    """Remove layers and blobs no image has, and what killed pulls left."""
-    layers, blobs = obj.images.collect()
+    """Remove layers and blobs no image has, the shifted copies of layers
+    (--userns=auto) for blocks of ids no instance holds, and what killed pulls
+    left."""
+    got = obj.images.collect()
     if fmt == "json":
-        click.echo(json.dumps({"layers": layers, "blobs": blobs}))
+        click.echo(json.dumps(got))
         return
-    for layer in layers:
+    for layer in got["layers"]:
         click.echo(f"deleted: {layer}")
-    click.echo(f"removed {len(layers)} layer(s), {blobs} blob(s)")
+    for copy in got["shifted"]:
+        click.echo(f"deleted: {copy['layer']} (shifted copy {copy['block']})")
+    click.echo(f"removed {len(got['layers'])} layer(s), {len(got['shifted'])} shifted "
+               f"layer(s), {got['blobs']} blob(s)")
+    click.echo(f"Total reclaimed space: {human_size(got['reclaimed'])}")

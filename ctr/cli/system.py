@@ -54,10 +54,13 @@ def system_prune(obj, force, all_images, volumes):
         click.confirm("This removes:\n  - " + "\n  - ".join(what) + "\nAre you sure?",
                       abort=True, err=True)
     removed = {"instances": [], "networks": [], "images": [], "volumes": []}
+    freed = 0
     for rec, _spec, state in obj.store.listing():
         if state["status"] in (st.STOPPED, st.CREATED, st.CORRUPT):
+            size = st.du(rec.upper)  # what `system df` counts of an instance
             obj.instances.remove(rec.name, force=True)
             removed["instances"].append(rec.name)
+            freed += size
     from ctr.net import manage
 
     users = network_users(obj.store)
@@ -69,16 +72,21 @@ def system_prune(obj, force, all_images, volumes):
         in_use = {spec.image for _, spec, _ in obj.store.listing() if spec}
         for img in obj.images.list():
             if img["name"] not in in_use:
-                obj.images.remove(img["name"],
+                size = obj.images.record_size(img["name"])
+                obj.images.remove(img["name"], collect=False,
                                   users_of=lambda n: image_users_running(obj.store, n))
                 removed["images"].append(img["name"])
+                freed += size
     if volumes:
         from ctr import volumes as vols
 
-        removed["volumes"] = [name for name, _ in vols.prune(obj.store)]
-    layers, blobs = obj.images.collect()
+        pruned = vols.prune(obj.store)
+        removed["volumes"] = [name for name, _ in pruned]
+        freed += sum(size for _, size in pruned)
+    got = obj.images.collect()
     for kind, names in removed.items():
         for name in names:
             click.echo(f"deleted {kind[:-1]}: {name}")
-    click.echo(f"removed {sum(map(len, removed.values()))} item(s), {len(layers)} layer(s), "
-               f"{blobs} blob(s)")
+    click.echo(f"removed {sum(map(len, removed.values()))} item(s), {len(got['layers'])} "
+               f"layer(s), {len(got['shifted'])} shifted layer(s), {got['blobs']} blob(s)")
+    click.echo(f"Total reclaimed space: {human_size(freed + got['reclaimed'])}")

@@ -19,7 +19,8 @@ image's id has always been. A layer is unpacked under its own lock: two pulls th
 share it both wait for one unpack and use its result. What a killed unpack left
 (`<hex>.tmp-*`, ctr.images.layers' staging) is removed by the next pull that takes
 that layer's lock, and by `image prune`. A layer's shifted copies go with it, and
-so does the copy of a block no instance holds (`collect_shifted`).
+so does the copy of a block no instance holds (`collect_shifted`; `kept` is the
+rule, which `system df` shows as what a prune would leave).
 
 The store lock: pulls, builds and imports hold it shared from their first layer
 to their record; removing unused layers holds it exclusively, so a layer between
@@ -163,14 +164,14 @@ class LayerStore:
     def collect(self, used):
         """Remove the layers not in `used` and every leftover of a killed unpack
         whose layer nobody is unpacking now. The caller holds the store lock
-        exclusively. Returns the removed layers' ids."""
-        removed = []
+        exclusively. Returns (the removed layers' ids, the bytes freed)."""
+        removed, freed = [], 0
         for layer_id in self.ids():
             if layer_id in used:
                 continue
             with self.lock(layer_id, blocking=False) as got:
                 if got:
-                    self._remove(layer_id)
+                    freed += self._remove(layer_id)
                     removed.append(layer_id)
         for algo in ("sha256", "sha384", "sha512"):
             parent = os.path.join(self.dir, algo)
@@ -182,62 +183,103 @@ class LayerStore:
                     continue
                 with self.lock(f"{algo}:{base}", blocking=False) as got:
                     if got:
-                        _rm(os.path.join(parent, entry))
+                        freed += _rm(os.path.join(parent, entry))
         links = os.path.join(self.dir, "l")
         for entry in os.listdir(links) if os.path.isdir(links) else []:
             path = os.path.join(links, entry)
             if not os.path.exists(path):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
-        return removed
+        return removed, freed
+
+    def shifted_copies(self):
+        """[(layer id, entry, path)] of every folder in the shifted tree: the
+        copies (the entry is their block's key) and what killed copies or
+        prunes left (TMP in the entry); the layer id is None, and the entry
+        its folder's name, for a folder named after no layer."""
+        top, out = os.path.join(self.dir, "shifted"), []
+        for algo in _listdir(top):
+            for hexdigest in _listdir(os.path.join(top, algo)):
+                layer_id = f"{algo}:{hexdigest}"
+                try:
+                    folder = self.shifted_dir(layer_id)
+                except CtrError:
+                    out.append((None, hexdigest, os.path.join(top, algo, hexdigest)))
+                    continue
+                out += [(layer_id, e, os.path.join(folder, e)) for e in _listdir(folder)]
+        return out
 
     def collect_shifted(self, used, held):
-        """Remove the shifted copies of the layers not in `used`, those whose
-        block's key is not in `held`, and what killed copies left, each under
-        its layer's lock (skipped while someone holds it: a copy being made).
-        The caller holds ctr.userns.lock, so no instance takes a block meanwhile."""
+        """Remove the shifted copies that are not `kept(used, held)`: those of
+        the layers not in `used`, those whose block's key is not in `held`, and
+        what killed copies left, each under its layer's lock (skipped while
+        someone holds it: a copy being made). The caller holds ctr.userns.lock,
+        so no instance takes a block meanwhile. Returns ([(layer id, block's
+        key, bytes)] of the removed copies, the bytes freed, leftovers included)."""
         top = os.path.join(self.dir, "shifted")
+        removed, freed = [], 0
         for algo in os.listdir(top) if os.path.isdir(top) else []:
             for hexdigest in os.listdir(os.path.join(top, algo)):
                 layer_id = f"{algo}:{hexdigest}"
                 try:
                     folder = self.shifted_dir(layer_id)
                 except CtrError:
-                    _rm(os.path.join(top, algo, hexdigest))  # no layer has that name
+                    freed += _rm(os.path.join(top, algo, hexdigest))  # no layer has that name
                     continue
                 with self.lock(layer_id, blocking=False) as got:
                     if not got:
                         continue
                     for entry in os.listdir(folder):
-                        if layer_id in used and entry in held:
+                        if kept(layer_id, entry, used, held):
                             continue
                         path = os.path.join(folder, entry)
-                        if TMP not in entry:  # renamed first: a half-removed copy
-                            doomed = f"{path}{TMP}rm"  # never looks whole
-                            _rm(doomed)  # a killed prune's
-                            with contextlib.suppress(FileNotFoundError):
-                                os.rename(path, doomed)
-                            path = doomed
-                        _rm(path)
+                        if TMP in entry:
+                            freed += _rm(path)
+                            continue
+                        doomed = f"{path}{TMP}rm"  # renamed first: a half-removed
+                        freed += _rm(doomed)  # copy never looks whole; a killed prune's
+                        try:
+                            os.rename(path, doomed)
+                        except FileNotFoundError:
+                            continue
+                        size = _rm(doomed)
+                        freed += size
+                        removed.append((layer_id, entry, size))
                     with contextlib.suppress(OSError):
                         os.rmdir(folder)
             with contextlib.suppress(OSError):
                 os.rmdir(os.path.join(top, algo))
         with contextlib.suppress(OSError):
             os.rmdir(top)
+        return removed, freed
 
     def _remove(self, layer_id):
+        """Remove the layer; returns the bytes freed."""
         dest = self.path(layer_id)
         # Renamed first, so a half-removed layer never looks whole.
         doomed = f"{dest}{TMP}rm"
         with contextlib.suppress(FileNotFoundError):
             os.rename(dest, doomed)
-        _rm(doomed)
-        _rm(dest + ".json")
+        freed = _rm(doomed) + _rm(dest + ".json")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.short(layer_id))
         # The lock file stays: unlinking it could let a waiter and a newcomer
         # hold "the" lock at once.
+        return freed
+
+
+def kept(layer_id, entry, used, held):
+    """Whether a collection keeps the shifted copy `entry` of the layer
+    `layer_id`: an image has the layer (it is in `used`) and an instance holds
+    the copy's block (its key is in `held`). A leftover's entry is never a key."""
+    return layer_id in used and entry in held
+
+
+def _listdir(path):
+    try:
+        return os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _tree_size(root):
@@ -246,13 +288,24 @@ def _tree_size(root):
 
 
 def _rm(path):
-    if os.path.isdir(path) and not os.path.islink(path):
+    """Remove a file or a tree; returns the bytes it held (ctr.store.du's count)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return 0
+    import stat
+
+    if stat.S_ISDIR(st.st_mode):
         import shutil
 
+        from ctr.store import du
+
+        freed = du(path)
         shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        return freed
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return st.st_blocks * 512
 
 
 def name_key(name):

@@ -29,7 +29,7 @@ from ctr.images.recipe import recipe_path
 from ctr.images.reference import is_local_name, normalize
 from ctr.spec import check_name
 from ctr.spec.parse import NAME_RE
-from ctr.store import atomic_write_json, now, read_json
+from ctr.store import atomic_write_json, du, now, read_json
 
 PULL_POLICIES = ("missing", "always", "never")
 PAGE = 4096  # a mount's options must fit in one page
@@ -325,8 +325,14 @@ class ImageStore:
                 shutil.rmtree(rootfs)
         return self._read(name)
 
-    def remove(self, text, users_of=None, force=False):
-        """Remove the name `text`; its layers go when no other image has them.
+    def record_size(self, name):
+        """Bytes on disk of the image `name`'s own folder: its record, and the
+        rootfs of a recipe build or rootfs import (not the layer store's)."""
+        return du(self._path(name))
+
+    def remove(self, text, users_of=None, force=False, collect=True):
+        """Remove the name `text`; its layers go when no other image has them
+        (now, unless not `collect`: the caller collects, and counts, later).
         users_of(name) -> (all users, running users)."""
         import shutil
         import tempfile
@@ -349,13 +355,17 @@ class ImageStore:
             shutil.rmtree(doomed)
         events.image(self.store.root, "untag", name, image_id)
         events.image(self.store.root, "delete", name, image_id)
-        self.collect(blocking=False)
+        if collect:
+            self.collect(blocking=False)
         return name
 
     def collect(self, blocking=True):
-        """Remove the layers and blobs no image has, and what killed builds,
-        pulls and unpacks left. Returns (removed layer ids, removed blob count),
-        or None when a pull holds the store (not `blocking`)."""
+        """Remove the layers and blobs no image has, the shifted copies of a
+        block no instance holds (ctr.userns), and what killed builds, pulls,
+        unpacks and copies left. Returns {"layers": removed layer ids, "blobs":
+        how many blobs, "shifted": [{"layer", "block", "size"}] the removed
+        copies, "reclaimed": the bytes freed in all}, or None when a pull holds
+        the store (not `blocking`)."""
         from ctr.images.layerstore import flock
 
         self.store.ensure()
@@ -367,27 +377,39 @@ class ImageStore:
             images = self.list()
             used_layers = {lid for img in images for lid in img["layers"]}
             used_blobs = {b for img in images for b in img.get("blobs", ())}
-            removed = self.layers.collect(used_layers)
+            removed, freed = self.layers.collect(used_layers)
+            shifted = []
             if os.path.isdir(os.path.join(self.layers.dir, "shifted")):
                 from ctr import userns
 
                 with userns.lock(self.store):
-                    self.layers.collect_shifted(used_layers, userns.held_keys(self.store))
-            return removed, self._collect_blobs(used_blobs)
+                    copies, more = self.layers.collect_shifted(used_layers,
+                                                               userns.held_keys(self.store))
+                shifted = [{"layer": lid, "block": key, "size": size}
+                           for lid, key, size in copies]
+                freed += more
+            blobs, more = self._collect_blobs(used_blobs)
+            return {"layers": removed, "blobs": blobs, "shifted": shifted,
+                    "reclaimed": freed + more}
 
     def _collect_blobs(self, used):
-        count = 0
+        """Remove the blobs not in `used`: (how many, the bytes freed)."""
+        count = freed = 0
         for algo in ("sha256", "sha512"):
             parent = os.path.join(self.blobs, algo)
             for entry in os.listdir(parent) if os.path.isdir(parent) else []:
                 if f"{algo}:{entry}" not in used:
+                    path = os.path.join(parent, entry)
                     try:
-                        os.unlink(os.path.join(parent, entry))
+                        blocks = os.lstat(path).st_blocks
+                        os.unlink(path)
                         count += 1
+                        freed += blocks * 512
                     except IsADirectoryError:
                         import shutil
 
-                        shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+                        freed += du(path)
+                        shutil.rmtree(path, ignore_errors=True)
                     except FileNotFoundError:
                         pass
-        return count
+        return count, freed

@@ -412,6 +412,81 @@ def test_shifted_copies_are_made_once_per_layer_and_block(ctr, subids, special_l
     assert not os.path.exists(ctr.path("layers", "shifted"))
 
 
+def shifted_row(ctr):
+    rows = json.loads(ctr("system", "df", "--format", "json", check=True).stdout)
+    return {r["type"]: r for r in rows}["Shifted layers"]
+
+
+def disk_bytes(copies):
+    """What coreutils' du says the copies hold (hard links once), without the
+    copies' own top folders: the bytes of the layers' files in them."""
+    import subprocess
+
+    r = subprocess.run(["du", "-s", "-B1", "-c", *copies], capture_output=True, text=True,
+                       check=True)
+    return int(r.stdout.splitlines()[-1].split()[0]) - \
+        sum(os.lstat(c).st_blocks * 512 for c in copies)
+
+
+def test_df_and_prune_count_the_shifted_copies(ctr, subids, layered):
+    """system df shows the copies (active: a block an instance holds), image
+    prune and system prune say which went and the space they freed."""
+    from ctr.cli.context import human_size
+
+    ctr("pull", "--tls-verify=false", layered, check=True)
+    env = {**subids, **OFF}
+    assert shifted_row(ctr) == {"type": "Shifted layers", "total": 0, "active": 0,
+                                "size": 0, "reclaimable": 0}
+    for name in ("c1", "c2"):
+        ctr("run", "-d", "--name", name, "--userns", "auto", "--network", "none", layered,
+            "sleep", "60", env=env, check=True)
+    held = shifted_links(os.path.dirname(ctr.inspect("c1")["paths"]["upper"]))
+    freed = shifted_links(os.path.dirname(ctr.inspect("c2")["paths"]["upper"]))
+    row = shifted_row(ctr)
+    assert row["total"] == row["active"] == 6 and row["reclaimable"] == 0
+    assert row["size"] == disk_bytes(held + freed) > 1000000  # busybox's layer, twice
+    table = ctr("system", "df", check=True).stdout.splitlines()
+    assert table[-1].split() == ["Shifted", "layers", "6", "6", human_size(row["size"]), "0B"]
+    # rm keeps c2's copies; they are reclaimable now, c1's stay active
+    ctr("rm", "-f", "c2", check=True)
+    row = shifted_row(ctr)
+    assert (row["total"], row["active"]) == (6, 3)
+    assert row["reclaimable"] == disk_bytes(freed) and row["size"] == disk_bytes(held + freed)
+    block = os.path.basename(freed[0])
+    out = ctr("image", "prune", check=True).stdout.splitlines()
+    layers = json.loads(ctr("image", "inspect", "-f", "{{json .RootFS.Layers}}", layered,
+                            check=True).stdout)
+    assert sorted(out[:3]) == sorted(f"deleted: {lid} (shifted copy {block})" for lid in layers)
+    assert out[3:] == ["removed 0 layer(s), 3 shifted layer(s), 0 blob(s)",
+                       f"Total reclaimed space: {human_size(row['reclaimable'])}"]
+    assert shifted_entries(ctr) == sorted(held)  # the held block's copies stay
+    row = shifted_row(ctr)
+    assert (row["total"], row["active"], row["reclaimable"]) == (3, 3, 0)
+    assert row["size"] == disk_bytes(held)
+    # c1 stopped and removed by system prune: its block is free, its copies go
+    ctr("stop", "-t", "0", "c1", check=True)
+    assert shifted_row(ctr)["active"] == 3  # a stopped instance still holds its block
+    upper = ctr("system", "df", "--format", "json", check=True).stdout
+    instances = {r["type"]: r for r in json.loads(upper)}["Instances"]["reclaimable"]
+    out = ctr("system", "prune", "-f", check=True).stdout.splitlines()
+    assert out == ["deleted instance: c1",
+                   "removed 1 item(s), 0 layer(s), 3 shifted layer(s), 0 blob(s)",
+                   f"Total reclaimed space: {human_size(instances + row['size'])}"]
+    assert not os.path.exists(ctr.path("layers", "shifted"))
+    assert shifted_row(ctr) == {"type": "Shifted layers", "total": 0, "active": 0,
+                                "size": 0, "reclaimable": 0}
+    # image prune --format json: the copies, with their sizes and the total
+    ctr("run", "--rm", "--userns", "auto", "--network", "none", layered, "true", env=env,
+        check=True)
+    row = shifted_row(ctr)
+    got = json.loads(ctr("image", "prune", "--format", "json", check=True).stdout)
+    assert sorted(c["layer"] for c in got["shifted"]) == sorted(layers)
+    assert {c["block"] for c in got["shifted"]} == {"1500000000-1500000000-65536"}
+    assert got["reclaimed"] == sum(c["size"] for c in got["shifted"]) == row["reclaimable"]
+    assert got["layers"] == [] and got["blobs"] == 0 and shifted_entries(ctr) == []
+    ctr("image", "rm", layered, check=True)
+
+
 @pytest.fixture(scope="module")
 def many_files_layout(tmp_path_factory, busybox_image):
     """An image whose top layer has enough files that copying it takes a while."""

@@ -64,3 +64,35 @@ def test_names_resolve_as_docker_normalizes_them(tmp_path):
     assert images.find("alpine:3") is None
     atomic_write_json(os.path.join(images.dir, "nothing"), {})  # a stray file is skipped
     assert [i["name"] for i in images.list()] == ["docker.io/library/alpine:latest"]
+
+
+def test_collect_reports_layers_shifted_copies_blobs_and_the_bytes_freed(tmp_path):
+    from ctr.store import du
+
+    images, ids, name = store_with(tmp_path, 2)
+    copy = os.path.join(images.layers.shifted_dir(ids[0]), "1-1-65536")
+    os.makedirs(copy)
+    with open(os.path.join(copy, "f"), "wb") as f:
+        f.write(b"x" * 100000)
+    blob = os.path.join(images.blobs, "sha256", "c" * 64)
+    os.makedirs(os.path.dirname(blob))
+    with open(blob, "wb") as f:
+        f.write(b"b" * 20000)
+    os.sync()
+    copy_size, blob_size = du(copy), os.lstat(blob).st_blocks * 512
+    # the image has both layers; no instance holds the block: the copy goes
+    got = images.collect()
+    assert got == {"layers": [], "blobs": 1,
+                   "shifted": [{"layer": ids[0], "block": "1-1-65536", "size": copy_size}],
+                   "reclaimed": copy_size + blob_size}
+    assert copy_size >= 100000 and blob_size >= 20000
+    assert not os.path.exists(os.path.join(images.layers.dir, "shifted"))
+    with open(os.path.join(images.layers.path(ids[1]), "g"), "wb") as f:
+        f.write(b"y" * 30000)
+    os.sync()
+    images.remove(name, collect=False)
+    assert sorted(images.layers.ids()) == sorted(ids)  # left for the caller's collect
+    got = images.collect()
+    assert sorted(got["layers"]) == sorted(ids) and got["shifted"] == [] and got["blobs"] == 0
+    assert got["reclaimed"] >= 30000 and images.layers.ids() == []
+    assert images.collect() == {"layers": [], "blobs": 0, "shifted": [], "reclaimed": 0}
