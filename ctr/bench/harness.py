@@ -286,7 +286,13 @@ class Bench:
             # SIGTERM (a CI job cancelled) cleans up like Ctrl-C does
             old = signal.signal(signal.SIGTERM, _interrupt)
             stack.callback(signal.signal, signal.SIGTERM, old)
-            host = stack.enter_context(pr.HostSide()) if self.config.probes else None
+            host = None
+            if self.config.probes:
+                # Its exit registered before its enter: a Ctrl-C anywhere in or
+                # right after the enter still removes what the enter made.
+                host = pr.HostSide()
+                stack.push(host)
+                host.__enter__()
             return {kind: self._kind(kind, host) for kind in self.config.kinds}
 
     def _cleanup(self):
