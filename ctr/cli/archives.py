@@ -3,7 +3,7 @@ instance's changes or root: ctr commit, ctr export."""
 
 import click
 
-from ctr.cli.context import pass_ctx, progress
+from ctr.cli.context import pass_ctx, progress, stacked
 from ctr.cli.images import image
 
 
@@ -42,11 +42,7 @@ _LOAD_OPTIONS = [
 
 
 def _options(options):
-    def wrap(f):
-        for opt in reversed(options):
-            f = opt(f)
-        return f
-    return wrap
+    return lambda f: stacked(f, options)
 
 
 @image.command(name="load")

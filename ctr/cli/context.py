@@ -53,3 +53,10 @@ def human_size(size):
             return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
         size /= 1000
     return str(size)
+
+
+def stacked(f, options):
+    """`f` under click decorators given top first, as if written above it."""
+    for opt in reversed(options):
+        f = opt(f)
+    return f

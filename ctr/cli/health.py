@@ -4,7 +4,7 @@ themselves are ctr.health's; the monitor runs `healthcheck run` on a timer."""
 
 import click
 
-from ctr.cli.context import pass_ctx
+from ctr.cli.context import pass_ctx, stacked
 
 
 def health_options(f):
@@ -24,9 +24,7 @@ def health_options(f):
         click.option("--no-healthcheck", is_flag=True,
                      help="Disable the image's HEALTHCHECK."),
     ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+    return stacked(f, opts)
 
 
 @click.group()

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ctr.cli.context import progress
+from ctr.cli.context import progress, stacked
 from ctr.cli.health import health_options
 from ctr.errors import CtrError, InvalidSpec
 
@@ -39,9 +39,7 @@ def resource_options(f):
         click.option("--cpu-quota", metavar="US",
                      help="CPU time per period in microseconds (>= 1000; -1: unlimited)."),
     ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+    return stacked(f, opts)
 
 
 def run_flag_options(f):
@@ -77,9 +75,7 @@ def run_flag_options(f):
         click.option("--oom-score-adj", metavar="N",
                      help="The command's OOM score adjustment (-1000 to 1000)."),
     ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+    return stacked(f, opts)
 
 
 def pull_options(f):
@@ -95,9 +91,7 @@ def pull_options(f):
                      help="Require HTTPS and verify certificates (false: a plain-HTTP "
                           "registry)."),
     ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+    return stacked(f, opts)
 
 
 def pull_args(pull, platform, tls_verify):
@@ -211,9 +205,7 @@ def instance_options(f):
         click.argument("image"),
         click.argument("command", nargs=-1, type=click.UNPROCESSED),
     ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+    return stacked(f, opts)
 
 
 def _command(command):
